@@ -1,0 +1,54 @@
+//! Service discovery for waypost: the endpoint model, the lock-free endpoint handle, target
+//! strings and discovery sources.
+//!
+//! waypost balances requests inside the client process. This crate answers "which endpoints
+//! does this target have right now?" in a form every request can read without a lock:
+//!
+//! - [`Endpoint`]: an address plus what balancing needs (weight, zone, node, hostname, hash key,
+//!   readiness, zone hints).
+//! - [`EndpointSet`]: an immutable, sorted, deduplicated snapshot with a revision.
+//! - [`Endpoints`]: the `Clone + Send + Sync` handle requests read; [`Publisher`]: the side a
+//!   source writes. Reads are lock-free and allocation-free; watchers never miss the newest set;
+//!   the handle reports the source's [`Health`].
+//! - [`Target`]: `dns:///host:port`, `dns:///_grpc._tcp.host`, `kubernetes:///svc.ns:port`,
+//!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, parsed with errors that name the bad
+//!   part.
+//! - [`source`]: the sources that publish sets. This release has the static source; the DNS and
+//!   Kubernetes sources are planned next.
+//! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
+//!   balancers.
+//!
+//! ```
+//! use waypost_discovery::{source, Target};
+//!
+//! let target: Target = "static:///127.0.0.1:8080,127.0.0.1:8081".parse().unwrap();
+//! let Target::Static(list) = target else { unreachable!() };
+//! let endpoints = source::from_static(&list);
+//!
+//! // On the request path: no lock, no allocation.
+//! let set = endpoints.load();
+//! assert_eq!(set.len(), 2);
+//! assert_eq!(set.revision(), 1);
+//! ```
+//!
+//! # Features
+//!
+//! None yet: the crate depends only on `arc-swap`, `tokio` (sync and time), `tower`
+//! (discover) and `tracing`.
+
+mod discover;
+mod endpoint;
+mod endpoints;
+mod error;
+mod set;
+pub mod source;
+mod target;
+
+pub use discover::DiscoverEndpoints;
+pub use endpoint::{DEFAULT_WEIGHT, Endpoint, Readiness};
+pub use endpoints::{
+    CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, Watcher,
+};
+pub use error::{DiscoveryError, DiscoveryErrorKind, InvalidTarget, TargetErrorReason};
+pub use set::{Diff, EndpointSet};
+pub use target::{DnsHost, DnsTarget, KubernetesTarget, PortSelector, StaticTarget, Target};

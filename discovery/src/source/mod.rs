@@ -1,0 +1,16 @@
+//! Discovery sources: the tasks that keep an [`Endpoints`](crate::Endpoints) handle up to date.
+//!
+//! A source owns a [`Publisher`](crate::Publisher) and follows three rules:
+//!
+//! - it builds each new [`EndpointSet`](crate::EndpointSet) off the hot path and publishes it in
+//!   one swap; readers never wait for it;
+//! - a failure keeps the last good set and is reported through
+//!   [`Publisher::report_failure`](crate::Publisher::report_failure), so it shows in the handle's
+//!   [`Health`](crate::Health); the source owns its retries and backoff;
+//! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
+//!
+//! This module holds the static source, for `static:///` targets and fixed lists.
+
+mod fixed;
+
+pub use fixed::{from_addresses, from_static};
