@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::{ArcSwap, Cache, Guard};
 use futures_core::Stream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
@@ -48,6 +48,7 @@ struct Shared {
     current: ArcSwap<EndpointSet>,
     health: ArcSwap<Health>,
     closed: AtomicBool,
+    refresh: Notify,
 }
 
 /// The read handle over a target's current endpoints: `Clone + Send + Sync`, and cheap to clone.
@@ -93,6 +94,14 @@ impl Endpoints {
     /// `true` once the source has stopped: the set will not change any more.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Asks the source to look again soon, for instance after connections to an endpoint
+    /// failed. Requests made before the source gets to them collapse into one; sources that
+    /// follow a push stream (Kubernetes) may ignore them, and sources that poll (DNS) rate-limit
+    /// them. Never blocks.
+    pub fn request_refresh(&self) {
+        self.shared.refresh.notify_one();
     }
 
     /// A reader that keeps the current set and checks it with one atomic load, for a caller that
@@ -400,6 +409,7 @@ impl Publisher {
                 current: ArcSwap::from_pointee(EndpointSet::empty()),
                 health: ArcSwap::from_pointee(Health::initial()),
                 closed: AtomicBool::new(false),
+                refresh: Notify::new(),
             }),
             notify,
         }
@@ -528,6 +538,12 @@ impl Publisher {
             last_error: Some(error),
         }));
         self.wake();
+    }
+
+    /// Completes when a reader called [`Endpoints::request_refresh`]. Requests made while nobody
+    /// waits are kept (collapsed into one) for the next call.
+    pub async fn refresh_requested(&self) {
+        self.shared.refresh.notified().await
     }
 
     /// `true` while at least one [`Endpoints`] handle or [`Watcher`] exists.
@@ -666,6 +682,23 @@ mod tests {
         let endpoints = publisher.endpoints();
         drop(publisher);
         assert!(endpoints.resolved().await.unwrap_err().is_closed());
+    }
+
+    #[tokio::test]
+    async fn refresh_requests_collapse_and_are_kept_until_taken() {
+        let publisher = Publisher::new("t");
+        let endpoints = publisher.endpoints();
+        endpoints.request_refresh();
+        endpoints.request_refresh();
+        publisher.refresh_requested().await;
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            publisher.refresh_requested(),
+        );
+        assert!(
+            second.await.is_err(),
+            "two early requests collapse into one"
+        );
     }
 
     #[tokio::test]
