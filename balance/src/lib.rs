@@ -1,8 +1,73 @@
-//! Load balancing for waypost.
+//! Load balancing for waypost: policies, per-endpoint health, and a tower balancer that every
+//! clone shares without a lock, a queue or a worker task.
 //!
-//! This crate will hold the balancing policies (power-of-two-choices with PeakEWMA,
-//! round-robin, weighted, consistent hashing), per-endpoint load and health state, and a tower
-//! `Balance` service that every clone shares without a lock. It is not written yet: this release
-//! contains only the discovery layer it will build on, re-exported here as [`discovery`].
+//! [`Balance`] follows an [`Endpoints`](waypost_discovery::Endpoints) handle and spreads
+//! requests over its endpoints:
+//!
+//! - **Policies** ([`Policy`]): power of two choices with Peak EWMA (default) or least pending,
+//!   round-robin without a shared hot counter, smooth weighted round-robin, weighted random,
+//!   Maglev and ring hash consistent hashing with optional bounded loads. Weight 0 means "no
+//!   new requests" everywhere.
+//! - **Health** ([`BalanceConfig`]): passive outlier detection (consecutive failures and failure
+//!   percentage, growing ejection times, a cap on ejected endpoints), a panic threshold, zone
+//!   preference with spill-over, slow start, and per-endpoint connectivity (an unreachable
+//!   endpoint is skipped with backoff, never dropped for good).
+//! - **The pick path** reads an immutable table through an `ArcSwap` and atomics: no lock, no
+//!   allocation, no channel hop, no clock read (Peak EWMA costs are compared in the log domain).
+//!   Per-endpoint state (latency, in-flight, failures, ejections) survives every set update.
+//! - **Waiting**: with nothing usable, a request waits for an endpoint up to a deadline, then
+//!   fails with an [`Error`] naming the target and the reason ([`ErrorKind::NoEndpoints`],
+//!   [`ErrorKind::AllEjected`], [`ErrorKind::Discovery`]); it never hangs. A background task
+//!   follows discovery, so a new endpoint is used without any request having to drive it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{Service, ServiceExt};
+//! use waypost_balance::{Balance, BalanceConfig, Policy};
+//! use waypost_discovery::{Endpoint, source};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let endpoints = source::from_addresses(
+//!     "static:///demo",
+//!     ["127.0.0.1:8080".parse().unwrap(), "127.0.0.1:8081".parse().unwrap()],
+//! );
+//! let mut balance = Balance::builder(endpoints)
+//!     .config(BalanceConfig::with_policy(Policy::round_robin()))
+//!     .build(|endpoint: &Endpoint| {
+//!         let port = endpoint.address().port();
+//!         tower::service_fn(move |_: ()| async move { Ok::<_, Infallible>(port) })
+//!     })
+//!     .unwrap();
+//! let first = balance.ready().await.unwrap().call(()).await.unwrap();
+//! let second = balance.ready().await.unwrap().call(()).await.unwrap();
+//! assert_ne!(first, second, "round-robin alternates");
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `metrics`: counters and gauges through the [`metrics`](https://docs.rs/metrics) facade
+//!   (picks and in-flight per endpoint, ejections, set size, panic mode).
 
-pub use waypost_discovery as discovery;
+mod classify;
+mod config;
+mod error;
+mod key;
+mod layer;
+mod make;
+pub mod metrics;
+pub mod policy;
+mod service;
+mod state;
+mod table;
+mod updater;
+
+pub use classify::{Classify, ErrorIsFailure, HttpStatus, Outcome};
+pub use config::{BalanceConfig, OutlierDetection, ReconnectBackoff, SlowStart, ZonePreference};
+pub use error::{BoxError, ConfigError, Error, ErrorKind};
+pub use key::{ExtensionKey, HashKey, HeaderKey, KeyFn, NoHashKey, RequestHashKey, hash_key_bytes};
+pub use layer::BalanceLayer;
+pub use make::{ConnectivityReporter, MakeEndpoint, WithConnectivity};
+pub use policy::{PeakEwma, Policy};
+pub use service::{Balance, Builder, ResponseFuture};
+pub use state::Connectivity;

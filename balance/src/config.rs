@@ -1,0 +1,330 @@
+//! Balancer configuration: the policy and the health rules, each with a documented default.
+//!
+//! | setting | default | meaning |
+//! |---------|---------|---------|
+//! | [`policy`](BalanceConfig::policy) | P2C + Peak EWMA | how an endpoint is chosen |
+//! | [`outlier_detection`](BalanceConfig::outlier_detection) | 5 consecutive failures, 30 s base, 300 s max, 10% max | passive ejection of failing endpoints |
+//! | [`panic_threshold_percent`](BalanceConfig::panic_threshold_percent) | 50 | below this share of healthy endpoints, use all of them |
+//! | [`zone_preference`](BalanceConfig::zone_preference) | off | prefer the local zone, spill over when it lacks healthy capacity |
+//! | [`slow_start`](BalanceConfig::slow_start) | off | ramp new endpoints' weight up over a window |
+//! | [`wait_for_endpoints`](BalanceConfig::wait_for_endpoints) | 10 s | how long a request waits for a usable endpoint |
+//! | [`reconnect_backoff`](BalanceConfig::reconnect_backoff) | 1 s doubling to 30 s | how long an unreachable endpoint is skipped |
+//!
+//! The health rules follow Envoy's outlier detection, panic threshold, zone-aware routing and
+//! slow start, with the same defaults where Envoy has them.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::policy::Policy;
+
+/// Passive outlier detection: eject endpoints whose requests fail, for a time that grows with
+/// each ejection.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OutlierDetection {
+    /// Eject after this many failures in a row. 0 disables this rule. Default 5.
+    pub consecutive_failures: u32,
+    /// The ejection time is this × the number of times the endpoint was ejected. Default 30 s.
+    pub base_ejection_time: Duration,
+    /// The longest ejection. Default 300 s.
+    pub max_ejection_time: Duration,
+    /// At most this share of the endpoints is ejected at once (one endpoint may always be
+    /// ejected when none is). Default 10.
+    pub max_ejection_percent: u8,
+    /// How often failure percentages are evaluated and how long an endpoint must stay healthy
+    /// for its ejection count to drop by one. Default 10 s.
+    pub interval: Duration,
+    /// Eject endpoints whose failure percentage over an interval reaches this. `None` disables
+    /// the rule. Default 85.
+    pub failure_percentage_threshold: Option<u8>,
+    /// The failure-percentage rule runs only when at least this many endpoints had enough
+    /// requests in the interval. Default 5.
+    pub failure_percentage_minimum_hosts: u32,
+    /// The least number of requests in an interval for an endpoint to be judged by the
+    /// failure-percentage rule. Default 50.
+    pub failure_percentage_request_volume: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+            interval: Duration::from_secs(10),
+            failure_percentage_threshold: Some(85),
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+        }
+    }
+}
+
+impl OutlierDetection {
+    /// Outlier detection that never ejects.
+    pub fn disabled() -> Self {
+        OutlierDetection {
+            consecutive_failures: 0,
+            failure_percentage_threshold: None,
+            ..OutlierDetection::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_ejection_percent > 100 {
+            return Err(ConfigError::new(
+                "outlier_detection.max_ejection_percent",
+                "must be at most 100",
+            ));
+        }
+        if self.failure_percentage_threshold.is_some_and(|t| t > 100) {
+            return Err(ConfigError::new(
+                "outlier_detection.failure_percentage_threshold",
+                "must be at most 100",
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err(ConfigError::new(
+                "outlier_detection.interval",
+                "must be longer than zero",
+            ));
+        }
+        if self.max_ejection_time < self.base_ejection_time {
+            return Err(ConfigError::new(
+                "outlier_detection.max_ejection_time",
+                "must not be shorter than base_ejection_time",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Ramp the weight of endpoints that join after the balancer started.
+///
+/// A new endpoint's weight factor is `max(min_weight_percent, (age / window)^(1 / aggression))`,
+/// as in Envoy. It applies to the P2C, round-robin and random policies; the hashing policies keep
+/// placement stable and ignore it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SlowStart {
+    /// How long the ramp lasts.
+    pub window: Duration,
+    /// The starting share of the full weight, in percent. Default 10.
+    pub min_weight_percent: u8,
+    /// 1.0 ramps linearly; larger values ramp faster at first. Default 1.0.
+    pub aggression: f64,
+}
+
+impl SlowStart {
+    /// A linear ramp over `window` from 10% of the weight.
+    pub fn new(window: Duration) -> Self {
+        SlowStart {
+            window,
+            min_weight_percent: 10,
+            aggression: 1.0,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.window.is_zero() {
+            return Err(ConfigError::new(
+                "slow_start.window",
+                "must be longer than zero",
+            ));
+        }
+        if self.min_weight_percent == 0 || self.min_weight_percent > 100 {
+            return Err(ConfigError::new(
+                "slow_start.min_weight_percent",
+                "must be from 1 to 100",
+            ));
+        }
+        if !(self.aggression > 0.0 && self.aggression.is_finite()) {
+            return Err(ConfigError::new(
+                "slow_start.aggression",
+                "must be a positive number",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The weight factor for an endpoint `age` old.
+    pub(crate) fn factor(&self, age: Duration) -> f64 {
+        let progress = (age.as_secs_f64() / self.window.as_secs_f64()).clamp(0.0, 1.0);
+        progress
+            .powf(1.0 / self.aggression)
+            .max(f64::from(self.min_weight_percent) / 100.0)
+    }
+}
+
+/// Prefer endpoints in the client's own zone.
+///
+/// Local endpoints are those whose zone is `zone`, or, when every endpoint carries Kubernetes
+/// zone hints and some are hinted for `zone`, those hinted for it (kube-proxy's topology-aware
+/// routing). While at least `min_healthy_percent` of the local endpoints are healthy, all
+/// traffic stays local; below that, the local share shrinks in proportion and the rest spills
+/// over to the other zones. Not applied in panic mode nor by the hashing policies.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ZonePreference {
+    /// The client's zone.
+    pub zone: String,
+    /// The share of healthy local endpoints under which traffic starts spilling over, in
+    /// percent. Default 70.
+    pub min_healthy_percent: u8,
+}
+
+impl ZonePreference {
+    /// Prefer `zone`, spilling over below 70% healthy.
+    pub fn new(zone: impl Into<String>) -> Self {
+        ZonePreference {
+            zone: zone.into(),
+            min_healthy_percent: 70,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.zone.is_empty() {
+            return Err(ConfigError::new(
+                "zone_preference.zone",
+                "must not be empty",
+            ));
+        }
+        if self.min_healthy_percent == 0 || self.min_healthy_percent > 100 {
+            return Err(ConfigError::new(
+                "zone_preference.min_healthy_percent",
+                "must be from 1 to 100",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long an endpoint that could not be reached is skipped before it is tried again.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReconnectBackoff {
+    /// The first wait. Default 1 s.
+    pub initial: Duration,
+    /// The longest wait; waits double up to it. Default 30 s.
+    pub max: Duration,
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        ReconnectBackoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a [`Balance`](crate::Balance) is configured with.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BalanceConfig {
+    /// The balancing policy. Default [`Policy::p2c_peak_ewma`].
+    pub policy: Policy,
+    /// Passive outlier detection. Default [`OutlierDetection::default`].
+    pub outlier_detection: OutlierDetection,
+    /// When fewer than this percentage of the endpoints are healthy (not ejected, not
+    /// unreachable), balance across all of them: better to spread load over a partly broken
+    /// fleet than to overload the few that look healthy. 0 disables panic mode. Default 50.
+    pub panic_threshold_percent: u8,
+    /// Prefer the local zone. Default off.
+    pub zone_preference: Option<ZonePreference>,
+    /// Ramp new endpoints up. Default off.
+    pub slow_start: Option<SlowStart>,
+    /// How long a request waits for a usable endpoint before it fails with the reason.
+    /// Default 10 s.
+    pub wait_for_endpoints: Duration,
+    /// How long an unreachable endpoint is skipped.
+    pub reconnect_backoff: ReconnectBackoff,
+    /// Seeds the random choices, for reproducible tests. Default: seeded from the thread's
+    /// random generator.
+    pub seed: Option<u64>,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            policy: Policy::default(),
+            outlier_detection: OutlierDetection::default(),
+            panic_threshold_percent: 50,
+            zone_preference: None,
+            slow_start: None,
+            wait_for_endpoints: Duration::from_secs(10),
+            reconnect_backoff: ReconnectBackoff::default(),
+            seed: None,
+        }
+    }
+}
+
+impl BalanceConfig {
+    /// The defaults with another policy.
+    pub fn with_policy(policy: Policy) -> Self {
+        BalanceConfig {
+            policy,
+            ..BalanceConfig::default()
+        }
+    }
+
+    /// Checks every field; the error names the first one that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.outlier_detection.validate()?;
+        if self.panic_threshold_percent > 100 {
+            return Err(ConfigError::new(
+                "panic_threshold_percent",
+                "must be at most 100",
+            ));
+        }
+        if let Some(zone) = &self.zone_preference {
+            zone.validate()?;
+        }
+        if let Some(slow_start) = &self.slow_start {
+            slow_start.validate()?;
+        }
+        if self.reconnect_backoff.initial.is_zero()
+            || self.reconnect_backoff.max < self.reconnect_backoff.initial
+        {
+            return Err(ConfigError::new(
+                "reconnect_backoff",
+                "initial must be above zero and max at least initial",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BalanceConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut config = BalanceConfig::default();
+        config.outlier_detection.max_ejection_percent = 101;
+        assert_eq!(
+            config.validate().unwrap_err().field(),
+            "outlier_detection.max_ejection_percent"
+        );
+        let config = BalanceConfig {
+            slow_start: Some(SlowStart::new(Duration::ZERO)),
+            ..BalanceConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field(), "slow_start.window");
+    }
+
+    #[test]
+    fn slow_start_ramps() {
+        let slow = SlowStart::new(Duration::from_secs(10));
+        assert_eq!(slow.factor(Duration::ZERO), 0.1);
+        assert!((slow.factor(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert_eq!(slow.factor(Duration::from_secs(20)), 1.0);
+    }
+}

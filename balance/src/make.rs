@@ -1,0 +1,128 @@
+//! Making one service per endpoint, and letting it report its connection state.
+//!
+//! The balancer calls a [`MakeEndpoint`] once for each endpoint that joins the discovery set
+//! (off the request path), keeps the service while the address stays in the set, and clones it
+//! for each request sent to the endpoint. A closure `FnMut(&Endpoint) -> S` is a
+//! `MakeEndpoint`; wrap a two-argument closure in [`WithConnectivity`] to receive a
+//! [`ConnectivityReporter`] through which a connector that manages its own connections says
+//! when one is up or down, so the balancer stops picking an endpoint the moment its connection
+//! drops rather than after a failed request.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
+use waypost_discovery::Endpoint;
+
+use crate::state::Connectivity;
+
+/// Makes the service that carries requests to one endpoint.
+pub trait MakeEndpoint: Send + 'static {
+    /// The per-endpoint service. Cloned for each request, so it should be a cheap handle (a
+    /// connection handle, a channel).
+    type Service: Clone + Send + Sync + 'static;
+
+    /// Makes the service for `endpoint`. `connectivity` reports its connection state.
+    fn make_endpoint(
+        &mut self,
+        endpoint: &Endpoint,
+        connectivity: ConnectivityReporter,
+    ) -> Self::Service;
+}
+
+impl<F, S> MakeEndpoint for F
+where
+    F: FnMut(&Endpoint) -> S + Send + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Service = S;
+
+    fn make_endpoint(&mut self, endpoint: &Endpoint, _: ConnectivityReporter) -> S {
+        self(endpoint)
+    }
+}
+
+/// A [`MakeEndpoint`] from a closure that also takes the endpoint's [`ConnectivityReporter`].
+#[derive(Clone)]
+pub struct WithConnectivity<F>(pub F);
+
+impl<F> fmt::Debug for WithConnectivity<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WithConnectivity(..)")
+    }
+}
+
+impl<F, S> MakeEndpoint for WithConnectivity<F>
+where
+    F: FnMut(&Endpoint, ConnectivityReporter) -> S + Send + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Service = S;
+
+    fn make_endpoint(&mut self, endpoint: &Endpoint, connectivity: ConnectivityReporter) -> S {
+        (self.0)(endpoint, connectivity)
+    }
+}
+
+pub(crate) trait ConnectivityCell: Send + Sync {
+    fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity;
+}
+
+/// Reports an endpoint's connection state to its balancer. Cheap to clone; holds no strong
+/// reference, so it does not keep a removed endpoint alive.
+#[derive(Clone)]
+pub struct ConnectivityReporter {
+    cell: Weak<dyn ConnectivityCell>,
+    wake: Weak<Notify>,
+}
+
+impl ConnectivityReporter {
+    pub(crate) fn new(cell: Weak<dyn ConnectivityCell>, wake: &Arc<Notify>) -> Self {
+        ConnectivityReporter {
+            cell,
+            wake: Arc::downgrade(wake),
+        }
+    }
+
+    /// A reporter attached to nothing, for services made outside a balancer.
+    pub fn detached() -> Self {
+        struct Nothing;
+        impl ConnectivityCell for Nothing {
+            fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity {
+                connectivity
+            }
+        }
+        ConnectivityReporter {
+            cell: Weak::<Nothing>::new(),
+            wake: Weak::new(),
+        }
+    }
+
+    /// Reports the connection state. A change wakes the balancer, which rebuilds its tables:
+    /// a [`Disconnected`](Connectivity::Disconnected) endpoint is not picked (outside panic
+    /// mode) until it is reported [`Connected`](Connectivity::Connected) or its reconnect
+    /// backoff ends.
+    pub fn report(&self, connectivity: Connectivity) {
+        let Some(cell) = self.cell.upgrade() else {
+            return;
+        };
+        if cell.swap_connectivity(connectivity) != connectivity
+            && let Some(wake) = self.wake.upgrade()
+        {
+            wake.notify_one();
+        }
+    }
+
+    /// `true` while the endpoint is still in its balancer.
+    pub fn is_attached(&self) -> bool {
+        self.cell.strong_count() > 0
+    }
+}
+
+impl fmt::Debug for ConnectivityReporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectivityReporter")
+            .field("attached", &self.is_attached())
+            .finish()
+    }
+}

@@ -1,0 +1,548 @@
+//! Balancing policies: how one endpoint is chosen among the usable ones.
+//!
+//! | policy | picks | state read per pick |
+//! |--------|-------|---------------------|
+//! | [`Policy::p2c_peak_ewma`] (default) | the cheaper of two distinct random endpoints, cost = latency estimate × (in-flight + 1) | two keys, two counters |
+//! | [`Policy::p2c_least_pending`] | the one of two distinct random endpoints with fewer requests in flight | two counters |
+//! | [`Policy::round_robin`] | each endpoint in turn | the thread's own counter |
+//! | [`Policy::weighted_round_robin`] | smooth weighted round-robin | the thread's own counter |
+//! | [`Policy::weighted_random`] | at random, in proportion to weight | none |
+//! | [`Policy::maglev`] | by the request's hash key, Maglev table | none (bounded loads: counters) |
+//! | [`Policy::ring_hash`] | by the request's hash key, ring | none (bounded loads: counters) |
+//!
+//! Power of two choices comes from Mitzenmacher, "The Power of Two Choices in Randomized Load
+//! Balancing" (2001): choosing the less loaded of two random candidates brings the maximum load
+//! from `O(log n / log log n)` down to `O(log log n)`. The two candidates are always distinct:
+//! sampling with replacement would pick the busier of two endpoints a quarter of the time. Peak
+//! EWMA is Finagle's latency-aware load metric (see the `state` module for how it is compared
+//! without reading the clock).
+//!
+//! Weights apply everywhere: P2C samples candidates in proportion to weight (alias method),
+//! round-robin and random use them as documented, the hashing policies give an endpoint a share
+//! of the table proportional to its weight. Weight 0 means "no new requests" for every policy.
+//! Every table is built when the endpoint set or the health state changes, never on a request.
+
+pub(crate) mod alias;
+pub(crate) mod maglev;
+pub(crate) mod ring;
+pub(crate) mod round_robin;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use alias::AliasTable;
+use maglev::MaglevTable;
+use ring::Ring;
+use round_robin::Stripes;
+
+pub use maglev::DEFAULT_TABLE_SIZE as DEFAULT_MAGLEV_TABLE_SIZE;
+pub use ring::{DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_RING_SIZE};
+
+/// Parameters of the Peak EWMA load metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PeakEwma {
+    /// How fast old latency fades: the estimate decays by `e` over this time without samples.
+    /// Default 10 s.
+    pub decay: Duration,
+    /// The estimate of an endpoint before any sample when no other endpoint has history yet.
+    /// A new endpoint joining a balancer that has history starts at the median estimate of the
+    /// others instead, so it is not treated as the fastest. Default 30 ms.
+    pub default_rtt: Duration,
+    /// The latency recorded for a failed request (an error, or a response classified as a
+    /// failure such as 503) when it was faster, so that an endpoint failing fast does not look
+    /// fast. Default 1 s.
+    pub failure_penalty: Duration,
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        PeakEwma {
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(30),
+            failure_penalty: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The load compared by power-of-two-choices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Load {
+    PeakEwma(PeakEwma),
+    Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Kind {
+    P2c(Load),
+    RoundRobin,
+    WeightedRoundRobin,
+    WeightedRandom,
+    Maglev {
+        table_size: u32,
+    },
+    RingHash {
+        max_imbalance: f64,
+        max_ring_size: usize,
+    },
+}
+
+/// A balancing policy and its parameters. See the [module docs](self) for the list.
+#[derive(Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub(crate) kind: Kind,
+    pub(crate) bounded_load: Option<f64>,
+}
+
+impl Policy {
+    fn new(kind: Kind) -> Self {
+        Policy {
+            kind,
+            bounded_load: None,
+        }
+    }
+
+    /// Power of two choices with the Peak EWMA load metric (default parameters). The default
+    /// policy: it sends less traffic to slow, busy and failing endpoints.
+    pub fn p2c_peak_ewma() -> Self {
+        Policy::new(Kind::P2c(Load::PeakEwma(PeakEwma::default())))
+    }
+
+    /// Power of two choices with Peak EWMA and the given parameters.
+    pub fn p2c_peak_ewma_with(parameters: PeakEwma) -> Result<Self, ConfigError> {
+        if parameters.decay.is_zero() {
+            return Err(ConfigError::new(
+                "peak_ewma.decay",
+                "must be longer than zero",
+            ));
+        }
+        Ok(Policy::new(Kind::P2c(Load::PeakEwma(parameters))))
+    }
+
+    /// Power of two choices comparing requests in flight.
+    pub fn p2c_least_pending() -> Self {
+        Policy::new(Kind::P2c(Load::Pending))
+    }
+
+    /// Round-robin, ignoring weights other than 0.
+    pub fn round_robin() -> Self {
+        Policy::new(Kind::RoundRobin)
+    }
+
+    /// Smooth weighted round-robin (nginx's): each endpoint gets its weight's share of each
+    /// cycle, interleaved.
+    pub fn weighted_round_robin() -> Self {
+        Policy::new(Kind::WeightedRoundRobin)
+    }
+
+    /// Random, in proportion to weight.
+    pub fn weighted_random() -> Self {
+        Policy::new(Kind::WeightedRandom)
+    }
+
+    /// Maglev consistent hashing with the default table size (65 537).
+    pub fn maglev() -> Self {
+        Policy::new(Kind::Maglev {
+            table_size: maglev::DEFAULT_TABLE_SIZE,
+        })
+    }
+
+    /// Maglev consistent hashing with a table of `table_size` entries, which must be a prime
+    /// (so every endpoint's preference list covers the table). Use a size well above 100 × the
+    /// number of endpoints for an even spread.
+    pub fn maglev_with_table_size(table_size: u32) -> Result<Self, ConfigError> {
+        if !maglev::is_prime(table_size) {
+            return Err(ConfigError::new(
+                "maglev.table_size",
+                "must be a prime number",
+            ));
+        }
+        Ok(Policy::new(Kind::Maglev { table_size }))
+    }
+
+    /// Ring hash sized so that the busiest endpoint owns at most 10% more keys than the mean.
+    pub fn ring_hash() -> Self {
+        Policy::new(Kind::RingHash {
+            max_imbalance: ring::DEFAULT_MAX_IMBALANCE,
+            max_ring_size: ring::DEFAULT_MAX_RING_SIZE,
+        })
+    }
+
+    /// Ring hash sized for `max_imbalance` (0.1 = the busiest endpoint owns at most 10% more
+    /// than the mean), with at most `max_ring_size` points. When the cap is reached the target is
+    /// not met; the ring is as large as allowed.
+    pub fn ring_hash_with(max_imbalance: f64, max_ring_size: usize) -> Result<Self, ConfigError> {
+        if !(max_imbalance > 0.0 && max_imbalance.is_finite()) {
+            return Err(ConfigError::new(
+                "ring_hash.max_imbalance",
+                "must be a positive number",
+            ));
+        }
+        if max_ring_size == 0 {
+            return Err(ConfigError::new(
+                "ring_hash.max_ring_size",
+                "must be at least 1",
+            ));
+        }
+        Ok(Policy::new(Kind::RingHash {
+            max_imbalance,
+            max_ring_size,
+        }))
+    }
+
+    /// Consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018): an
+    /// endpoint already carrying more than `(1 + epsilon) ×` the mean number of requests in
+    /// flight passes the request on to the next endpoint of the table or ring. Only for
+    /// [`maglev`](Self::maglev) and [`ring_hash`](Self::ring_hash).
+    pub fn with_bounded_load(mut self, epsilon: f64) -> Result<Self, ConfigError> {
+        if !matches!(self.kind, Kind::Maglev { .. } | Kind::RingHash { .. }) {
+            return Err(ConfigError::new(
+                "bounded_load",
+                "applies only to the maglev and ring_hash policies",
+            ));
+        }
+        if !(epsilon > 0.0 && epsilon.is_finite()) {
+            return Err(ConfigError::new(
+                "bounded_load",
+                "epsilon must be a positive number",
+            ));
+        }
+        self.bounded_load = Some(epsilon);
+        Ok(self)
+    }
+
+    /// `true` for the policies that place requests by a hash key.
+    pub fn is_hashing(&self) -> bool {
+        matches!(self.kind, Kind::Maglev { .. } | Kind::RingHash { .. })
+    }
+
+    /// The policy's name, as used in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::P2c(Load::PeakEwma(_)) => "p2c_peak_ewma",
+            Kind::P2c(Load::Pending) => "p2c_least_pending",
+            Kind::RoundRobin => "round_robin",
+            Kind::WeightedRoundRobin => "weighted_round_robin",
+            Kind::WeightedRandom => "weighted_random",
+            Kind::Maglev { .. } => "maglev",
+            Kind::RingHash { .. } => "ring_hash",
+        }
+    }
+
+    pub(crate) fn peak_ewma(&self) -> Option<&PeakEwma> {
+        match &self.kind {
+            Kind::P2c(Load::PeakEwma(parameters)) => Some(parameters),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::p2c_peak_ewma()
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Policy");
+        debug.field("name", &self.name());
+        match &self.kind {
+            Kind::P2c(Load::PeakEwma(parameters)) => {
+                debug.field("peak_ewma", parameters);
+            }
+            Kind::Maglev { table_size } => {
+                debug.field("table_size", table_size);
+            }
+            Kind::RingHash {
+                max_imbalance,
+                max_ring_size,
+            } => {
+                debug
+                    .field("max_imbalance", max_imbalance)
+                    .field("max_ring_size", max_ring_size);
+            }
+            _ => {}
+        }
+        if let Some(epsilon) = self.bounded_load {
+            debug.field("bounded_load", &epsilon);
+        }
+        debug.finish()
+    }
+}
+
+/// What a policy needs to know of one candidate when its table is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CandidateInfo<'a> {
+    /// The effective weight (discovery weight × slow-start factor), above zero.
+    pub(crate) weight: u32,
+    /// The bytes consistent hashing places the endpoint by.
+    pub(crate) hash_key: &'a [u8],
+}
+
+/// Read access to candidates' load counters at pick time.
+pub(crate) trait Loads {
+    fn peak_ewma_cost(&self, candidate: usize) -> f64;
+    fn in_flight(&self, candidate: usize) -> u32;
+}
+
+/// A policy's lookup structure over candidates `0..len`.
+#[derive(Debug)]
+pub(crate) enum PolicyTable {
+    P2c {
+        load: Load,
+        len: usize,
+        weighted: Option<AliasTable>,
+    },
+    RoundRobin {
+        len: usize,
+    },
+    Schedule(Box<[u32]>),
+    Random {
+        len: usize,
+        weighted: Option<AliasTable>,
+    },
+    Maglev(MaglevTable),
+    Ring(Ring),
+}
+
+impl PolicyTable {
+    /// Builds the table for `policy` over `candidates` (all with weight above zero).
+    /// `None` when there is no candidate.
+    pub(crate) fn build(policy: &Policy, candidates: &[CandidateInfo<'_>]) -> Option<Self> {
+        if candidates.is_empty() {
+            return None;
+        }
+        let weights: Vec<u32> = candidates.iter().map(|c| c.weight).collect();
+        let uniform = weights.windows(2).all(|pair| pair[0] == pair[1]);
+        let len = candidates.len();
+        Some(match policy.kind {
+            Kind::P2c(load) => PolicyTable::P2c {
+                load,
+                len,
+                weighted: if uniform {
+                    None
+                } else {
+                    AliasTable::new(&weights)
+                },
+            },
+            Kind::RoundRobin => PolicyTable::RoundRobin { len },
+            Kind::WeightedRoundRobin if uniform => PolicyTable::RoundRobin { len },
+            Kind::WeightedRoundRobin => {
+                PolicyTable::Schedule(round_robin::smooth_schedule(&weights))
+            }
+            Kind::WeightedRandom => PolicyTable::Random {
+                len,
+                weighted: if uniform {
+                    None
+                } else {
+                    AliasTable::new(&weights)
+                },
+            },
+            Kind::Maglev { table_size } => {
+                let keys: Vec<&[u8]> = candidates.iter().map(|c| c.hash_key).collect();
+                PolicyTable::Maglev(MaglevTable::new(&keys, &weights, table_size)?)
+            }
+            Kind::RingHash {
+                max_imbalance,
+                max_ring_size,
+            } => {
+                let keys: Vec<&[u8]> = candidates.iter().map(|c| c.hash_key).collect();
+                let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+                let points = ring::points_per_weight(len, max_imbalance, total, max_ring_size);
+                PolicyTable::Ring(Ring::new(&keys, &weights, points)?)
+            }
+        })
+    }
+
+    /// Picks a candidate position. `key` is the request's hash (hashing policies use a random
+    /// one when the request has none); `bound` is the bounded-load cap, when enabled.
+    #[inline]
+    pub(crate) fn pick<L: Loads>(
+        &self,
+        key: Option<u64>,
+        rng: &mut fastrand::Rng,
+        stripes: &Stripes,
+        loads: &L,
+        bound: Option<u32>,
+    ) -> usize {
+        match self {
+            PolicyTable::P2c {
+                load,
+                len,
+                weighted,
+            } => {
+                let (a, b) = match weighted {
+                    None => distinct_pair(*len, rng),
+                    Some(alias) => weighted_distinct_pair(alias, rng),
+                };
+                if a == b {
+                    return a;
+                }
+                let a_is_better = match load {
+                    Load::PeakEwma(_) => loads.peak_ewma_cost(a) <= loads.peak_ewma_cost(b),
+                    Load::Pending => loads.in_flight(a) <= loads.in_flight(b),
+                };
+                if a_is_better { a } else { b }
+            }
+            PolicyTable::RoundRobin { len } => stripes.next(*len),
+            PolicyTable::Schedule(schedule) => schedule[stripes.next(schedule.len())] as usize,
+            PolicyTable::Random { len, weighted } => match weighted {
+                None => rng.usize(..*len),
+                Some(alias) => alias.pick(rng.u64(..)),
+            },
+            PolicyTable::Maglev(table) => {
+                let key = key.unwrap_or_else(|| rng.u64(..));
+                let first = table.pick(key);
+                match bound {
+                    None => first,
+                    Some(cap) => {
+                        let mut candidate = first;
+                        let mut step = 0u64;
+                        // Bounded: at most one pass over the table.
+                        while loads.in_flight(candidate) >= cap && step < table.size() as u64 {
+                            step += 1;
+                            candidate = table.pick_after(key, step);
+                        }
+                        if step == table.size() as u64 {
+                            first
+                        } else {
+                            candidate
+                        }
+                    }
+                }
+            }
+            PolicyTable::Ring(ring) => {
+                let key = key.unwrap_or_else(|| rng.u64(..));
+                let point = ring.point(key);
+                let first = ring.owner(point);
+                match bound {
+                    None => first,
+                    Some(cap) => {
+                        let mut candidate = first;
+                        let mut step = 0usize;
+                        while loads.in_flight(candidate) >= cap && step < ring.len() {
+                            step += 1;
+                            candidate = ring.owner(point + step);
+                        }
+                        if step == ring.len() { first } else { candidate }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Two distinct positions in `0..len` chosen uniformly (the same one only when `len == 1`).
+#[inline]
+pub(crate) fn distinct_pair(len: usize, rng: &mut fastrand::Rng) -> (usize, usize) {
+    if len < 2 {
+        return (0, 0);
+    }
+    let a = rng.usize(..len);
+    let mut b = rng.usize(..len - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
+}
+
+/// Two distinct positions sampled in proportion to weight. After a few draws that keep landing
+/// on the same position (one weight dominates), the second one is taken uniformly among the
+/// others, so the pair stays distinct.
+#[inline]
+fn weighted_distinct_pair(alias: &AliasTable, rng: &mut fastrand::Rng) -> (usize, usize) {
+    let a = alias.pick(rng.u64(..));
+    if alias.len() < 2 {
+        return (a, a);
+    }
+    for _ in 0..4 {
+        let b = alias.pick(rng.u64(..));
+        if b != a {
+            return (a, b);
+        }
+    }
+    let mut b = rng.usize(..alias.len() - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoLoad;
+
+    impl Loads for NoLoad {
+        fn peak_ewma_cost(&self, _: usize) -> f64 {
+            0.0
+        }
+        fn in_flight(&self, _: usize) -> u32 {
+            0
+        }
+    }
+
+    struct InFlight(Vec<u32>);
+
+    impl Loads for InFlight {
+        fn peak_ewma_cost(&self, i: usize) -> f64 {
+            f64::from(self.0[i])
+        }
+        fn in_flight(&self, i: usize) -> u32 {
+            self.0[i]
+        }
+    }
+
+    fn candidates(weights: &[u32]) -> Vec<CandidateInfo<'static>> {
+        const KEYS: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| CandidateInfo {
+                weight,
+                hash_key: KEYS[i],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded() {
+        let table = PolicyTable::build(&Policy::p2c_least_pending(), &candidates(&[1, 1])).unwrap();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let stripes = Stripes::new(1);
+        for _ in 0..100 {
+            assert_eq!(
+                table.pick(None, &mut rng, &stripes, &InFlight(vec![5, 1]), None),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn bounded_load_walks_past_a_full_endpoint() {
+        let policy = Policy::maglev_with_table_size(101)
+            .unwrap()
+            .with_bounded_load(0.25)
+            .unwrap();
+        let table = PolicyTable::build(&policy, &candidates(&[1, 1, 1])).unwrap();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let stripes = Stripes::new(1);
+        for key in 0..200u64 {
+            let free = table.pick(Some(key), &mut rng, &stripes, &NoLoad, Some(2));
+            let loads = InFlight((0..3).map(|i| if i == free { 5 } else { 0 }).collect());
+            let moved = table.pick(Some(key), &mut rng, &stripes, &loads, Some(2));
+            assert_ne!(moved, free, "a full endpoint passes the request on");
+        }
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        let error = Policy::maglev_with_table_size(65_536).unwrap_err();
+        assert_eq!(error.field(), "maglev.table_size");
+        assert!(Policy::round_robin().with_bounded_load(0.2).is_err());
+        assert!(Policy::ring_hash_with(0.0, 10).is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! Round-robin without a shared hot counter, and smooth weighted round-robin schedules.
+//!
+//! A single counter shared by every thread makes each pick a cache-line transfer between cores:
+//! two threads picking are slower than one. Instead each thread increments its own counter among
+//! a fixed number of cache-padded [`Stripes`]; a thread's picks walk the endpoints in order, and
+//! stripes start at different offsets so threads do not move in lockstep.
+//!
+//! Weighted round-robin follows nginx's smooth weighted round-robin: it interleaves endpoints
+//! (weights 5, 1, 1 give `a a b a c a a`, not `a a a a a b c`). The sequence is computed once per
+//! snapshot as a schedule and then walked like plain round-robin, so a pick stays `O(1)` and
+//! never takes a lock.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+/// Number of counters; threads beyond this share them (round-robin per stripe stays exact).
+pub(crate) const STRIPES: usize = 16;
+
+/// The longest schedule kept; larger weight sums are scaled down proportionally.
+pub(crate) const MAX_SCHEDULE: u64 = 1 << 16;
+
+/// Per-thread round-robin counters.
+#[derive(Debug)]
+pub(crate) struct Stripes {
+    counters: Box<[CachePadded<AtomicU64>]>,
+}
+
+impl Stripes {
+    pub(crate) fn new(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        Stripes {
+            counters: (0..STRIPES)
+                .map(|_| CachePadded::new(AtomicU64::new(rng.u64(..u64::MAX / 2))))
+                .collect(),
+        }
+    }
+
+    /// The next position in `0..len` for the calling thread's stripe.
+    #[inline]
+    pub(crate) fn next(&self, len: usize) -> usize {
+        let stripe = thread_stripe();
+        let count = self.counters[stripe].fetch_add(1, Ordering::Relaxed);
+        (count % len as u64) as usize
+    }
+}
+
+fn thread_stripe() -> usize {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local! {
+        static STRIPE: Cell<u32> = const { Cell::new(u32::MAX) };
+    }
+    STRIPE.with(|stripe| {
+        let mut value = stripe.get();
+        if value == u32::MAX {
+            value = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES as u32;
+            stripe.set(value);
+        }
+        value as usize
+    })
+}
+
+/// The smooth weighted round-robin sequence for `weights` (positions with weight 0 never appear).
+/// One cycle holds each position `weight / gcd` times, or proportionally fewer when the sum
+/// exceeds [`MAX_SCHEDULE`] (every non-zero weight keeps at least one turn).
+pub(crate) fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
+    let divisor = weights.iter().copied().filter(|&w| w > 0).fold(0u32, gcd);
+    if divisor == 0 {
+        return Box::default();
+    }
+    let mut reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w / divisor)).collect();
+    let total: u64 = reduced.iter().sum();
+    if total > MAX_SCHEDULE {
+        for w in reduced.iter_mut().filter(|w| **w > 0) {
+            *w = (*w * MAX_SCHEDULE / total).max(1);
+        }
+    }
+    let total: i64 = reduced.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; reduced.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = usize::MAX;
+        for (i, &w) in reduced.iter().enumerate() {
+            if w == 0 {
+                continue;
+            }
+            current[i] += w as i64;
+            if best == usize::MAX || current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule.into_boxed_slice()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_interleaves() {
+        assert_eq!(&*smooth_schedule(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(&*smooth_schedule(&[2, 4]), &[1, 0, 1]);
+        assert_eq!(&*smooth_schedule(&[0, 3]), &[1]);
+        assert!(smooth_schedule(&[0, 0]).is_empty());
+    }
+
+    #[test]
+    fn huge_weights_are_scaled() {
+        let schedule = smooth_schedule(&[u32::MAX, 1, 7]);
+        assert!(schedule.len() as u64 <= MAX_SCHEDULE + 2);
+        assert!(schedule.contains(&1) && schedule.contains(&2));
+    }
+
+    #[test]
+    fn one_thread_walks_in_order() {
+        let stripes = Stripes::new(1);
+        let first = stripes.next(5);
+        for i in 1..20 {
+            assert_eq!(stripes.next(5), (first + i) % 5);
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The tower service: a balancer every clone shares without a lock, a queue or a worker task.
+//!
+//! tower's own `p2c::Balance` needs `&mut self` to update its ready cache, so services shared
+//! between tasks wrap it in a `Buffer`: one worker task, a channel hop and an allocation per
+//! request, all picks serialized on one core. [`Balance`] instead keeps everything a pick reads
+//! in an immutable [`PickTable`](crate::table::PickTable) behind an `ArcSwap`, rebuilt by a
+//! background task when discovery or health changes, and per-endpoint counters in atomics. Every
+//! clone picks on its own thread: a `call` loads the table, picks an endpoint, bumps its
+//! in-flight counter and calls a clone of its service. `poll_ready` is always ready; a request
+//! that finds no usable endpoint waits in its response future for one, up to
+//! [`wait_for_endpoints`](crate::BalanceConfig::wait_for_endpoints), then fails with an
+//! [`Error`] that says why.
+//!
+//! The balancer must be created inside a tokio runtime: it spawns its background task there.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{Service, ServiceExt};
+//! use waypost_balance::Balance;
+//! use waypost_discovery::{Endpoint, source};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let endpoints = source::from_addresses(
+//!     "static:///demo",
+//!     ["127.0.0.1:8080".parse().unwrap(), "127.0.0.1:8081".parse().unwrap()],
+//! );
+//! // A real program makes a client for the endpoint's address here.
+//! let mut balance = Balance::new(endpoints, |endpoint: &Endpoint| {
+//!     let address = endpoint.address();
+//!     tower::service_fn(move |request: &'static str| async move {
+//!         Ok::<_, Infallible>(format!("{request} from {address}"))
+//!     })
+//! });
+//! let answer = balance.ready().await.unwrap().call("hello").await.unwrap();
+//! assert!(answer.starts_with("hello from 127.0.0.1:808"));
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
+use pin_project::pin_project;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
+use tower::Service;
+use tower::util::Oneshot;
+use waypost_discovery::Endpoints;
+
+use crate::classify::{Classify, ErrorIsFailure, Outcome};
+use crate::config::BalanceConfig;
+use crate::error::{BoxError, ConfigError, Error, ErrorKind};
+use crate::key::{HashKey, NoHashKey};
+use crate::make::MakeEndpoint;
+use crate::policy::round_robin::Stripes;
+use crate::state::{Clock, Connectivity};
+use crate::table::{self, PickTable, Slot, TableStatus};
+use crate::updater::{Shared, Updater};
+
+/// A load balancer over the endpoints of an [`Endpoints`] handle: `Clone + Send + Sync`, every
+/// clone sharing one state.
+///
+/// `S` is the per-endpoint service, `K` finds a request's hash key, `C` classifies outcomes.
+pub struct Balance<S, K = NoHashKey, C = ErrorIsFailure> {
+    shared: Arc<Shared<S>>,
+    _alive: Arc<oneshot::Sender<()>>,
+    rng: fastrand::Rng,
+    key: K,
+    classify: C,
+}
+
+impl<S> Balance<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    /// A balancer with the default configuration over `endpoints`, making each endpoint's
+    /// service with `make`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn new<M>(endpoints: Endpoints, make: M) -> Self
+    where
+        M: MakeEndpoint<Service = S>,
+    {
+        Builder::new(endpoints)
+            .build(make)
+            .expect("the default configuration is valid")
+    }
+}
+
+impl Balance<()> {
+    /// A builder for a configured balancer (the same as [`Builder::new`]).
+    pub fn builder(endpoints: Endpoints) -> Builder {
+        Builder::new(endpoints)
+    }
+}
+
+/// Builds a [`Balance`]: configuration, hash key extractor and response classifier.
+#[derive(Debug, Clone)]
+pub struct Builder<K = NoHashKey, C = ErrorIsFailure> {
+    endpoints: Endpoints,
+    config: BalanceConfig,
+    key: K,
+    classify: C,
+}
+
+impl Builder {
+    /// A builder with the default configuration, no hash key and [`ErrorIsFailure`].
+    pub fn new(endpoints: Endpoints) -> Self {
+        Builder {
+            endpoints,
+            config: BalanceConfig::default(),
+            key: NoHashKey,
+            classify: ErrorIsFailure,
+        }
+    }
+}
+
+impl<K, C> Builder<K, C> {
+    /// Uses `config`.
+    pub fn config(mut self, config: BalanceConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Finds each request's hash key with `key` (for the hashing policies).
+    pub fn hash_key<K2>(self, key: K2) -> Builder<K2, C> {
+        Builder {
+            endpoints: self.endpoints,
+            config: self.config,
+            key,
+            classify: self.classify,
+        }
+    }
+
+    /// Classifies responses and errors with `classify`.
+    pub fn classify<C2>(self, classify: C2) -> Builder<K, C2> {
+        Builder {
+            endpoints: self.endpoints,
+            config: self.config,
+            key: self.key,
+            classify,
+        }
+    }
+
+    /// Builds the balancer: makes the services of the current endpoints, builds the first table
+    /// and spawns the background task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn build<M>(self, make: M) -> Result<Balance<M::Service, K, C>, ConfigError>
+    where
+        M: MakeEndpoint,
+    {
+        self.config.validate()?;
+        let config = self.config;
+        let endpoints = self.endpoints;
+        let watcher = endpoints.watch();
+        let set = endpoints.load_full();
+        let target: Arc<str> = Arc::from(endpoints.target());
+        let seed = config.seed.unwrap_or_else(|| fastrand::u64(..));
+        let context = Arc::new(table::Context {
+            target,
+            endpoints,
+            clock: Clock::new(),
+            peak_ewma: config
+                .policy
+                .peak_ewma()
+                .map(|p| (p.decay.as_secs_f64() * 1000.0, p.failure_penalty)),
+            consecutive_failures: config.outlier_detection.consecutive_failures,
+            wake: Arc::new(Notify::new()),
+            total_in_flight: config
+                .policy
+                .bounded_load
+                .map(|_| CachePadded::new(AtomicU64::new(0))),
+        });
+        let (table_epoch, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            context,
+            table: ArcSwap::from_pointee(PickTable::empty(ErrorKind::NoEndpoints)),
+            table_epoch,
+            stripes: Stripes::new(seed),
+            config,
+        });
+        let mut updater = Updater::new(Arc::clone(&shared), make);
+        updater.apply_set(&set, true);
+        updater.refresh();
+        let (alive, dead) = oneshot::channel();
+        tokio::spawn(updater.run(watcher, dead));
+        Ok(Balance {
+            shared,
+            _alive: Arc::new(alive),
+            rng: fastrand::Rng::with_seed(seed),
+            key: self.key,
+            classify: self.classify,
+        })
+    }
+}
+
+impl<S, K, C> Balance<S, K, C> {
+    /// The target this balancer serves.
+    pub fn target(&self) -> &str {
+        &self.shared.context.target
+    }
+
+    /// The discovery handle this balancer follows.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.shared.context.endpoints
+    }
+
+    /// The number of endpoints that may be picked now.
+    pub fn usable_endpoints(&self) -> usize {
+        self.shared.table.load().len()
+    }
+
+    /// `true` while too few endpoints are healthy and the balancer uses all of them.
+    pub fn is_panic_mode(&self) -> bool {
+        self.shared.table.load().panic
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BalanceConfig {
+        &self.shared.config
+    }
+
+    /// The endpoint a request with hash `key` would be sent to now, without sending anything:
+    /// the same pick a [`call`](Service::call) makes (no lock, no allocation), but it does not
+    /// count as a request. `None` when no endpoint is usable.
+    #[inline]
+    pub fn pick(&mut self, key: Option<u64>) -> Option<std::net::SocketAddr> {
+        let shared = &self.shared;
+        let table = shared.table.load();
+        table
+            .pick(
+                key,
+                &mut self.rng,
+                &shared.stripes,
+                shared.context.total_in_flight.as_deref(),
+            )
+            .map(|slot| slot.address())
+    }
+
+    /// Requests in flight per usable endpoint, for diagnostics and tests.
+    pub fn in_flight(&self) -> Vec<(std::net::SocketAddr, u32)> {
+        self.shared
+            .table
+            .load()
+            .candidates()
+            .iter()
+            .map(|slot| (slot.address(), slot.state.in_flight()))
+            .collect()
+    }
+}
+
+impl<S, K: Clone, C: Clone> Clone for Balance<S, K, C> {
+    fn clone(&self) -> Self {
+        let mut rng = self.rng.clone();
+        Balance {
+            shared: Arc::clone(&self.shared),
+            _alive: Arc::clone(&self._alive),
+            rng: rng.fork(),
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S, K, C> fmt::Debug for Balance<S, K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.shared.table.load();
+        f.debug_struct("Balance")
+            .field("target", &self.shared.context.target)
+            .field("policy", &self.shared.config.policy)
+            .field("usable_endpoints", &table.len())
+            .field("panic", &table.panic)
+            .finish()
+    }
+}
+
+impl<S, K, C, Request> Service<Request> for Balance<S, K, C>
+where
+    S: Service<Request> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    K: HashKey<Request>,
+    C: Classify<S::Response, S::Error>,
+    Request: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S, Request, C>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Readiness is decided per request, from the table current when it is called.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let key = self.key.hash_key(&request);
+        let shared = &self.shared;
+        let picked = {
+            let table = shared.table.load();
+            table
+                .pick(
+                    key,
+                    &mut self.rng,
+                    &shared.stripes,
+                    shared.context.total_in_flight.as_deref(),
+                )
+                .cloned()
+        };
+        match picked {
+            Some(slot) => ResponseFuture::calling(slot, request, self.classify.clone()),
+            None => ResponseFuture::waiting(
+                Arc::clone(shared),
+                key,
+                self.rng.fork(),
+                request,
+                self.classify.clone(),
+            ),
+        }
+    }
+}
+
+/// Counts a request in flight on its endpoint until it completes or is dropped.
+struct InFlight<S> {
+    slot: Arc<Slot<S>>,
+    started: Option<Instant>,
+    finished: bool,
+}
+
+impl<S> InFlight<S> {
+    fn start(slot: Arc<Slot<S>>) -> Self {
+        slot.state.start_request();
+        slot.metrics.request_started();
+        if let Some(total) = &slot.context.total_in_flight {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
+        let started = slot.context.peak_ewma.map(|_| Instant::now());
+        InFlight {
+            slot,
+            started,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.finished = true;
+        let slot = &self.slot;
+        let context = &slot.context;
+        let state = &slot.state;
+        self.end();
+        if let (Some(started), Some((tau, penalty))) = (self.started, context.peak_ewma) {
+            let now = Instant::now();
+            let mut latency = now.saturating_duration_since(started);
+            if outcome != Outcome::Success {
+                latency = latency.max(penalty);
+            }
+            state.observe(latency, context.clock.millis(now), tau);
+        }
+        match outcome {
+            Outcome::Success => {
+                state.record_success();
+                if state.connectivity() == Connectivity::Unknown {
+                    state.set_connectivity(Connectivity::Connected);
+                }
+            }
+            Outcome::Failure => {
+                if state.record_failure() == context.consecutive_failures {
+                    context.wake.notify_one();
+                }
+            }
+            Outcome::Unreachable => {
+                state.record_failure();
+                if state.set_connectivity(Connectivity::Disconnected) != Connectivity::Disconnected
+                {
+                    context.wake.notify_one();
+                    context.endpoints.request_refresh();
+                }
+            }
+        }
+    }
+
+    fn end(&self) {
+        self.slot.state.end_request();
+        self.slot.metrics.request_ended();
+        if let Some(total) = &self.slot.context.total_in_flight {
+            total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Cancelled: the request no longer loads the endpoint, but says nothing about it.
+            self.end();
+        }
+    }
+}
+
+type WaitFuture<S> = Pin<Box<dyn Future<Output = Result<Arc<Slot<S>>, Error>> + Send>>;
+
+#[pin_project(project = StateProj)]
+enum State<S, Request>
+where
+    S: Service<Request>,
+{
+    Calling {
+        #[pin]
+        call: Oneshot<S, Request>,
+        in_flight: InFlight<S>,
+        span: tracing::Span,
+    },
+    Waiting {
+        wait: WaitFuture<S>,
+        request: Option<Request>,
+    },
+}
+
+/// The response future of [`Balance`].
+#[pin_project]
+pub struct ResponseFuture<S, Request, C>
+where
+    S: Service<Request>,
+{
+    #[pin]
+    state: State<S, Request>,
+    classify: C,
+}
+
+impl<S, Request, C> ResponseFuture<S, Request, C>
+where
+    S: Service<Request> + Clone + Send + Sync + 'static,
+    Request: Send + 'static,
+{
+    fn calling(slot: Arc<Slot<S>>, request: Request, classify: C) -> Self {
+        ResponseFuture {
+            state: Self::call_state(slot, request),
+            classify,
+        }
+    }
+
+    fn call_state(slot: Arc<Slot<S>>, request: Request) -> State<S, Request> {
+        let span = tracing::debug_span!(
+            target: "waypost::balance",
+            "request",
+            target = %slot.context.target,
+            endpoint = %slot.address(),
+        );
+        let service = slot.service.clone();
+        State::Calling {
+            call: Oneshot::new(service, request),
+            in_flight: InFlight::start(slot),
+            span,
+        }
+    }
+
+    fn waiting(
+        shared: Arc<Shared<S>>,
+        key: Option<u64>,
+        mut rng: fastrand::Rng,
+        request: Request,
+        classify: C,
+    ) -> Self {
+        let wait = Box::pin(async move {
+            let started = Instant::now();
+            let deadline = started + shared.config.wait_for_endpoints;
+            let mut epoch = shared.table_epoch.subscribe();
+            loop {
+                epoch.borrow_and_update();
+                let table = shared.table.load_full();
+                if let Some(slot) = table.pick(
+                    key,
+                    &mut rng,
+                    &shared.stripes,
+                    shared.context.total_in_flight.as_deref(),
+                ) {
+                    return Ok(Arc::clone(slot));
+                }
+                let reason = match table.status {
+                    TableStatus::Empty(reason) => reason,
+                    TableStatus::Ready => ErrorKind::NoEndpoints,
+                };
+                match tokio::time::timeout_at(deadline, epoch.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        let waited = Instant::now().saturating_duration_since(started);
+                        return Err(unavailable(&shared, reason, waited));
+                    }
+                }
+            }
+        });
+        ResponseFuture {
+            state: State::Waiting {
+                wait,
+                request: Some(request),
+            },
+            classify,
+        }
+    }
+}
+
+/// The error for a request that found nothing to pick, with discovery's failure when that is
+/// the cause.
+fn unavailable<S>(shared: &Shared<S>, reason: ErrorKind, waited: std::time::Duration) -> Error {
+    let context = &shared.context;
+    let health = context.endpoints.health();
+    let set_empty = context.endpoints.load().is_empty();
+    if reason == ErrorKind::NoEndpoints && set_empty && health.is_failing() {
+        return Error::unavailable(
+            ErrorKind::Discovery,
+            Arc::clone(&context.target),
+            waited,
+            health.last_error().cloned(),
+        );
+    }
+    tracing::debug!(target: "waypost::balance", target = %context.target, reason = ?reason, "no usable endpoint before the deadline");
+    Error::unavailable(reason, Arc::clone(&context.target), waited, None)
+}
+
+impl<S, Request, C> Future for ResponseFuture<S, Request, C>
+where
+    S: Service<Request> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Request: Send + 'static,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling {
+                    call,
+                    in_flight,
+                    span,
+                } => {
+                    let _entered = span.enter();
+                    let result = ready!(call.poll(cx));
+                    return Poll::Ready(match result {
+                        Ok(response) => {
+                            in_flight.finish(this.classify.classify_response(&response));
+                            Ok(response)
+                        }
+                        Err(error) => {
+                            in_flight.finish(this.classify.classify_error(&error));
+                            let slot = &in_flight.slot;
+                            Err(Error::endpoint(
+                                Arc::clone(&slot.context.target),
+                                slot.address(),
+                                error.into(),
+                            ))
+                        }
+                    });
+                }
+                StateProj::Waiting { wait, request } => {
+                    let slot = ready!(wait.as_mut().poll(cx))?;
+                    let request = request
+                        .take()
+                        .expect("the request is taken once, when the wait ends");
+                    this.state.set(Self::call_state(slot, request));
+                }
+            }
+        }
+    }
+}
+
+impl<S, Request, C> fmt::Debug for ResponseFuture<S, Request, C>
+where
+    S: Service<Request>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { in_flight, .. } => format!("calling {}", in_flight.slot.address()),
+            State::Waiting { .. } => "waiting for an endpoint".to_owned(),
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

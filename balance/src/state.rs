@@ -1,0 +1,355 @@
+//! Per-endpoint state shared by every request and every snapshot: load, latency, failures and
+//! connectivity, as atomics.
+//!
+//! A pick reads these counters and never writes them; a request writes them when it starts and
+//! when it completes. The state lives as long as the endpoint stays in the discovery set, so
+//! latency history, in-flight counts and ejections survive every set update that keeps the
+//! address.
+//!
+//! # Peak EWMA in the log domain
+//!
+//! The latency estimate follows Finagle's and tower's Peak EWMA: a sample above the current
+//! estimate replaces it at once (the peak), a lower one moves it by an exponentially weighted
+//! average, and the estimate decays towards zero while no sample arrives (decay time `τ`), so an
+//! endpoint that stopped getting traffic is tried again. A pick compares
+//! `estimate(now) × (in_flight + 1)` between two endpoints. With
+//! `estimate(now) = v · e^{-(now - s)/τ}` for the value `v` stored at time `s`, the comparison
+//! of logarithms `ln v + s/τ + ln(in_flight + 1)` does not depend on `now`: each endpoint keeps
+//! `ln v + s/τ` as its *key*, and a pick reads two keys and two in-flight counts, without the
+//! clock and without an exponential.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Milliseconds since the balancer's epoch, for timestamps kept in atomics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds from the epoch to `at` (0 before it).
+    pub(crate) fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+}
+
+/// The lowest estimate kept, in microseconds: keeps logarithms finite.
+const MIN_ESTIMATE_US: f32 = 1e-3;
+
+/// Whether an endpoint's connection can take requests, as reported by its connector or learned
+/// from requests that could not reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Connectivity {
+    /// Nothing is known yet; the endpoint is used.
+    Unknown,
+    /// A connection is up.
+    Connected,
+    /// No connection can be made now; the endpoint is not picked (unless in panic mode) until a
+    /// connector reports it connected again or its reconnect backoff ends.
+    Disconnected,
+}
+
+impl Connectivity {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Connectivity::Connected,
+            2 => Connectivity::Disconnected,
+            _ => Connectivity::Unknown,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Connectivity::Unknown => 0,
+            Connectivity::Connected => 1,
+            Connectivity::Disconnected => 2,
+        }
+    }
+}
+
+/// The hot per-endpoint counters.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    address: SocketAddr,
+    in_flight: AtomicU32,
+    /// `f32` estimate in microseconds (high half) and the sample time in wrapping milliseconds
+    /// since the epoch (low half), swapped together.
+    ewma: AtomicU64,
+    /// `ln(estimate) + sample_time/τ` as `f64` bits.
+    ewma_key: AtomicU64,
+    consecutive_failures: AtomicU32,
+    interval_successes: AtomicU32,
+    interval_failures: AtomicU32,
+    connectivity: AtomicU8,
+}
+
+impl EndpointState {
+    pub(crate) fn new(
+        address: SocketAddr,
+        initial_estimate: Duration,
+        now_ms: u64,
+        tau_ms: f64,
+    ) -> Self {
+        let state = EndpointState {
+            address,
+            in_flight: AtomicU32::new(0),
+            ewma: AtomicU64::new(0),
+            ewma_key: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            interval_successes: AtomicU32::new(0),
+            interval_failures: AtomicU32::new(0),
+            connectivity: AtomicU8::new(Connectivity::Unknown.as_u8()),
+        };
+        let estimate = (initial_estimate.as_secs_f64() * 1e6) as f32;
+        state.store_estimate(estimate, now_ms, tau_ms);
+        state
+    }
+
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    #[inline]
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn start_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn end_request(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `ln(estimate(now) × (in_flight + 1)) + now/τ`: compare between endpoints, lower is better.
+    #[inline]
+    pub(crate) fn peak_ewma_cost(&self) -> f64 {
+        let key = f64::from_bits(self.ewma_key.load(Ordering::Relaxed));
+        key + f64::from(self.in_flight() + 1).ln()
+    }
+
+    fn store_estimate(&self, estimate_us: f32, now_ms: u64, tau_ms: f64) {
+        let estimate_us = estimate_us.max(MIN_ESTIMATE_US);
+        self.ewma
+            .store(pack(estimate_us, now_ms), Ordering::Relaxed);
+        self.ewma_key.store(
+            key(estimate_us, now_ms, tau_ms).to_bits(),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Adds a latency sample taken at `now_ms`.
+    pub(crate) fn observe(&self, sample: Duration, now_ms: u64, tau_ms: f64) {
+        let sample_us = (sample.as_secs_f64() * 1e6) as f32;
+        let mut current = self.ewma.load(Ordering::Relaxed);
+        loop {
+            let (value, at) = unpack(current);
+            let elapsed = (now_ms as u32).wrapping_sub(at) as f64;
+            let w = (-elapsed / tau_ms).exp() as f32;
+            let decayed = value * w;
+            let next = if sample_us > decayed {
+                sample_us
+            } else {
+                value * w + sample_us * (1.0 - w)
+            }
+            .max(MIN_ESTIMATE_US);
+            match self.ewma.compare_exchange_weak(
+                current,
+                pack(next, now_ms),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.ewma_key
+                        .store(key(next, now_ms, tau_ms).to_bits(), Ordering::Relaxed);
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The estimate decayed to `now_ms`.
+    pub(crate) fn estimate(&self, now_ms: u64, tau_ms: f64) -> Duration {
+        let (value, at) = unpack(self.ewma.load(Ordering::Relaxed));
+        let elapsed = (now_ms as u32).wrapping_sub(at) as f64;
+        let us = f64::from(value) * (-elapsed / tau_ms).exp();
+        Duration::from_secs_f64(us.max(0.0) / 1e6)
+    }
+
+    /// Re-stamps an idle estimate at `now_ms` with its decayed value. The key stays the same
+    /// (up to rounding); this keeps the wrapping millisecond stamp within range.
+    pub(crate) fn restamp(&self, now_ms: u64, tau_ms: f64) {
+        let current = self.ewma.load(Ordering::Relaxed);
+        let (value, at) = unpack(current);
+        let elapsed = (now_ms as u32).wrapping_sub(at) as f64;
+        let decayed = (f64::from(value) * (-elapsed / tau_ms).exp()) as f32;
+        let decayed = decayed.max(MIN_ESTIMATE_US);
+        if self
+            .ewma
+            .compare_exchange(
+                current,
+                pack(decayed, now_ms),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.ewma_key
+                .store(key(decayed, now_ms, tau_ms).to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records a success; returns nothing to act on.
+    #[inline]
+    pub(crate) fn record_success(&self) {
+        // Skip the write when there is nothing to reset, to keep the line shared.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        self.interval_successes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a failure; returns the consecutive failure count including this one.
+    #[inline]
+    pub(crate) fn record_failure(&self) -> u32 {
+        self.interval_failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_consecutive_failures(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes the interval's (successes, failures) and starts a new interval.
+    pub(crate) fn take_interval(&self) -> (u32, u32) {
+        (
+            self.interval_successes.swap(0, Ordering::Relaxed),
+            self.interval_failures.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn connectivity(&self) -> Connectivity {
+        Connectivity::from_u8(self.connectivity.load(Ordering::Relaxed))
+    }
+
+    /// Sets the connectivity; returns the previous value.
+    pub(crate) fn set_connectivity(&self, connectivity: Connectivity) -> Connectivity {
+        Connectivity::from_u8(
+            self.connectivity
+                .swap(connectivity.as_u8(), Ordering::Relaxed),
+        )
+    }
+}
+
+fn pack(estimate_us: f32, at_ms: u64) -> u64 {
+    (u64::from(estimate_us.to_bits()) << 32) | (at_ms as u32 as u64)
+}
+
+fn unpack(packed: u64) -> (f32, u32) {
+    (f32::from_bits((packed >> 32) as u32), packed as u32)
+}
+
+fn key(estimate_us: f32, at_ms: u64, tau_ms: f64) -> f64 {
+    f64::from(estimate_us).ln() + at_ms as f64 / tau_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAU: f64 = 10_000.0;
+
+    fn state(initial_ms: u64) -> EndpointState {
+        EndpointState::new(
+            "127.0.0.1:1".parse().unwrap(),
+            Duration::from_millis(initial_ms),
+            0,
+            TAU,
+        )
+    }
+
+    #[test]
+    fn peaks_replace_and_lower_samples_average() {
+        let s = state(10);
+        s.observe(Duration::from_millis(100), 0, TAU);
+        assert_eq!(s.estimate(0, TAU), Duration::from_millis(100));
+        // A low sample right away barely moves a fresh peak.
+        s.observe(Duration::from_millis(1), 1, TAU);
+        let e = s.estimate(1, TAU).as_secs_f64();
+        assert!(e > 0.099 && e < 0.1, "{e}");
+        // After several τ the estimate has decayed close to zero, so a sample replaces it.
+        s.observe(Duration::from_millis(5), 50_001, TAU);
+        let e = s.estimate(50_001, TAU).as_secs_f64();
+        assert!((e - 0.005).abs() < 1e-6, "{e}");
+    }
+
+    #[test]
+    fn cost_comparison_matches_decayed_estimates() {
+        // a: 20 ms sampled at t=0; b: 5 ms sampled at t=30 s. At t=30 s, a has decayed to
+        // 20·e^-3 ≈ 1 ms, so a is cheaper although its stored value is larger.
+        let (a, b) = (state(1), state(1));
+        a.observe(Duration::from_millis(20), 0, TAU);
+        b.observe(Duration::from_millis(5), 30_000, TAU);
+        assert!(a.peak_ewma_cost() < b.peak_ewma_cost());
+        // Pending requests multiply the cost.
+        for _ in 0..10 {
+            a.start_request();
+        }
+        assert!(a.peak_ewma_cost() > b.peak_ewma_cost());
+    }
+
+    #[test]
+    fn restamp_keeps_the_comparison() {
+        let s = state(1);
+        s.observe(Duration::from_millis(8), 1_000, TAU);
+        let before = s.peak_ewma_cost();
+        s.restamp(21_000, TAU);
+        assert!((s.peak_ewma_cost() - before).abs() < 1e-4);
+        let e = s.estimate(21_000, TAU).as_secs_f64();
+        assert!((e - 0.008 * (-2.0f64).exp()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn stamps_wrap_without_harm() {
+        let s = state(1);
+        let near_wrap = u64::from(u32::MAX) - 500;
+        s.observe(Duration::from_millis(8), near_wrap, TAU);
+        let after = near_wrap + 1_000;
+        let e = s.estimate(after, TAU).as_secs_f64();
+        assert!((e - 0.008 * (-0.1f64).exp()).abs() < 1e-6, "{e}");
+    }
+
+    #[test]
+    fn failures_count_until_a_success() {
+        let s = state(1);
+        assert_eq!(s.record_failure(), 1);
+        assert_eq!(s.record_failure(), 2);
+        s.record_success();
+        assert_eq!(s.consecutive_failures(), 0);
+        assert_eq!(s.take_interval(), (1, 2));
+        assert_eq!(s.take_interval(), (0, 0));
+        assert_eq!(
+            s.set_connectivity(Connectivity::Disconnected),
+            Connectivity::Unknown
+        );
+        assert_eq!(s.connectivity(), Connectivity::Disconnected);
+    }
+}

@@ -1,0 +1,281 @@
+//! Pick tables: an immutable snapshot of who may be picked, built off the request path.
+//!
+//! Whenever the discovery set or the health state changes, the balancer's background task builds
+//! a [`PickTable`]: the usable endpoints (after weight 0, ejections, connectivity, panic mode and
+//! zone preference) and the policy's lookup structure over them, and installs it in an
+//! `ArcSwap`. A request loads the current table, picks from it and clones the chosen slot; a
+//! concurrent rebuild cannot invalidate what the request holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use tokio::sync::Notify;
+use waypost_discovery::{Endpoint, Endpoints};
+
+use crate::config::BalanceConfig;
+use crate::error::ErrorKind;
+use crate::make::ConnectivityCell;
+use crate::metrics::EndpointMetrics;
+use crate::policy::round_robin::Stripes;
+use crate::policy::{CandidateInfo, Loads, PolicyTable};
+use crate::state::{Clock, Connectivity, EndpointState};
+
+/// What the request path needs besides the slot, shared by all slots of a balancer.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) target: Arc<str>,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) clock: Clock,
+    /// Peak EWMA decay time in milliseconds and failure penalty, when the policy uses them.
+    pub(crate) peak_ewma: Option<(f64, Duration)>,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) wake: Arc<Notify>,
+    /// Requests in flight across all endpoints, kept only for bounded loads.
+    pub(crate) total_in_flight: Option<CachePadded<AtomicU64>>,
+}
+
+/// One endpoint as the request path sees it: its counters and its service.
+#[derive(Debug)]
+pub(crate) struct Slot<S> {
+    pub(crate) state: CachePadded<EndpointState>,
+    pub(crate) service: S,
+    pub(crate) context: Arc<Context>,
+    pub(crate) metrics: EndpointMetrics,
+}
+
+impl<S> Slot<S> {
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.state.address()
+    }
+}
+
+impl<S: Send + Sync> ConnectivityCell for Slot<S> {
+    fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity {
+        self.state.set_connectivity(connectivity)
+    }
+}
+
+/// Whether a table can serve picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableStatus {
+    Ready,
+    Empty(ErrorKind),
+}
+
+#[derive(Debug)]
+struct Group {
+    start: usize,
+    len: usize,
+    table: PolicyTable,
+}
+
+/// The current candidates and the policy's structures over them.
+#[derive(Debug)]
+pub(crate) struct PickTable<S> {
+    pub(crate) status: TableStatus,
+    pub(crate) panic: bool,
+    candidates: Box<[Arc<Slot<S>>]>,
+    primary: Option<Group>,
+    /// The spill-over group and the share of picks it gets, scaled to `u32::MAX`.
+    spill: Option<(Group, u32)>,
+    bounded_load: Option<f64>,
+}
+
+struct GroupLoads<'a, S>(&'a [Arc<Slot<S>>]);
+
+impl<S> Loads for GroupLoads<'_, S> {
+    #[inline]
+    fn peak_ewma_cost(&self, candidate: usize) -> f64 {
+        self.0[candidate].state.peak_ewma_cost()
+    }
+
+    #[inline]
+    fn in_flight(&self, candidate: usize) -> u32 {
+        self.0[candidate].state.in_flight()
+    }
+}
+
+impl<S> PickTable<S> {
+    /// A table with nothing to pick, for `reason`.
+    pub(crate) fn empty(reason: ErrorKind) -> Self {
+        PickTable {
+            status: TableStatus::Empty(reason),
+            panic: false,
+            candidates: Box::default(),
+            primary: None,
+            spill: None,
+            bounded_load: None,
+        }
+    }
+
+    /// Number of endpoints that may be picked.
+    pub(crate) fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Picks an endpoint, or `None` when the table is empty.
+    #[inline]
+    pub(crate) fn pick(
+        &self,
+        key: Option<u64>,
+        rng: &mut fastrand::Rng,
+        stripes: &Stripes,
+        total_in_flight: Option<&AtomicU64>,
+    ) -> Option<&Arc<Slot<S>>> {
+        let primary = self.primary.as_ref()?;
+        let group = match &self.spill {
+            Some((spill, share)) if rng.u32(..) < *share => spill,
+            _ => primary,
+        };
+        let slots = &self.candidates[group.start..group.start + group.len];
+        let bound = match (self.bounded_load, total_in_flight) {
+            (Some(epsilon), Some(total)) => {
+                let total = total.load(Ordering::Relaxed) as f64 + 1.0;
+                Some(((1.0 + epsilon) * total / group.len as f64).ceil() as u32)
+            }
+            _ => None,
+        };
+        let index = group
+            .table
+            .pick(key, rng, stripes, &GroupLoads(slots), bound);
+        slots.get(index)
+    }
+
+    /// Every candidate, in table order.
+    pub(crate) fn candidates(&self) -> &[Arc<Slot<S>>] {
+        &self.candidates
+    }
+}
+
+/// One tracked endpoint as the builder sees it.
+pub(crate) struct BuildEntry<'a, S> {
+    pub(crate) slot: &'a Arc<Slot<S>>,
+    pub(crate) endpoint: &'a Endpoint,
+    /// Not ejected and not unreachable.
+    pub(crate) healthy: bool,
+    /// The slow-start factor in `(0, 1]`.
+    pub(crate) ramp: f64,
+}
+
+/// Builds the table for `entries` under `config`.
+pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) -> PickTable<S> {
+    let usable: Vec<&BuildEntry<'_, S>> = entries
+        .iter()
+        .filter(|entry| entry.endpoint.accepts_new_requests())
+        .collect();
+    if usable.is_empty() {
+        return PickTable::empty(ErrorKind::NoEndpoints);
+    }
+    let healthy: Vec<&BuildEntry<'_, S>> = usable
+        .iter()
+        .copied()
+        .filter(|entry| entry.healthy)
+        .collect();
+    let threshold = usize::from(config.panic_threshold_percent);
+    let panic = threshold > 0 && healthy.len() * 100 < threshold * usable.len();
+    if !panic && healthy.is_empty() {
+        return PickTable::empty(ErrorKind::AllEjected);
+    }
+    let hashing = config.policy.is_hashing();
+    let chosen = if panic { usable } else { healthy };
+
+    // Zone preference: local candidates first, then the rest as the spill-over group.
+    let mut local_share = None;
+    let mut ordered: Vec<&BuildEntry<'_, S>> = chosen.clone();
+    let mut local_len = 0;
+    if let (Some(zone), false, false) = (&config.zone_preference, panic, hashing) {
+        let all: Vec<&BuildEntry<'_, S>> = entries
+            .iter()
+            .filter(|entry| entry.endpoint.accepts_new_requests())
+            .collect();
+        let use_hints = all.iter().all(|entry| entry.endpoint.has_zone_hints())
+            && all
+                .iter()
+                .any(|entry| entry.endpoint.is_hinted_for(&zone.zone));
+        let is_local = |entry: &BuildEntry<'_, S>| {
+            if use_hints {
+                entry.endpoint.is_hinted_for(&zone.zone)
+            } else {
+                entry.endpoint.zone() == Some(zone.zone.as_str())
+            }
+        };
+        let local_total = all.iter().filter(|entry| is_local(entry)).count();
+        let (local, remote): (Vec<_>, Vec<_>) =
+            chosen.iter().copied().partition(|entry| is_local(entry));
+        if local_total > 0 && !local.is_empty() {
+            let healthy_percent = local.len() as f64 * 100.0 / local_total as f64;
+            let wanted = f64::from(zone.min_healthy_percent);
+            local_len = local.len();
+            if healthy_percent >= wanted || remote.is_empty() {
+                ordered = local;
+            } else {
+                local_share = Some(healthy_percent / wanted);
+                ordered = local.into_iter().chain(remote).collect();
+            }
+        }
+    }
+
+    let weights: Vec<u32> = ordered
+        .iter()
+        .map(|entry| effective_weight(entry, hashing))
+        .collect();
+    let keys: Vec<Vec<u8>> = if hashing {
+        ordered
+            .iter()
+            .map(|entry| match entry.endpoint.hash_key() {
+                Some(key) => key.as_bytes().to_vec(),
+                None => entry.endpoint.address().to_string().into_bytes(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let info = |range: std::ops::Range<usize>| -> Vec<CandidateInfo<'_>> {
+        range
+            .map(|i| CandidateInfo {
+                weight: weights[i],
+                hash_key: keys.get(i).map(Vec::as_slice).unwrap_or_default(),
+            })
+            .collect()
+    };
+    let group = |start: usize, len: usize| -> Option<Group> {
+        PolicyTable::build(&config.policy, &info(start..start + len)).map(|table| Group {
+            start,
+            len,
+            table,
+        })
+    };
+    let (primary, spill) = match local_share {
+        Some(share) => (
+            group(0, local_len),
+            group(local_len, ordered.len() - local_len)
+                .map(|g| (g, ((1.0 - share) * f64::from(u32::MAX)) as u32)),
+        ),
+        None => (group(0, ordered.len()), None),
+    };
+    let Some(primary) = primary else {
+        return PickTable::empty(ErrorKind::NoEndpoints);
+    };
+    PickTable {
+        status: TableStatus::Ready,
+        panic,
+        candidates: ordered.iter().map(|entry| Arc::clone(entry.slot)).collect(),
+        primary: Some(primary),
+        spill,
+        bounded_load: config.policy.bounded_load,
+    }
+}
+
+/// Discovery weight × slow-start ramp, scaled by 100 so ramps keep resolution; hashing
+/// policies use the discovery weight alone, so placement does not move while endpoints ramp.
+fn effective_weight<S>(entry: &BuildEntry<'_, S>, hashing: bool) -> u32 {
+    let weight = u64::from(entry.endpoint.weight());
+    if hashing {
+        return weight.min(u64::from(u32::MAX)) as u32;
+    }
+    let scaled = (weight as f64 * 100.0 * entry.ramp).round() as u64;
+    scaled.clamp(1, u64::from(u32::MAX)) as u32
+}

@@ -1,0 +1,374 @@
+//! The balancer's background task: follows discovery and health, and rebuilds the pick table.
+//!
+//! One task per balancer (not per clone) owns everything that changes rarely: the map from
+//! address to slot, ejections, reconnect backoffs, slow-start ramps and the outlier-detection
+//! interval. It wakes when discovery publishes a set, when the request path reports that an
+//! endpoint crossed the consecutive-failure threshold or became unreachable, when a connector
+//! reports its connection state, and when a timer is due (an ejection ends, a backoff ends, a
+//! ramp advances, an interval ends). Discovery therefore progresses whether or not requests
+//! flow. The task ends when the last clone of the balancer is dropped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use waypost_discovery::{Endpoint, EndpointSet, Watcher};
+
+use crate::config::BalanceConfig;
+use crate::make::{ConnectivityCell, ConnectivityReporter, MakeEndpoint};
+use crate::metrics::{self, EndpointMetrics};
+use crate::policy::round_robin::Stripes;
+use crate::state::{Connectivity, EndpointState};
+use crate::table::{self, BuildEntry, Context, PickTable, Slot};
+
+/// State shared by every clone of a balancer and its task.
+pub(crate) struct Shared<S> {
+    pub(crate) context: Arc<Context>,
+    pub(crate) table: ArcSwap<PickTable<S>>,
+    /// Bumped after every table build, for requests waiting for an endpoint.
+    pub(crate) table_epoch: watch::Sender<u64>,
+    pub(crate) stripes: Stripes,
+    pub(crate) config: BalanceConfig,
+}
+
+struct Tracked<S> {
+    slot: Arc<Slot<S>>,
+    endpoint: Endpoint,
+    /// When the endpoint joined, for slow start; `None` for the balancer's first set.
+    joined: Option<Instant>,
+    ejected_until: Option<Instant>,
+    ejections: u32,
+    unreachable_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl<S> Tracked<S> {
+    fn is_ejected(&self) -> bool {
+        self.ejected_until.is_some()
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.is_ejected() && self.slot.state.connectivity() != Connectivity::Disconnected
+    }
+}
+
+pub(crate) struct Updater<M: MakeEndpoint> {
+    shared: Arc<Shared<M::Service>>,
+    make: M,
+    tracked: BTreeMap<SocketAddr, Tracked<M::Service>>,
+    next_interval: Instant,
+    last_panic: bool,
+}
+
+impl<M: MakeEndpoint> Updater<M> {
+    pub(crate) fn new(shared: Arc<Shared<M::Service>>, make: M) -> Self {
+        let next_interval = Instant::now() + shared.config.outlier_detection.interval;
+        Updater {
+            shared,
+            make,
+            tracked: BTreeMap::new(),
+            next_interval,
+            last_panic: false,
+        }
+    }
+
+    /// Applies a discovery set: new endpoints get a slot and a service, removed ones are
+    /// dropped, kept ones keep their state and take the new attributes.
+    pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
+        let now = Instant::now();
+        let context = &self.shared.context;
+        let now_ms = context.clock.millis(now);
+        let initial_estimate = self.initial_estimate(now_ms);
+        let mut next = BTreeMap::new();
+        for endpoint in set.iter() {
+            let address = endpoint.address();
+            match self.tracked.remove(&address) {
+                Some(mut kept) => {
+                    kept.endpoint = endpoint.clone();
+                    next.insert(address, kept);
+                }
+                None => {
+                    let state = EndpointState::new(
+                        address,
+                        initial_estimate,
+                        now_ms,
+                        context.peak_ewma.map_or(1.0, |(tau, _)| tau),
+                    );
+                    let make = &mut self.make;
+                    let slot = Arc::new_cyclic(|weak: &std::sync::Weak<Slot<M::Service>>| {
+                        let cell: std::sync::Weak<dyn ConnectivityCell> = weak.clone();
+                        let reporter = ConnectivityReporter::new(cell, &context.wake);
+                        Slot {
+                            state: CachePadded::new(state),
+                            service: make.make_endpoint(endpoint, reporter),
+                            context: Arc::clone(context),
+                            metrics: EndpointMetrics::new(&context.target, address),
+                        }
+                    });
+                    next.insert(
+                        address,
+                        Tracked {
+                            slot,
+                            endpoint: endpoint.clone(),
+                            joined: (!first).then_some(now),
+                            ejected_until: None,
+                            ejections: 0,
+                            unreachable_until: None,
+                            backoff: self.shared.config.reconnect_backoff.initial,
+                        },
+                    );
+                }
+            }
+        }
+        self.tracked = next;
+    }
+
+    /// The median current estimate of the tracked endpoints, or the configured default.
+    fn initial_estimate(&self, now_ms: u64) -> Duration {
+        let Some((tau, _)) = self.shared.context.peak_ewma else {
+            return Duration::ZERO;
+        };
+        let default = self
+            .shared
+            .config
+            .policy
+            .peak_ewma()
+            .map(|p| p.default_rtt)
+            .unwrap_or_default();
+        let mut estimates: Vec<Duration> = self
+            .tracked
+            .values()
+            .map(|t| t.slot.state.estimate(now_ms, tau))
+            .collect();
+        if estimates.is_empty() {
+            return default;
+        }
+        estimates.sort_unstable();
+        estimates[estimates.len() / 2]
+    }
+
+    /// Ejections, returns from ejection, reconnect backoffs and the interval's failure
+    /// percentages.
+    fn evaluate_health(&mut self, now: Instant) {
+        let config = &self.shared.config;
+        let outlier = &config.outlier_detection;
+        let target = &self.shared.context.target;
+        for (address, tracked) in self.tracked.iter_mut() {
+            if tracked.ejected_until.is_some_and(|until| until <= now) {
+                tracked.ejected_until = None;
+                tracked.slot.state.reset_consecutive_failures();
+                tracing::info!(target: "waypost::balance", target = %target, endpoint = %address, "endpoint returns from ejection");
+            }
+            match tracked.slot.state.connectivity() {
+                Connectivity::Disconnected => match tracked.unreachable_until {
+                    None => {
+                        tracked.unreachable_until = Some(now + tracked.backoff);
+                        tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, backoff = ?tracked.backoff, "endpoint unreachable");
+                        tracked.backoff = (tracked.backoff * 2).min(config.reconnect_backoff.max);
+                    }
+                    Some(until) if until <= now => {
+                        // Time to try again: the next request is the probe.
+                        tracked.unreachable_until = None;
+                        tracked.slot.state.set_connectivity(Connectivity::Unknown);
+                    }
+                    Some(_) => {}
+                },
+                Connectivity::Connected => {
+                    tracked.unreachable_until = None;
+                    tracked.backoff = config.reconnect_backoff.initial;
+                }
+                Connectivity::Unknown => tracked.unreachable_until = None,
+            }
+        }
+
+        if outlier.consecutive_failures > 0 {
+            let over: Vec<SocketAddr> = self
+                .tracked
+                .iter()
+                .filter(|(_, t)| {
+                    !t.is_ejected()
+                        && t.slot.state.consecutive_failures() >= outlier.consecutive_failures
+                })
+                .map(|(address, _)| *address)
+                .collect();
+            for address in over {
+                self.try_eject(address, now, "consecutive failures");
+                if let Some(tracked) = self.tracked.get(&address) {
+                    tracked.slot.state.reset_consecutive_failures();
+                }
+            }
+        }
+
+        if now >= self.next_interval {
+            self.end_interval(now);
+        }
+    }
+
+    fn end_interval(&mut self, now: Instant) {
+        let config = &self.shared.config;
+        let outlier = config.outlier_detection.clone();
+        while self.next_interval <= now {
+            self.next_interval += outlier.interval;
+        }
+        let context = &self.shared.context;
+        let now_ms = context.clock.millis(now);
+        let mut judged = Vec::new();
+        for (address, tracked) in self.tracked.iter_mut() {
+            let (successes, failures) = tracked.slot.state.take_interval();
+            if let Some((tau, _)) = context.peak_ewma {
+                tracked.slot.state.restamp(now_ms, tau);
+            }
+            if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 {
+                tracked.ejections -= 1;
+            }
+            let volume = successes + failures;
+            if volume >= outlier.failure_percentage_request_volume && volume > 0 {
+                judged.push((*address, u64::from(failures) * 100 / u64::from(volume)));
+            }
+        }
+        if let Some(threshold) = outlier.failure_percentage_threshold
+            && judged.len() as u32 >= outlier.failure_percentage_minimum_hosts
+        {
+            for (address, percent) in judged {
+                if percent >= u64::from(threshold)
+                    && !self.tracked.get(&address).is_some_and(Tracked::is_ejected)
+                {
+                    self.try_eject(address, now, "failure percentage");
+                }
+            }
+        }
+    }
+
+    fn try_eject(&mut self, address: SocketAddr, now: Instant, reason: &'static str) {
+        let outlier = &self.shared.config.outlier_detection;
+        let total = self.tracked.len();
+        let ejected = self.tracked.values().filter(|t| t.is_ejected()).count();
+        if ejected * 100 >= usize::from(outlier.max_ejection_percent) * total {
+            tracing::debug!(
+                target: "waypost::balance",
+                target = %self.shared.context.target,
+                endpoint = %address,
+                reason,
+                ejected,
+                "not ejecting: max_ejection_percent reached"
+            );
+            return;
+        }
+        let Some(tracked) = self.tracked.get_mut(&address) else {
+            return;
+        };
+        tracked.ejections = tracked.ejections.saturating_add(1);
+        let duration = outlier
+            .base_ejection_time
+            .saturating_mul(tracked.ejections)
+            .min(outlier.max_ejection_time);
+        tracked.ejected_until = Some(now + duration);
+        tracked.slot.metrics.ejected();
+        tracing::warn!(
+            target: "waypost::balance",
+            target = %self.shared.context.target,
+            endpoint = %address,
+            reason,
+            ejections = tracked.ejections,
+            duration = ?duration,
+            "endpoint ejected"
+        );
+    }
+
+    /// Builds and installs the pick table.
+    pub(crate) fn rebuild(&mut self, now: Instant) {
+        let config = &self.shared.config;
+        let entries: Vec<BuildEntry<'_, M::Service>> = self
+            .tracked
+            .values()
+            .map(|tracked| BuildEntry {
+                slot: &tracked.slot,
+                endpoint: &tracked.endpoint,
+                healthy: tracked.is_healthy(),
+                ramp: match (&config.slow_start, tracked.joined) {
+                    (Some(slow), Some(joined)) => {
+                        slow.factor(now.saturating_duration_since(joined))
+                    }
+                    _ => 1.0,
+                },
+            })
+            .collect();
+        let table = table::build(&entries, config);
+        let target = &self.shared.context.target;
+        if table.panic != self.last_panic {
+            if table.panic {
+                tracing::warn!(target: "waypost::balance", target = %target, endpoints = entries.len(), "panic mode: too few healthy endpoints, balancing across all");
+            } else {
+                tracing::info!(target: "waypost::balance", target = %target, "panic mode over");
+            }
+            self.last_panic = table.panic;
+        }
+        tracing::debug!(
+            target: "waypost::balance",
+            target = %target,
+            endpoints = entries.len(),
+            usable = table.len(),
+            panic = table.panic,
+            status = ?table.status,
+            "pick table rebuilt"
+        );
+        metrics::table_built(target, entries.len(), table.len(), table.panic);
+        self.shared.table.store(Arc::new(table));
+        self.shared
+            .table_epoch
+            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut next = self.next_interval;
+        for tracked in self.tracked.values() {
+            for at in [tracked.ejected_until, tracked.unreachable_until]
+                .into_iter()
+                .flatten()
+            {
+                next = next.min(at);
+            }
+            if let (Some(slow), Some(joined)) = (&self.shared.config.slow_start, tracked.joined)
+                && now.saturating_duration_since(joined) < slow.window
+            {
+                let step = (slow.window / 20).max(Duration::from_millis(50));
+                next = next.min(now + step);
+            }
+        }
+        next
+    }
+
+    /// Runs until `alive` completes (every balancer clone dropped).
+    pub(crate) async fn run(mut self, mut watcher: Watcher, mut alive: oneshot::Receiver<()>) {
+        let mut discovery_open = true;
+        loop {
+            let now = Instant::now();
+            let deadline = self.next_deadline(now);
+            tokio::select! {
+                biased;
+                _ = &mut alive => return,
+                changed = watcher.changed(), if discovery_open => match changed {
+                    Ok(set) => self.apply_set(&set, false),
+                    Err(_) => discovery_open = false,
+                },
+                _ = self.shared.context.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            self.evaluate_health(now);
+            self.rebuild(now);
+        }
+    }
+
+    /// Health evaluation and a rebuild, for the first table.
+    pub(crate) fn refresh(&mut self) {
+        let now = Instant::now();
+        self.evaluate_health(now);
+        self.rebuild(now);
+    }
+}
