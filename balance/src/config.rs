@@ -21,7 +21,6 @@ use crate::policy::Policy;
 /// Passive outlier detection: eject endpoints whose requests fail, for a time that grows with
 /// each ejection.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct OutlierDetection {
     /// Eject after this many failures in a row. 0 disables this rule. Default 5.
     pub consecutive_failures: u32,
@@ -106,7 +105,6 @@ impl OutlierDetection {
 /// as in Envoy. It applies to the P2C, round-robin and random policies; the hashing policies keep
 /// placement stable and ignore it.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct SlowStart {
     /// How long the ramp lasts.
     pub window: Duration,
@@ -165,7 +163,6 @@ impl SlowStart {
 /// traffic stays local; below that, the local share shrinks in proportion and the rest spills
 /// over to the other zones. Not applied in panic mode nor by the hashing policies.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct ZonePreference {
     /// The client's zone.
     pub zone: String,
@@ -202,7 +199,6 @@ impl ZonePreference {
 
 /// How long an endpoint that could not be reached is skipped before it is tried again.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct ReconnectBackoff {
     /// The first wait. Default 1 s.
     pub initial: Duration,
@@ -221,7 +217,6 @@ impl Default for ReconnectBackoff {
 
 /// Everything a [`Balance`](crate::Balance) is configured with.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct BalanceConfig {
     /// The balancing policy. Default [`Policy::p2c_peak_ewma`].
     pub policy: Policy,

@@ -378,8 +378,7 @@ impl<S> InFlight<S> {
             }
             Outcome::Unreachable => {
                 state.record_failure();
-                if state.set_connectivity(Connectivity::Disconnected) != Connectivity::Disconnected
-                {
+                if state.mark_unreachable() {
                     context.wake.notify_one();
                     context.endpoints.request_refresh();
                 }

@@ -59,11 +59,16 @@ pub enum Connectivity {
     Disconnected,
 }
 
+/// Internal value: a request could not reach the endpoint. Reads as
+/// [`Connectivity::Disconnected`]; unlike a connector's report, it ends with a probe after the
+/// reconnect backoff.
+const UNREACHABLE: u8 = 3;
+
 impl Connectivity {
     fn from_u8(value: u8) -> Self {
         match value {
             1 => Connectivity::Connected,
-            2 => Connectivity::Disconnected,
+            2 | UNREACHABLE => Connectivity::Disconnected,
             _ => Connectivity::Unknown,
         }
     }
@@ -248,6 +253,35 @@ impl EndpointState {
 
     pub(crate) fn connectivity(&self) -> Connectivity {
         Connectivity::from_u8(self.connectivity.load(Ordering::Relaxed))
+    }
+
+    /// `true` when requests should avoid the endpoint (reported disconnected or unreachable).
+    #[inline]
+    pub(crate) fn is_down(&self) -> bool {
+        self.connectivity.load(Ordering::Relaxed) >= 2
+    }
+
+    /// Marks the endpoint unreachable after a request could not reach it; `true` when it was not
+    /// already down.
+    pub(crate) fn mark_unreachable(&self) -> bool {
+        self.connectivity.swap(UNREACHABLE, Ordering::Relaxed) < 2
+    }
+
+    /// `true` when the endpoint is down because a request could not reach it (not because a
+    /// connector said so).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        self.connectivity.load(Ordering::Relaxed) == UNREACHABLE
+    }
+
+    /// Ends an unreachable period so that the next request probes the endpoint; does nothing if
+    /// a connector reported a state meanwhile.
+    pub(crate) fn end_unreachable(&self) {
+        let _ = self.connectivity.compare_exchange(
+            UNREACHABLE,
+            Connectivity::Unknown.as_u8(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Sets the connectivity; returns the previous value.

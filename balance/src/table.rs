@@ -84,17 +84,26 @@ pub(crate) struct PickTable<S> {
     bounded_load: Option<f64>,
 }
 
-struct GroupLoads<'a, S>(&'a [Arc<Slot<S>>]);
+struct GroupLoads<'a, S> {
+    slots: &'a [Arc<Slot<S>>],
+    /// In panic mode every endpoint is used, down or not.
+    panic: bool,
+}
 
 impl<S> Loads for GroupLoads<'_, S> {
     #[inline]
     fn peak_ewma_cost(&self, candidate: usize) -> f64 {
-        self.0[candidate].state.peak_ewma_cost()
+        self.slots[candidate].state.peak_ewma_cost()
     }
 
     #[inline]
     fn in_flight(&self, candidate: usize) -> u32 {
-        self.0[candidate].state.in_flight()
+        self.slots[candidate].state.in_flight()
+    }
+
+    #[inline]
+    fn is_down(&self, candidate: usize) -> bool {
+        !self.panic && self.slots[candidate].state.is_down()
     }
 }
 
@@ -138,9 +147,16 @@ impl<S> PickTable<S> {
             }
             _ => None,
         };
-        let index = group
-            .table
-            .pick(key, rng, stripes, &GroupLoads(slots), bound);
+        let index = group.table.pick(
+            key,
+            rng,
+            stripes,
+            &GroupLoads {
+                slots,
+                panic: self.panic,
+            },
+            bound,
+        );
         slots.get(index)
     }
 

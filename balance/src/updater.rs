@@ -42,6 +42,9 @@ struct Tracked<S> {
     /// When the endpoint joined, for slow start; `None` for the balancer's first set.
     joined: Option<Instant>,
     ejected_until: Option<Instant>,
+    /// When the last ejection ended; the ejection count drops only after a whole interval
+    /// without one.
+    returned_at: Option<Instant>,
     ejections: u32,
     unreachable_until: Option<Instant>,
     backoff: Duration,
@@ -53,7 +56,7 @@ impl<S> Tracked<S> {
     }
 
     fn is_healthy(&self) -> bool {
-        !self.is_ejected() && self.slot.state.connectivity() != Connectivity::Disconnected
+        !self.is_ejected() && !self.slot.state.is_down()
     }
 }
 
@@ -117,6 +120,7 @@ impl<M: MakeEndpoint> Updater<M> {
                             endpoint: endpoint.clone(),
                             joined: (!first).then_some(now),
                             ejected_until: None,
+                            returned_at: None,
                             ejections: 0,
                             unreachable_until: None,
                             backoff: self.shared.config.reconnect_backoff.initial,
@@ -161,11 +165,13 @@ impl<M: MakeEndpoint> Updater<M> {
         for (address, tracked) in self.tracked.iter_mut() {
             if tracked.ejected_until.is_some_and(|until| until <= now) {
                 tracked.ejected_until = None;
+                tracked.returned_at = Some(now);
                 tracked.slot.state.reset_consecutive_failures();
                 tracing::info!(target: "waypost::balance", target = %target, endpoint = %address, "endpoint returns from ejection");
             }
-            match tracked.slot.state.connectivity() {
-                Connectivity::Disconnected => match tracked.unreachable_until {
+            let state = &tracked.slot.state;
+            if state.is_unreachable() {
+                match tracked.unreachable_until {
                     None => {
                         tracked.unreachable_until = Some(now + tracked.backoff);
                         tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, backoff = ?tracked.backoff, "endpoint unreachable");
@@ -174,15 +180,15 @@ impl<M: MakeEndpoint> Updater<M> {
                     Some(until) if until <= now => {
                         // Time to try again: the next request is the probe.
                         tracked.unreachable_until = None;
-                        tracked.slot.state.set_connectivity(Connectivity::Unknown);
+                        state.end_unreachable();
                     }
                     Some(_) => {}
-                },
-                Connectivity::Connected => {
-                    tracked.unreachable_until = None;
+                }
+            } else {
+                tracked.unreachable_until = None;
+                if state.connectivity() == Connectivity::Connected {
                     tracked.backoff = config.reconnect_backoff.initial;
                 }
-                Connectivity::Unknown => tracked.unreachable_until = None,
             }
         }
 
@@ -223,7 +229,10 @@ impl<M: MakeEndpoint> Updater<M> {
             if let Some((tau, _)) = context.peak_ewma {
                 tracked.slot.state.restamp(now_ms, tau);
             }
-            if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 {
+            let clean_interval = tracked
+                .returned_at
+                .is_none_or(|returned| returned + outlier.interval <= now);
+            if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 && clean_interval {
                 tracked.ejections -= 1;
             }
             let volume = successes + failures;

@@ -41,7 +41,6 @@ pub use ring::{DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_RING_SIZE};
 
 /// Parameters of the Peak EWMA load metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
 pub struct PeakEwma {
     /// How fast old latency fades: the estimate decays by `e` over this time without samples.
     /// Default 10 s.
@@ -285,7 +284,13 @@ pub(crate) struct CandidateInfo<'a> {
 pub(crate) trait Loads {
     fn peak_ewma_cost(&self, candidate: usize) -> f64;
     fn in_flight(&self, candidate: usize) -> u32;
+    /// `true` when the candidate's connection went down since the table was built: picks
+    /// avoid it at once, before the next rebuild removes it.
+    fn is_down(&self, candidate: usize) -> bool;
 }
+
+/// How many times a pick that landed on a down candidate tries again.
+const DOWN_RETRIES: usize = 3;
 
 /// A policy's lookup structure over candidates `0..len`.
 #[derive(Debug)]
@@ -380,58 +385,76 @@ impl PolicyTable {
                 if a == b {
                     return a;
                 }
+                match (loads.is_down(a), loads.is_down(b)) {
+                    (true, false) => return b,
+                    (false, true) => return a,
+                    _ => {}
+                }
                 let a_is_better = match load {
                     Load::PeakEwma(_) => loads.peak_ewma_cost(a) <= loads.peak_ewma_cost(b),
                     Load::Pending => loads.in_flight(a) <= loads.in_flight(b),
                 };
                 if a_is_better { a } else { b }
             }
-            PolicyTable::RoundRobin { len } => stripes.next(*len),
-            PolicyTable::Schedule(schedule) => schedule[stripes.next(schedule.len())] as usize,
-            PolicyTable::Random { len, weighted } => match weighted {
+            PolicyTable::RoundRobin { len } => retry_down(loads, || stripes.next(*len)),
+            PolicyTable::Schedule(schedule) => {
+                retry_down(loads, || schedule[stripes.next(schedule.len())] as usize)
+            }
+            PolicyTable::Random { len, weighted } => retry_down(loads, || match weighted {
                 None => rng.usize(..*len),
                 Some(alias) => alias.pick(rng.u64(..)),
-            },
+            }),
             PolicyTable::Maglev(table) => {
                 let key = key.unwrap_or_else(|| rng.u64(..));
                 let first = table.pick(key);
-                match bound {
-                    None => first,
-                    Some(cap) => {
-                        let mut candidate = first;
-                        let mut step = 0u64;
-                        // Bounded: at most one pass over the table.
-                        while loads.in_flight(candidate) >= cap && step < table.size() as u64 {
-                            step += 1;
-                            candidate = table.pick_after(key, step);
-                        }
-                        if step == table.size() as u64 {
-                            first
-                        } else {
-                            candidate
-                        }
-                    }
-                }
+                walk(first, table.size(), loads, bound, |step| {
+                    table.pick_after(key, step as u64)
+                })
             }
             PolicyTable::Ring(ring) => {
                 let key = key.unwrap_or_else(|| rng.u64(..));
                 let point = ring.point(key);
-                let first = ring.owner(point);
-                match bound {
-                    None => first,
-                    Some(cap) => {
-                        let mut candidate = first;
-                        let mut step = 0usize;
-                        while loads.in_flight(candidate) >= cap && step < ring.len() {
-                            step += 1;
-                            candidate = ring.owner(point + step);
-                        }
-                        if step == ring.len() { first } else { candidate }
-                    }
-                }
+                walk(ring.owner(point), ring.len(), loads, bound, |step| {
+                    ring.owner(point + step)
+                })
             }
         }
     }
+}
+
+/// Picks again, a few times, while the pick lands on a down candidate.
+#[inline]
+fn retry_down<L: Loads>(loads: &L, mut pick: impl FnMut() -> usize) -> usize {
+    let mut candidate = pick();
+    for _ in 0..DOWN_RETRIES {
+        if !loads.is_down(candidate) {
+            break;
+        }
+        candidate = pick();
+    }
+    candidate
+}
+
+/// Walks a hash table or ring from `first` past candidates that are down or, with bounded
+/// loads, full; at most one pass. Keeps `first` when nothing better is found.
+#[inline]
+fn walk<L: Loads>(
+    first: usize,
+    size: usize,
+    loads: &L,
+    bound: Option<u32>,
+    at: impl Fn(usize) -> usize,
+) -> usize {
+    let unsuitable = |candidate: usize| {
+        loads.is_down(candidate) || bound.is_some_and(|cap| loads.in_flight(candidate) >= cap)
+    };
+    if !unsuitable(first) {
+        return first;
+    }
+    (1..size)
+        .map(at)
+        .find(|&candidate| !unsuitable(candidate))
+        .unwrap_or(first)
 }
 
 /// Two distinct positions in `0..len` chosen uniformly (the same one only when `len == 1`).
@@ -471,6 +494,9 @@ fn weighted_distinct_pair(alias: &AliasTable, rng: &mut fastrand::Rng) -> (usize
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -483,6 +509,9 @@ mod tests {
         fn in_flight(&self, _: usize) -> u32 {
             0
         }
+        fn is_down(&self, _: usize) -> bool {
+            false
+        }
     }
 
     struct InFlight(Vec<u32>);
@@ -493,6 +522,9 @@ mod tests {
         }
         fn in_flight(&self, i: usize) -> u32 {
             self.0[i]
+        }
+        fn is_down(&self, _: usize) -> bool {
+            false
         }
     }
 
