@@ -86,14 +86,16 @@ impl Connectivity {
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     address: SocketAddr,
-    in_flight: AtomicU32,
+    /// Requests started and finished (wrapping): in flight is the difference, and the finished
+    /// count gives an interval's volume without another write per request.
+    started: AtomicU32,
+    finished: AtomicU32,
     /// `f32` estimate in microseconds (high half) and the sample time in wrapping milliseconds
     /// since the epoch (low half), swapped together.
     ewma: AtomicU64,
     /// `ln(estimate) + sample_time/τ` as `f64` bits.
     ewma_key: AtomicU64,
     consecutive_failures: AtomicU32,
-    interval_successes: AtomicU32,
     interval_failures: AtomicU32,
     connectivity: AtomicU8,
 }
@@ -107,11 +109,11 @@ impl EndpointState {
     ) -> Self {
         let state = EndpointState {
             address,
-            in_flight: AtomicU32::new(0),
+            started: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
             ewma: AtomicU64::new(0),
             ewma_key: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
-            interval_successes: AtomicU32::new(0),
             interval_failures: AtomicU32::new(0),
             connectivity: AtomicU8::new(Connectivity::Unknown.as_u8()),
         };
@@ -126,17 +128,19 @@ impl EndpointState {
 
     #[inline]
     pub(crate) fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        // Finished first: a request that ends between the two loads cannot make it negative.
+        let finished = self.finished.load(Ordering::Relaxed);
+        self.started.load(Ordering::Relaxed).wrapping_sub(finished)
     }
 
     #[inline]
     pub(crate) fn start_request(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
     pub(crate) fn end_request(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `ln(estimate(now) × (in_flight + 1)) + now/τ`: compare between endpoints, lower is better.
@@ -218,14 +222,13 @@ impl EndpointState {
         }
     }
 
-    /// Records a success; returns nothing to act on.
+    /// Records a success.
     #[inline]
     pub(crate) fn record_success(&self) {
         // Skip the write when there is nothing to reset, to keep the line shared.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        self.interval_successes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a failure; returns the consecutive failure count including this one.
@@ -243,12 +246,14 @@ impl EndpointState {
         self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
-    /// Takes the interval's (successes, failures) and starts a new interval.
-    pub(crate) fn take_interval(&self) -> (u32, u32) {
-        (
-            self.interval_successes.swap(0, Ordering::Relaxed),
-            self.interval_failures.swap(0, Ordering::Relaxed),
-        )
+    /// Takes the interval's (finished requests, failures) and starts a new interval; `mark` is
+    /// the caller's record of the finished count at the last call.
+    pub(crate) fn take_interval(&self, mark: &mut u32) -> (u32, u32) {
+        let finished = self.finished.load(Ordering::Relaxed);
+        let volume = finished.wrapping_sub(*mark);
+        *mark = finished;
+        let failures = self.interval_failures.swap(0, Ordering::Relaxed);
+        (volume.max(failures), failures)
     }
 
     pub(crate) fn connectivity(&self) -> Connectivity {
@@ -374,12 +379,21 @@ mod tests {
     #[test]
     fn failures_count_until_a_success() {
         let s = state(1);
+        let mut mark = 0;
+        for _ in 0..3 {
+            s.start_request();
+        }
+        assert_eq!(s.in_flight(), 3);
+        s.end_request();
         assert_eq!(s.record_failure(), 1);
+        s.end_request();
         assert_eq!(s.record_failure(), 2);
+        s.end_request();
         s.record_success();
+        assert_eq!(s.in_flight(), 0);
         assert_eq!(s.consecutive_failures(), 0);
-        assert_eq!(s.take_interval(), (1, 2));
-        assert_eq!(s.take_interval(), (0, 0));
+        assert_eq!(s.take_interval(&mut mark), (3, 2));
+        assert_eq!(s.take_interval(&mut mark), (0, 0));
         assert_eq!(
             s.set_connectivity(Connectivity::Disconnected),
             Connectivity::Unknown

@@ -48,6 +48,8 @@ struct Tracked<S> {
     ejections: u32,
     unreachable_until: Option<Instant>,
     backoff: Duration,
+    /// The endpoint's finished-request count when the last interval ended.
+    finished_mark: u32,
 }
 
 impl<S> Tracked<S> {
@@ -124,6 +126,7 @@ impl<M: MakeEndpoint> Updater<M> {
                             ejections: 0,
                             unreachable_until: None,
                             backoff: self.shared.config.reconnect_backoff.initial,
+                            finished_mark: 0,
                         },
                     );
                 }
@@ -225,7 +228,7 @@ impl<M: MakeEndpoint> Updater<M> {
         let now_ms = context.clock.millis(now);
         let mut judged = Vec::new();
         for (address, tracked) in self.tracked.iter_mut() {
-            let (successes, failures) = tracked.slot.state.take_interval();
+            let (volume, failures) = tracked.slot.state.take_interval(&mut tracked.finished_mark);
             if let Some((tau, _)) = context.peak_ewma {
                 tracked.slot.state.restamp(now_ms, tau);
             }
@@ -235,7 +238,6 @@ impl<M: MakeEndpoint> Updater<M> {
             if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 && clean_interval {
                 tracked.ejections -= 1;
             }
-            let volume = successes + failures;
             if volume >= outlier.failure_percentage_request_volume && volume > 0 {
                 judged.push((*address, u64::from(failures) * 100 / u64::from(volume)));
             }

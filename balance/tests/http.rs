@@ -33,13 +33,16 @@ impl Server {
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |_: http::Request<Incoming>| async move {
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
-                            address.port().to_string(),
-                        ))))
-                    });
+                    let service =
+                        hyper::service::service_fn(move |_: http::Request<Incoming>| async move {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                                address.port().to_string(),
+                            ))))
+                        });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -73,7 +76,11 @@ impl Classify<http::Response<Incoming>, hyper_util::client::legacy::Error> for H
     }
 
     fn classify_error(&self, error: &hyper_util::client::legacy::Error) -> Outcome {
-        if error.is_connect() { Outcome::Unreachable } else { Outcome::Failure }
+        if error.is_connect() {
+            Outcome::Unreachable
+        } else {
+            Outcome::Failure
+        }
     }
 }
 
@@ -87,11 +94,13 @@ fn make(client: HttpClient) -> impl FnMut(&Endpoint) -> EndpointService + Send +
     move |endpoint: &Endpoint| {
         let client = client.clone();
         let address = endpoint.address();
-        EndpointService::new(tower::service_fn(move |mut request: http::Request<Empty<Bytes>>| {
-            let uri = format!("http://{address}{}", request.uri().path());
-            *request.uri_mut() = uri.parse().unwrap();
-            client.request(request)
-        }))
+        EndpointService::new(tower::service_fn(
+            move |mut request: http::Request<Empty<Bytes>>| {
+                let uri = format!("http://{address}{}", request.uri().path());
+                *request.uri_mut() = uri.parse().unwrap();
+                client.request(request)
+            },
+        ))
     }
 }
 
@@ -145,10 +154,18 @@ async fn round_robin_spreads_evenly_over_http1_and_http2() {
     let mut publisher = Publisher::new("static:///three");
     publish(&mut publisher, &servers);
     for http2 in [false, true] {
-        let mut balance = balance(&publisher, http2, BalanceConfig::with_policy(Policy::round_robin()));
+        let mut balance = balance(
+            &publisher,
+            http2,
+            BalanceConfig::with_policy(Policy::round_robin()),
+        );
         let (answers, failures) = spread(&mut balance, 300).await;
         assert_eq!(failures, 0);
-        assert_eq!(answers.values().copied().collect::<Vec<_>>(), [100, 100, 100], "http2={http2}");
+        assert_eq!(
+            answers.values().copied().collect::<Vec<_>>(),
+            [100, 100, 100],
+            "http2={http2}"
+        );
     }
 }
 
@@ -184,7 +201,11 @@ async fn a_killed_server_is_avoided() {
         let mut servers = servers(3).await;
         let mut publisher = Publisher::new("static:///three");
         publish(&mut publisher, &servers);
-        let mut balance = balance(&publisher, http2, BalanceConfig::with_policy(Policy::round_robin()));
+        let mut balance = balance(
+            &publisher,
+            http2,
+            BalanceConfig::with_policy(Policy::round_robin()),
+        );
         let (_, failures) = spread(&mut balance, 30).await;
         assert_eq!(failures, 0);
 
@@ -193,7 +214,10 @@ async fn a_killed_server_is_avoided() {
         killed.kill();
         // Requests already on the way may fail; the balancer learns from them quickly.
         let (_, early_failures) = spread(&mut balance, 30).await;
-        assert!(early_failures <= 6, "http2={http2}: {early_failures} failures right after the kill");
+        assert!(
+            early_failures <= 6,
+            "http2={http2}: {early_failures} failures right after the kill"
+        );
         let (answers, failures) = spread(&mut balance, 60).await;
         assert_eq!(failures, 0, "http2={http2}: the killed server is avoided");
         assert!(!answers.contains_key(&killed_port));
@@ -225,7 +249,11 @@ async fn endpoints_added_later_get_traffic_without_requests_driving_discovery() 
     let servers = servers(3).await;
     let mut publisher = Publisher::new("static:///grows");
     publish(&mut publisher, &servers[..2]);
-    let mut balance = balance(&publisher, true, BalanceConfig::with_policy(Policy::round_robin()));
+    let mut balance = balance(
+        &publisher,
+        true,
+        BalanceConfig::with_policy(Policy::round_robin()),
+    );
     assert_eq!(balance.usable_endpoints(), 2);
 
     publish(&mut publisher, &servers);

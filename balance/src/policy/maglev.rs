@@ -24,14 +24,15 @@ const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
 
 /// A built Maglev lookup table over candidate positions `0..n`.
 #[derive(Debug, Clone)]
-pub(crate) struct MaglevTable {
+pub struct MaglevTable {
     entries: Box<[u32]>,
 }
 
 impl MaglevTable {
     /// Builds a table of `size` entries (a prime) from each candidate's key bytes and weight.
-    /// Returns `None` when no candidate has a weight above zero.
-    pub(crate) fn new(keys: &[&[u8]], weights: &[u32], size: u32) -> Option<Self> {
+    /// Returns `None` when no candidate has a weight above zero. Building is `O(size)` plus the
+    /// collisions of the permutations, done off the request path.
+    pub fn new(keys: &[&[u8]], weights: &[u32], size: u32) -> Option<Self> {
         debug_assert_eq!(keys.len(), weights.len());
         let m = u64::from(size);
         let max_weight = weights.iter().copied().max().unwrap_or(0);
@@ -81,13 +82,13 @@ impl MaglevTable {
     }
 
     /// The table size.
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.entries.len()
     }
 
-    /// The candidate for a 64-bit key hash.
+    /// The candidate position for a 64-bit key hash.
     #[inline]
-    pub(crate) fn pick(&self, key: u64) -> usize {
+    pub fn pick(&self, key: u64) -> usize {
         self.entries[(key % self.entries.len() as u64) as usize] as usize
     }
 
@@ -98,9 +99,9 @@ impl MaglevTable {
         self.entries[((key % size + step) % size) as usize] as usize
     }
 
-    /// How many entries each candidate owns.
-    #[cfg(test)]
-    pub(crate) fn counts(&self, n: usize) -> Vec<u64> {
+    /// How many entries each of `n` candidates owns: its share of the keys is its count over
+    /// the table size.
+    pub fn counts(&self, n: usize) -> Vec<u64> {
         let mut counts = vec![0u64; n];
         for &entry in self.entries.iter() {
             counts[entry as usize] += 1;

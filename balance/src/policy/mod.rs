@@ -21,10 +21,13 @@
 //! round-robin and random use them as documented, the hashing policies give an endpoint a share
 //! of the table proportional to its weight. Weight 0 means "no new requests" for every policy.
 //! Every table is built when the endpoint set or the health state changes, never on a request.
+//!
+//! The consistent-hashing structures are public ([`MaglevTable`], [`Ring`]) for programs that
+//! place keys themselves, and for measuring their quality.
 
 pub(crate) mod alias;
-pub(crate) mod maglev;
-pub(crate) mod ring;
+pub mod maglev;
+pub mod ring;
 pub(crate) mod round_robin;
 
 use std::fmt;
@@ -32,8 +35,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use alias::AliasTable;
-use maglev::MaglevTable;
-use ring::Ring;
+pub use maglev::MaglevTable;
+pub use ring::Ring;
 use round_robin::Stripes;
 
 pub use maglev::DEFAULT_TABLE_SIZE as DEFAULT_MAGLEV_TABLE_SIZE;

@@ -1,0 +1,170 @@
+//! HTTP backends on loopback that tests start, slow down, break, drain and kill.
+//!
+//! A [`Backend`] is a real hyper server on `127.0.0.1:0` speaking HTTP/1 and HTTP/2 (prior
+//! knowledge). Every response carries the backend's port in its body and in the `x-backend`
+//! header, so a client can tell who answered. Its behaviour changes while it runs: a latency
+//! before answering, a status to answer with (503 for "failing"), a graceful shutdown that
+//! finishes requests in flight, or an abrupt kill that drops every connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Default)]
+struct Control {
+    latency_us: AtomicU64,
+    status: AtomicU16,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A running HTTP backend on loopback.
+#[derive(Debug)]
+pub struct Backend {
+    address: SocketAddr,
+    control: Arc<Control>,
+    stop_accepting: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Backend {
+    /// Starts a backend on a fresh loopback port that answers 200 at once.
+    pub async fn start() -> std::io::Result<Backend> {
+        Backend::start_on("127.0.0.1:0".parse().expect("a loopback address")).await
+    }
+
+    /// Starts a backend on `address` (a loopback address; port 0 picks a free one).
+    pub async fn start_on(address: SocketAddr) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let control = Arc::new(Control {
+            status: AtomicU16::new(200),
+            ..Control::default()
+        });
+        let (stop_accepting, mut stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let accept_control = Arc::clone(&control);
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        let control = Arc::clone(&accept_control);
+                        let mut stopped = stopped.clone();
+                        connections.spawn(async move {
+                            let service = hyper::service::service_fn(move |_: http::Request<Incoming>| {
+                                let control = Arc::clone(&control);
+                                async move { Ok::<_, Infallible>(answer(&control, address).await) }
+                            });
+                            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                            let connection = builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::pin!(connection);
+                            tokio::select! {
+                                _ = connection.as_mut() => {}
+                                _ = stop_requested(&mut stopped) => {
+                                    // Graceful: finish what is in flight, refuse new requests.
+                                    connection.as_mut().graceful_shutdown();
+                                    let _ = connection.await;
+                                }
+                            }
+                        });
+                    }
+                    _ = stop_requested(&mut stopped) => break,
+                }
+            }
+            drop(listener);
+            while connections.join_next().await.is_some() {}
+        });
+        Ok(Backend {
+            address,
+            control,
+            stop_accepting,
+            tasks,
+        })
+    }
+
+    /// The backend's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The backend's port, which it answers with.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Waits this long before answering each request from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.control
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers with this status from now on (503 makes a failing backend).
+    pub fn set_status(&self, status: u16) {
+        self.control.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Requests answered or being answered so far.
+    pub fn requests(&self) -> u64 {
+        self.control.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> u64 {
+        self.control.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting connections, finishes the requests in flight, closes every connection
+    /// (HTTP/2 clients get a GOAWAY) and returns once all are done.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_accepting.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Drops the listener and every connection at once, as a crashed process would.
+    pub fn kill(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn answer(control: &Control, address: SocketAddr) -> http::Response<Full<Bytes>> {
+    control.requests.fetch_add(1, Ordering::Relaxed);
+    control.in_flight.fetch_add(1, Ordering::Relaxed);
+    let latency = control.latency_us.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_micros(latency)).await;
+    }
+    let status = control.status.load(Ordering::Relaxed);
+    control.in_flight.fetch_sub(1, Ordering::Relaxed);
+    http::Response::builder()
+        .status(status)
+        .header("x-backend", address.port())
+        .body(Full::new(Bytes::from(address.port().to_string())))
+        .expect("a valid response")
+}
+
+/// Starts `n` backends.
+pub async fn start_many(n: usize) -> std::io::Result<Vec<Backend>> {
+    let mut backends = Vec::with_capacity(n);
+    for _ in 0..n {
+        backends.push(Backend::start().await?);
+    }
+    Ok(backends)
+}
