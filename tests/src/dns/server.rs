@@ -482,7 +482,7 @@ impl RequestHandler for Handler {
             metadata,
             answers.iter(),
             std::iter::empty(),
-            soa.into_iter(),
+            soa,
             additionals.iter(),
         );
         match response_handle.send_response(response).await {
