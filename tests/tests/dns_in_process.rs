@@ -303,7 +303,12 @@ async fn nxdomain_empties_the_set_only_when_confirmed() {
     let server = DnsServer::start().await.unwrap();
     let name = "api.waypost.test";
     server.set_addresses(name, &[ip("127.0.0.2"), ip("127.0.0.3")], 1);
-    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    // A 2 s floor leaves the test ample time to see the state between the two answers.
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address())
+            .refresh_bounds(Duration::from_secs(2), Duration::from_secs(30)),
+    );
     endpoints.resolved().await.unwrap();
     let revision = endpoints.revision();
 
@@ -348,7 +353,7 @@ async fn nxdomain_empties_the_set_only_when_confirmed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodata_counts_as_a_negative_answer_and_uses_the_soa_ttl() {
+async fn nodata_counts_as_a_negative_answer() {
     let server = DnsServer::start().await.unwrap();
     server.set_negative_ttl(Some(1));
     let srv = "_http._tcp.api.waypost.test";
@@ -356,7 +361,9 @@ async fn nodata_counts_as_a_negative_answer_and_uses_the_soa_ttl() {
     server.set_srv(srv, &[Srv::new(0, 1, 80, "pod.api.waypost.test")], 1);
     let endpoints = spawn(
         "dns:///_http._tcp.api.waypost.test.",
-        options_for(server.address()).empty_confirmations(3),
+        options_for(server.address())
+            .empty_confirmations(3)
+            .refresh_bounds(Duration::from_secs(2), Duration::from_secs(30)),
     );
     endpoints.resolved().await.unwrap();
     // The name keeps an A record, but no SRV: NODATA.

@@ -123,7 +123,11 @@ async fn unbound_nxdomain_confirmation_and_restart() {
     let mut unbound = Unbound::start(binaries, &["api.waypost.test. 1 IN A 127.0.0.2"])
         .await
         .unwrap();
-    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(unbound.address()));
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(unbound.address())
+            .refresh_bounds(Duration::from_secs(2), Duration::from_secs(30)),
+    );
     endpoints.resolved().await.unwrap();
     let revision = endpoints.revision();
 

@@ -10,7 +10,7 @@
 //! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
 //!
 //! This module holds the static source, for `static:///` targets and fixed lists, and the DNS
-//! source ([`dns`], feature `dns`).
+//! source (`dns`, feature `dns`).
 
 #[cfg(feature = "dns")]
 pub mod dns;

@@ -517,6 +517,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_negative_answer_waits_for_its_soa_ttl() {
+        let script = Script::default();
+        script.push(found(&[1], 1));
+        script.push(Outcome::Missing(Negative {
+            nxdomain: false,
+            ttl: Some(Duration::from_secs(7)),
+            detail: "`api.test` has no A record".into(),
+        }));
+        script.push(Outcome::Missing(Negative {
+            nxdomain: false,
+            ttl: Some(Duration::from_secs(3600)),
+            detail: "`api.test` has no A record".into(),
+        }));
+        let endpoints = start(&script, schedule());
+        endpoints.resolved().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let gaps: Vec<u64> = script
+            .asked()
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).as_secs())
+            .collect();
+        // 1 s TTL, then the 7 s negative TTL, then the 30 s ceiling.
+        assert_eq!(gaps, [1, 7, 30]);
+        assert!(endpoints.load().is_empty(), "two negative answers confirmed");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_single_confirmation_can_be_configured() {
         let script = Script::default();
         script.push(found(&[1], 1));
