@@ -11,7 +11,10 @@ use waypost_tests::dns::{PATIENCE, addr, addresses, options_for, wait_for_addres
 
 fn spawn(target: &str, options: DnsOptions) -> Endpoints {
     let target: DnsTarget = target.parse().unwrap();
-    DnsSource::new(target).with_options(options).spawn().unwrap()
+    DnsSource::new(target)
+        .with_options(options)
+        .spawn()
+        .unwrap()
 }
 
 /// TTL (1 s) + jitter (10%) + slack for a slow machine.
@@ -31,7 +34,10 @@ async fn unbound_scale_up_and_down_with_ipv6() {
     )
     .await
     .unwrap();
-    let endpoints = spawn("dns:///api.waypost.test.:8080", options_for(unbound.address()));
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:8080",
+        options_for(unbound.address()),
+    );
     let set = endpoints.resolved().await.unwrap();
     assert_eq!(
         set.addresses().collect::<Vec<_>>(),
@@ -110,8 +116,14 @@ async fn unbound_srv_priorities_and_weights() {
     );
 
     // The preferred targets disappear: the backup group is used.
-    unbound.set_records("a.api.waypost.test.", &[]).await.unwrap();
-    unbound.set_records("b.api.waypost.test.", &[]).await.unwrap();
+    unbound
+        .set_records("a.api.waypost.test.", &[])
+        .await
+        .unwrap();
+    unbound
+        .set_records("b.api.waypost.test.", &[])
+        .await
+        .unwrap();
     wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.9", 7009)]).await;
 }
 
@@ -133,29 +145,43 @@ async fn unbound_nxdomain_confirmation_and_restart() {
 
     // The server goes away: the set stays, the health says so.
     unbound.stop().await.unwrap();
-    wait_until(&endpoints, PATIENCE, "the failure", |_, health| health.is_failing()).await;
+    wait_until(&endpoints, PATIENCE, "the failure", |_, health| {
+        health.is_failing()
+    })
+    .await;
     assert!(endpoints.health().last_error().unwrap().is_resolve());
     assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)]);
     assert_eq!(endpoints.revision(), revision);
 
     // It comes back with the same records: recovery without a set change.
     unbound.restart().await.unwrap();
-    wait_until(&endpoints, PATIENCE, "recovery", |_, health| health.is_current()).await;
+    wait_until(&endpoints, PATIENCE, "recovery", |_, health| {
+        health.is_current()
+    })
+    .await;
     assert_eq!(endpoints.revision(), revision);
 
     // The name is deleted: one NXDOMAIN keeps the set, the next empties it. unbound's static
     // zone sends an SOA with a 1 s negative TTL.
     unbound.set_records("api.waypost.test.", &[]).await.unwrap();
-    wait_until(&endpoints, PATIENCE, "the first NXDOMAIN", |current, health| {
-        !current.is_empty()
-            && health
-                .last_error()
-                .is_some_and(|error| error.is_not_found())
-    })
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the first NXDOMAIN",
+        |current, health| {
+            !current.is_empty()
+                && health
+                    .last_error()
+                    .is_some_and(|error| error.is_not_found())
+        },
+    )
     .await;
-    wait_until(&endpoints, PATIENCE, "the confirmed empty set", |current, _| {
-        current.is_empty()
-    })
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the confirmed empty set",
+        |current, _| current.is_empty(),
+    )
     .await;
     assert_eq!(endpoints.revision(), revision + 1);
 }

@@ -540,7 +540,10 @@ mod tests {
             .collect();
         // 1 s TTL, then the 7 s negative TTL, then the 30 s ceiling.
         assert_eq!(gaps, [1, 7, 30]);
-        assert!(endpoints.load().is_empty(), "two negative answers confirmed");
+        assert!(
+            endpoints.load().is_empty(),
+            "two negative answers confirmed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
