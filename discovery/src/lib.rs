@@ -13,8 +13,8 @@
 //! - [`Target`]: `dns:///host:port`, `dns:///_grpc._tcp.host`, `kubernetes:///svc.ns:port`,
 //!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, parsed with errors that name the bad
 //!   part.
-//! - [`source`]: the sources that publish sets. This release has the static source; the DNS and
-//!   Kubernetes sources are planned next.
+//! - [`source`]: the sources that publish sets: the static source, and the DNS source
+//!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh.
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
 //!
@@ -33,8 +33,13 @@
 //!
 //! # Features
 //!
-//! None yet: the crate depends only on `arc-swap`, `tokio` (sync and time), `tower`
+//! Without features the crate depends only on `arc-swap`, `tokio` (sync and time), `tower`
 //! (discover) and `tracing`.
+//!
+//! - `dns`: the DNS source (`source::dns`) for `dns:///host:port` and `dns:///_port._proto.host`
+//!   targets, through hickory-resolver on the tokio runtime. Note that the name of a ClusterIP
+//!   Service resolves to one virtual IP, which leaves nothing to balance: use a headless
+//!   Service or a `kubernetes:///` target.
 
 mod discover;
 mod endpoint;

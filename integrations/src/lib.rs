@@ -16,7 +16,8 @@
 //!
 //! # Features
 //!
-//! None yet.
+//! - `dns`: the DNS source for `dns:///` targets (A/AAAA and SRV through hickory-resolver),
+//!   as `waypost::discovery::source::dns`.
 
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;

@@ -1,0 +1,591 @@
+//! One lookup of a target through hickory-resolver, turned into an [`Outcome`].
+//!
+//! The resolve loop ([`super::schedule`]) asks a [`Resolve`] implementation for one outcome at a
+//! time: endpoints with the TTL they may be kept for, a negative answer (NXDOMAIN or no record of
+//! the asked type), or a failure. This module holds the hickory-backed implementation for
+//! address targets and the plumbing SRV targets share with it ([`super::srv`] holds the SRV
+//! rules).
+//!
+//! Address lookups ask for A and AAAA separately rather than through hickory's `lookup_ip`, so
+//! that a failure of one family is not mistaken for "that family has no addresses": a family
+//! whose query failed may only be left out of an answer while the current set has no address of
+//! that family; otherwise the whole lookup counts as failed and the last good set stays.
+//!
+//! The resolver's own response cache is cleared before each lookup: the source keeps its own
+//! schedule from the TTLs it sees, and an early refresh asked for after connection failures must
+//! reach the server rather than a cached copy.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+
+use super::error::DnsSourceError;
+use super::options::{DnsOptions, IpFamilies};
+use super::srv;
+use crate::endpoint::Endpoint;
+use crate::error::{DiscoveryError, DiscoveryErrorKind};
+use crate::set::EndpointSet;
+use crate::target::{DnsHost, DnsTarget};
+
+/// What one lookup of a target gave.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Endpoints (possibly after dropping unusable records), valid for `ttl`.
+    Found(Answer),
+    /// The name does not exist or has no record of the asked type.
+    Missing(Negative),
+    /// No usable answer: timeout, SERVFAIL, refused, unreachable server, malformed answer.
+    Failed(DiscoveryError),
+}
+
+/// A positive answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The endpoints, at least one.
+    pub(crate) endpoints: Vec<Endpoint>,
+    /// The smallest TTL of the records the endpoints came from.
+    pub(crate) ttl: Duration,
+    /// The name that answered (after search domains), without the trailing dot.
+    pub(crate) name: String,
+}
+
+/// A negative answer.
+#[derive(Debug)]
+pub(crate) struct Negative {
+    /// `true` for NXDOMAIN, `false` for an empty answer (NODATA, or nothing usable).
+    pub(crate) nxdomain: bool,
+    /// The negative-caching TTL from the SOA, when the server sent one.
+    pub(crate) ttl: Option<Duration>,
+    /// What was asked and what came back, for logs and errors.
+    pub(crate) detail: String,
+}
+
+/// One lookup strategy; the resolve loop calls it once per refresh.
+pub(crate) trait Resolve: Send + 'static {
+    /// Looks the target up once. `current` is the set published now, used to decide whether a
+    /// partial failure may be ignored.
+    fn resolve<'a>(
+        &'a mut self,
+        current: &'a EndpointSet,
+    ) -> impl Future<Output = Outcome> + Send + 'a;
+}
+
+/// What to look up.
+#[derive(Debug, Clone)]
+enum Query {
+    Address { port: u16 },
+    Srv,
+}
+
+/// The hickory-backed lookup of one `dns:` target.
+pub(crate) struct HickoryLookup {
+    resolver: TokioResolver,
+    target: Arc<str>,
+    name: Name,
+    query: Query,
+    families: IpFamilies,
+}
+
+impl HickoryLookup {
+    /// Builds the resolver for `target` from `options` (see [`build_resolver`]).
+    pub(crate) fn new(
+        target: &DnsTarget,
+        options: &DnsOptions,
+        target_name: Arc<str>,
+    ) -> Result<Self, DnsSourceError> {
+        let DnsHost::Name(host) = target.host() else {
+            // IP literals never reach a resolver; the caller publishes them directly.
+            return Err(DnsSourceError::InvalidName {
+                target: target_name.to_string(),
+                name: target.host().to_string(),
+                source: "an IP literal is not looked up".into(),
+            });
+        };
+        let name = parse_name(host).map_err(|source| DnsSourceError::InvalidName {
+            target: target_name.to_string(),
+            name: host.clone(),
+            source: source.into(),
+        })?;
+        let resolver = build_resolver(target, options, &target_name)?;
+        let query = match target.port() {
+            Some(port) => Query::Address { port },
+            None => Query::Srv,
+        };
+        Ok(HickoryLookup {
+            resolver,
+            target: target_name,
+            name,
+            query,
+            families: options.ip_families,
+        })
+    }
+}
+
+impl Resolve for HickoryLookup {
+    async fn resolve(&mut self, current: &EndpointSet) -> Outcome {
+        self.resolver.clear_cache();
+        match self.query {
+            Query::Address { port } => {
+                let has = |v4: bool| {
+                    current
+                        .iter()
+                        .any(|endpoint| endpoint.address().is_ipv4() == v4)
+                };
+                let (has_v4, has_v6) = (has(true), has(false));
+                match lookup_addresses(&self.resolver, &self.name, self.families, has_v4, has_v6)
+                    .await
+                {
+                    Addresses::Found { ips, ttl, name } => Outcome::Found(Answer {
+                        endpoints: ips
+                            .into_iter()
+                            .map(|ip| Endpoint::new(SocketAddr::new(ip, port)))
+                            .collect(),
+                        ttl,
+                        name,
+                    }),
+                    Addresses::Missing(negative) => Outcome::Missing(negative),
+                    Addresses::Failed(error) => Outcome::Failed(resolve_error(
+                        &self.target,
+                        &self.name,
+                        self.families,
+                        error,
+                    )),
+                }
+            }
+            Query::Srv => {
+                srv::resolve(
+                    &self.resolver,
+                    &self.target,
+                    &self.name,
+                    self.families,
+                    current,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Parses a host name as hickory's [`Name`], accepting the `_` of SRV labels.
+pub(crate) fn parse_name(host: &str) -> Result<Name, NetError> {
+    Name::from_str_relaxed(host).map_err(NetError::from)
+}
+
+/// Builds the resolver: the system configuration (unless turned off), with the nameserver of
+/// the target or of the options in place of the system's, and the search domains, ndots,
+/// timeout and attempts of the options where given.
+pub(crate) fn build_resolver(
+    target: &DnsTarget,
+    options: &DnsOptions,
+    target_name: &str,
+) -> Result<TokioResolver, DnsSourceError> {
+    let nameservers: Vec<SocketAddr> = match target.nameserver() {
+        Some(nameserver) => vec![nameserver],
+        None => options.nameservers.clone(),
+    };
+    let (config, mut resolver_options) = if options.system_config {
+        match hickory_resolver::system_conf::read_system_conf() {
+            Ok(system) => system,
+            Err(error) if !nameservers.is_empty() => {
+                tracing::debug!(
+                    target: "waypost::discovery::dns",
+                    target = %target_name,
+                    %error,
+                    "system resolver configuration unreadable; using the given nameservers without search domains"
+                );
+                (ResolverConfig::default(), ResolverOpts::default())
+            }
+            Err(error) => {
+                return Err(DnsSourceError::SystemConfig {
+                    target: target_name.to_owned(),
+                    source: Box::new(error),
+                });
+            }
+        }
+    } else {
+        (ResolverConfig::default(), ResolverOpts::default())
+    };
+    let (domain, mut search, mut name_servers) = config.into_parts();
+    if !nameservers.is_empty() {
+        name_servers = nameservers
+            .iter()
+            .map(|&address| name_server(address))
+            .collect();
+    }
+    if name_servers.is_empty() {
+        return Err(DnsSourceError::NoNameserver {
+            target: target_name.to_owned(),
+        });
+    }
+    if let Some(domains) = &options.search_domains {
+        search = domains
+            .iter()
+            .map(|domain| {
+                parse_name(domain).map_err(|source| DnsSourceError::InvalidName {
+                    target: target_name.to_owned(),
+                    name: domain.clone(),
+                    source: Box::new(source),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(ndots) = options.ndots {
+        resolver_options.ndots = ndots;
+    }
+    if let Some(timeout) = options.query_timeout {
+        resolver_options.timeout = timeout;
+    }
+    if let Some(attempts) = options.query_attempts {
+        resolver_options.attempts = attempts;
+    }
+    // The source refreshes on its own schedule and clears the cache before each lookup; a
+    // small cache still serves the follow-up lookups of one SRV answer.
+    resolver_options.cache_size = 64;
+    let config = ResolverConfig::from_parts(domain, search, name_servers);
+    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(resolver_options)
+        .build()
+        .map_err(|source| DnsSourceError::Resolver {
+            target: target_name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// A nameserver at `address`, asked over UDP with TCP for truncated answers.
+fn name_server(address: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = address.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = address.port();
+    NameServerConfig::new(address.ip(), true, vec![udp, tcp])
+}
+
+/// The addresses of one name.
+#[derive(Debug)]
+pub(crate) enum Addresses {
+    Found {
+        ips: Vec<IpAddr>,
+        ttl: Duration,
+        name: String,
+    },
+    Missing(Negative),
+    Failed(NetError),
+}
+
+/// The answer for one record type.
+enum Family {
+    Found {
+        ips: Vec<IpAddr>,
+        ttl: Duration,
+        name: String,
+    },
+    Missing(Negative),
+    Failed(NetError),
+}
+
+/// Looks up the A and/or AAAA records of `name`. A family that failed is left out only when
+/// the caller holds no address of it (`has_v4`/`has_v6`) and the other family answered.
+pub(crate) async fn lookup_addresses(
+    resolver: &TokioResolver,
+    name: &Name,
+    families: IpFamilies,
+    has_v4: bool,
+    has_v6: bool,
+) -> Addresses {
+    let v4 = async {
+        if families.v4() {
+            Some(lookup_family(resolver, name, RecordType::A).await)
+        } else {
+            None
+        }
+    };
+    let v6 = async {
+        if families.v6() {
+            Some(lookup_family(resolver, name, RecordType::AAAA).await)
+        } else {
+            None
+        }
+    };
+    let (v4, v6) = futures_util::future::join(v4, v6).await;
+    combine(name, [(v4, has_v4), (v6, has_v6)])
+}
+
+fn combine(name: &Name, families: [(Option<Family>, bool); 2]) -> Addresses {
+    let mut ips = Vec::new();
+    let mut ttl: Option<Duration> = None;
+    let mut answered_name = None;
+    let mut negatives: Vec<Negative> = Vec::new();
+    let mut ignored_failure = None;
+    let mut failure = None;
+    for (family, held) in families {
+        match family {
+            None => {}
+            Some(Family::Found {
+                ips: found,
+                ttl: family_ttl,
+                name,
+            }) => {
+                ips.extend(found);
+                ttl = Some(ttl.map_or(family_ttl, |ttl| ttl.min(family_ttl)));
+                answered_name.get_or_insert(name);
+            }
+            Some(Family::Missing(negative)) => negatives.push(negative),
+            Some(Family::Failed(error)) if held => {
+                failure.get_or_insert(error);
+            }
+            Some(Family::Failed(error)) => {
+                ignored_failure.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = failure {
+        return Addresses::Failed(error);
+    }
+    if let Some(ttl) = ttl {
+        if let Some(error) = &ignored_failure {
+            tracing::debug!(
+                target: "waypost::discovery::dns",
+                name = %name,
+                %error,
+                "one address family failed; using the other, which holds every known address"
+            );
+        }
+        return Addresses::Found {
+            ips,
+            ttl,
+            name: answered_name.unwrap_or_else(|| display_name(name)),
+        };
+    }
+    if negatives.is_empty() {
+        // Every family that was asked failed.
+        return match ignored_failure {
+            Some(error) => Addresses::Failed(error),
+            None => Addresses::Failed(NetError::Message("no address family to look up")),
+        };
+    }
+    if let Some(error) = ignored_failure {
+        // One family said "none", the other could not be asked: not a confirmed absence.
+        return Addresses::Failed(error);
+    }
+    let nxdomain = negatives.iter().any(|negative| negative.nxdomain);
+    let ttl = negatives.iter().filter_map(|negative| negative.ttl).min();
+    let detail = negatives
+        .iter()
+        .map(|negative| negative.detail.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Addresses::Missing(Negative {
+        nxdomain,
+        ttl,
+        detail,
+    })
+}
+
+async fn lookup_family(resolver: &TokioResolver, name: &Name, record_type: RecordType) -> Family {
+    match resolver.lookup(name.clone(), record_type).await {
+        Ok(lookup) => {
+            let mut ips = Vec::new();
+            let mut ttl: Option<u32> = None;
+            for record in lookup.answers() {
+                let ip = match &record.data {
+                    RData::A(a) if record_type == RecordType::A => IpAddr::V4(a.0),
+                    RData::AAAA(aaaa) if record_type == RecordType::AAAA => IpAddr::V6(aaaa.0),
+                    // CNAMEs on the way count for the TTL: an ExternalName can change too.
+                    RData::CNAME(_) => {
+                        ttl = Some(ttl.map_or(record.ttl, |ttl| ttl.min(record.ttl)));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                ttl = Some(ttl.map_or(record.ttl, |ttl| ttl.min(record.ttl)));
+                if ip.is_unspecified() {
+                    tracing::debug!(
+                        target: "waypost::discovery::dns",
+                        name = %name,
+                        "ignoring an unspecified address in the answer"
+                    );
+                    continue;
+                }
+                ips.push(ip);
+            }
+            if ips.is_empty() {
+                return Family::Missing(Negative {
+                    nxdomain: false,
+                    ttl: None,
+                    detail: format!(
+                        "no usable {record_type} record for `{}`",
+                        display_name(name)
+                    ),
+                });
+            }
+            Family::Found {
+                ips,
+                ttl: Duration::from_secs(u64::from(ttl.unwrap_or(0))),
+                name: display_name(lookup.query().name()),
+            }
+        }
+        Err(error) => match negative(&error, name, record_type) {
+            Some(negative) => Family::Missing(negative),
+            None => Family::Failed(error),
+        },
+    }
+}
+
+/// The negative answer inside `error`, if it is one.
+pub(crate) fn negative(error: &NetError, name: &Name, record_type: RecordType) -> Option<Negative> {
+    let NetError::Dns(DnsError::NoRecordsFound(no_records)) = error else {
+        return None;
+    };
+    let nxdomain = no_records.response_code == ResponseCode::NXDomain;
+    Some(Negative {
+        nxdomain,
+        ttl: no_records
+            .negative_ttl
+            .map(|ttl| Duration::from_secs(u64::from(ttl))),
+        detail: if nxdomain {
+            format!("`{}` does not exist (NXDOMAIN)", display_name(name))
+        } else {
+            format!("`{}` has no {record_type} record", display_name(name))
+        },
+    })
+}
+
+/// The error a failed lookup reports, naming the target, what was asked, and the cause.
+pub(crate) fn resolve_error(
+    target: &Arc<str>,
+    name: &Name,
+    families: IpFamilies,
+    error: NetError,
+) -> DiscoveryError {
+    let asked = match families {
+        IpFamilies::Both => "A/AAAA",
+        IpFamilies::V4Only => "A",
+        IpFamilies::V6Only => "AAAA",
+    };
+    DiscoveryError::with_source(
+        Arc::clone(target),
+        DiscoveryErrorKind::Resolve,
+        format!(
+            "{asked} lookup of `{}` failed: {}",
+            display_name(name),
+            describe(&error)
+        ),
+        error,
+    )
+}
+
+/// A short description of a lookup failure, for the error detail.
+pub(crate) fn describe(error: &NetError) -> String {
+    match error {
+        NetError::Timeout => "no answer before the timeout".to_owned(),
+        NetError::Dns(DnsError::ResponseCode(code)) => format!("the server answered {code}"),
+        NetError::NoConnections => "no nameserver could be reached".to_owned(),
+        NetError::Io(io) => format!("network error: {io}"),
+        other => other.to_string(),
+    }
+}
+
+/// A name as users write it: no trailing dot.
+pub(crate) fn display_name(name: &Name) -> String {
+    let mut text = name.to_ascii();
+    if text.len() > 1 && text.ends_with('.') {
+        text.pop();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> Name {
+        parse_name("api.prod.svc.cluster.local.").unwrap()
+    }
+
+    fn found(ip: &str, ttl: u64) -> Family {
+        Family::Found {
+            ips: vec![ip.parse().unwrap()],
+            ttl: Duration::from_secs(ttl),
+            name: "api.prod.svc.cluster.local".into(),
+        }
+    }
+
+    fn missing(nxdomain: bool) -> Family {
+        Family::Missing(Negative {
+            nxdomain,
+            ttl: Some(Duration::from_secs(5)),
+            detail: "none".into(),
+        })
+    }
+
+    #[test]
+    fn both_families_merge_with_the_smaller_ttl() {
+        let Addresses::Found { ips, ttl, .. } = combine(
+            &name(),
+            [
+                (Some(found("127.0.0.1", 5)), false),
+                (Some(found("::1", 3)), false),
+            ],
+        ) else {
+            panic!("expected addresses");
+        };
+        assert_eq!(ips.len(), 2);
+        assert_eq!(ttl, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_failed_family_is_ignored_only_when_it_holds_nothing() {
+        let answer = combine(
+            &name(),
+            [
+                (Some(found("127.0.0.1", 5)), true),
+                (Some(Family::Failed(NetError::Timeout)), false),
+            ],
+        );
+        assert!(matches!(answer, Addresses::Found { .. }));
+        let answer = combine(
+            &name(),
+            [
+                (Some(found("127.0.0.1", 5)), true),
+                (Some(Family::Failed(NetError::Timeout)), true),
+            ],
+        );
+        assert!(matches!(answer, Addresses::Failed(NetError::Timeout)));
+    }
+
+    #[test]
+    fn absence_needs_every_family_to_say_so() {
+        let answer = combine(
+            &name(),
+            [(Some(missing(true)), false), (Some(missing(false)), false)],
+        );
+        let Addresses::Missing(negative) = answer else {
+            panic!("expected a negative answer");
+        };
+        assert!(negative.nxdomain);
+        assert_eq!(negative.ttl, Some(Duration::from_secs(5)));
+        let answer = combine(
+            &name(),
+            [
+                (Some(missing(true)), false),
+                (Some(Family::Failed(NetError::Timeout)), false),
+            ],
+        );
+        assert!(matches!(answer, Addresses::Failed(_)));
+    }
+
+    #[test]
+    fn names_are_shown_without_the_root_dot() {
+        assert_eq!(display_name(&name()), "api.prod.svc.cluster.local");
+        assert_eq!(display_name(&Name::root()), ".");
+        assert!(parse_name("_grpc._tcp.api.prod").is_ok());
+    }
+}

@@ -1,0 +1,662 @@
+//! The DNS source against the in-process authoritative server: records change while the source
+//! runs, and the handle follows.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use tracing::Level;
+use waypost::discovery::source::dns::{DnsOptions, DnsSource, DnsSourceError, IpFamilies};
+use waypost::discovery::{DnsTarget, Endpoints, Status};
+use waypost_tests::dns::capture::Capture;
+use waypost_tests::dns::server::{DnsServer, Mode, Srv};
+use waypost_tests::dns::{PATIENCE, addr, addresses, options_for, wait_for_addresses, wait_until};
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn spawn(target: &str, options: DnsOptions) -> Endpoints {
+    let target: DnsTarget = target.parse().unwrap();
+    DnsSource::new(target)
+        .with_options(options)
+        .spawn()
+        .unwrap()
+}
+
+/// TTL (1 s) + jitter (10%) + slack for a slow machine.
+const WITHIN_TTL: Duration = Duration::from_millis(1100 + 8000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_and_down_within_the_ttl() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "api.prod.svc.cluster.local";
+    server.set_addresses(name, &[ip("127.0.0.2"), ip("127.0.0.3")], 1);
+    let endpoints = spawn(
+        "dns:///api.prod.svc.cluster.local.:8080",
+        options_for(server.address()),
+    );
+
+    let first = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        first.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 8080), addr("127.0.0.3", 8080)]
+    );
+    assert!(endpoints.health().is_current());
+
+    // Scale up: two pods more.
+    server.add_address(name, ip("127.0.0.4"), 1);
+    server.add_address(name, ip("127.0.0.5"), 1);
+    wait_for_addresses(
+        &endpoints,
+        WITHIN_TTL,
+        &[
+            addr("127.0.0.2", 8080),
+            addr("127.0.0.3", 8080),
+            addr("127.0.0.4", 8080),
+            addr("127.0.0.5", 8080),
+        ],
+    )
+    .await;
+
+    // Scale down to one.
+    server.set_addresses(name, &[ip("127.0.0.5")], 1);
+    wait_for_addresses(&endpoints, WITHIN_TTL, &[addr("127.0.0.5", 8080)]).await;
+    assert!(endpoints.health().is_current());
+    assert_eq!(endpoints.health().total_failures(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_ttl_is_honoured_and_a_shorter_one_takes_over() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "slow.waypost.test";
+    server.set_addresses(name, &[ip("127.0.0.2")], 3600);
+    let endpoints = spawn(
+        "dns:///slow.waypost.test.:80",
+        options_for(server.address())
+            .refresh_bounds(Duration::from_secs(1), Duration::from_secs(3)),
+    );
+    endpoints.resolved().await.unwrap();
+    let queries = server.query_count();
+    // TTL 3600 is clamped to the 3 s ceiling: the source still comes back.
+    server.set_addresses(name, &[ip("127.0.0.3")], 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 80)]).await;
+    assert!(server.query_count() > queries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_and_mixed_families() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("v6.waypost.test", &[ip("::1")], 1);
+    server.set_addresses("dual.waypost.test", &[ip("127.0.0.2"), ip("::1")], 1);
+
+    let v6 = spawn(
+        "dns:///v6.waypost.test.:9000",
+        options_for(server.address()),
+    );
+    let set = v6.resolved().await.unwrap();
+    assert_eq!(set.addresses().collect::<Vec<_>>(), [addr("::1", 9000)]);
+
+    let dual = spawn(
+        "dns:///dual.waypost.test.:9000",
+        options_for(server.address()),
+    );
+    let set = dual.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 9000), addr("::1", 9000)]
+    );
+
+    let v4_only = spawn(
+        "dns:///dual.waypost.test.:9000",
+        options_for(server.address()).ip_families(IpFamilies::V4Only),
+    );
+    let set = v4_only.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 9000)]
+    );
+
+    // The IPv4 address goes; the IPv6 one stays.
+    server.set_addresses("dual.waypost.test", &[ip("::1")], 1);
+    wait_for_addresses(&dual, WITHIN_TTL, &[addr("::1", 9000)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_priorities_and_weights() {
+    let server = DnsServer::start().await.unwrap();
+    let srv = "_grpc._tcp.api.prod.svc.cluster.local";
+    server.set_addresses("a.api.prod.svc.cluster.local", &[ip("127.0.0.2")], 1);
+    server.set_addresses("b.api.prod.svc.cluster.local", &[ip("127.0.0.3")], 1);
+    server.set_addresses("backup.api.prod.svc.cluster.local", &[ip("127.0.0.9")], 1);
+    server.set_srv(
+        srv,
+        &[
+            Srv::new(10, 60, 7001, "a.api.prod.svc.cluster.local"),
+            Srv::new(10, 20, 7002, "b.api.prod.svc.cluster.local"),
+            Srv::new(20, 100, 7009, "backup.api.prod.svc.cluster.local"),
+        ],
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///_grpc._tcp.api.prod.svc.cluster.local.",
+        options_for(server.address()),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    // Only the lowest priority group; weights carried; hostnames from the targets.
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 7001), addr("127.0.0.3", 7002)]
+    );
+    let a = set.get(&addr("127.0.0.2", 7001)).unwrap();
+    assert_eq!(a.weight(), 60);
+    assert_eq!(a.hostname(), Some("a.api.prod.svc.cluster.local"));
+    assert_eq!(set.get(&addr("127.0.0.3", 7002)).unwrap().weight(), 20);
+
+    // Both preferred targets lose their addresses: the backup group takes over.
+    server.remove("a.api.prod.svc.cluster.local");
+    server.remove("b.api.prod.svc.cluster.local");
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.9", 7009)]).await;
+    assert_eq!(endpoints.load()[0].weight(), 100);
+
+    // One comes back: the preferred group again.
+    server.set_addresses("b.api.prod.svc.cluster.local", &[ip("127.0.0.3")], 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 7002)]).await;
+
+    // A weight change is an endpoint change.
+    server.set_srv(
+        srv,
+        &[Srv::new(10, 5, 7002, "b.api.prod.svc.cluster.local")],
+        1,
+    );
+    wait_until(&endpoints, PATIENCE, "weight 5", |_, _| {
+        endpoints.load().first().map(|endpoint| endpoint.weight()) == Some(5)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_targets_are_looked_up_when_the_additional_section_is_empty() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_srv_additionals(false);
+    server.set_addresses("pod-0.api.waypost.test", &[ip("127.0.0.2"), ip("::1")], 1);
+    server.set_addresses("pod-1.api.waypost.test", &[ip("127.0.0.3")], 1);
+    server.set_srv(
+        "_http._tcp.api.waypost.test",
+        &[
+            Srv::new(0, 0, 8080, "pod-0.api.waypost.test"),
+            Srv::new(0, 0, 8081, "pod-1.api.waypost.test"),
+        ],
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///_http._tcp.api.waypost.test.",
+        options_for(server.address()),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [
+            addr("127.0.0.2", 8080),
+            addr("127.0.0.3", 8081),
+            addr("::1", 8080)
+        ]
+    );
+    // Weight 0 everywhere: equal shares, never "no requests".
+    assert!(set.iter().all(|endpoint| endpoint.weight() == 1));
+    let followed_up = server
+        .queries()
+        .iter()
+        .any(|(name, _)| name == "pod-0.api.waypost.test.");
+    assert!(followed_up, "the target was asked for its addresses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_mid_run_keeps_the_set_and_recovers() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "api.waypost.test";
+    server.set_addresses(name, &[ip("127.0.0.2"), ip("127.0.0.3")], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    let first = endpoints.resolved().await.unwrap();
+    let revision = first.revision();
+
+    server.stop().await;
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the failure in the health",
+        |_, health| health.is_failing(),
+    )
+    .await;
+    let health = endpoints.health();
+    let error = health.last_error().unwrap();
+    assert!(error.is_resolve(), "{error}");
+    assert_eq!(error.target(), "dns:///api.waypost.test.:80");
+    assert!(error.detail().contains("api.waypost.test"), "{error}");
+    assert!(health.failing_since().is_some());
+    // Nothing changed in the set.
+    assert_eq!(endpoints.revision(), revision);
+    assert_eq!(
+        addresses(&endpoints),
+        [addr("127.0.0.2", 80), addr("127.0.0.3", 80)]
+    );
+
+    // While it is down, the service scales; when it is back, the source catches up.
+    server.set_addresses(name, &[ip("127.0.0.4")], 1);
+    server.restart().await.unwrap();
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.4", 80)]).await;
+    wait_until(&endpoints, PATIENCE, "recovery", |_, health| {
+        health.is_current()
+    })
+    .await;
+    assert!(endpoints.health().total_failures() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_refused_and_silence_keep_the_last_good_set() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    endpoints.resolved().await.unwrap();
+
+    for mode in [Mode::ServFail, Mode::Refused, Mode::Silent] {
+        server.set_mode(mode);
+        wait_until(
+            &endpoints,
+            PATIENCE,
+            &format!("failing on {mode:?}"),
+            |_, health| health.is_failing(),
+        )
+        .await;
+        assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)], "{mode:?}");
+        assert!(endpoints.health().last_error().unwrap().is_resolve());
+        server.set_mode(Mode::Answer);
+        wait_until(&endpoints, PATIENCE, "recovery", |_, health| {
+            health.is_current()
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_time_out_then_recover() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address()).query_timeout(Duration::from_millis(300)),
+    );
+    endpoints.resolved().await.unwrap();
+    server.set_delay(Duration::from_secs(2));
+    wait_until(&endpoints, PATIENCE, "a timeout", |_, health| {
+        health.is_failing()
+    })
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)]);
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.3")], 1);
+    server.set_delay(Duration::ZERO);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 80)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nxdomain_empties_the_set_only_when_confirmed() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "api.waypost.test";
+    server.set_addresses(name, &[ip("127.0.0.2"), ip("127.0.0.3")], 1);
+    // A 2 s floor leaves the test ample time to see the state between the two answers.
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address())
+            .refresh_bounds(Duration::from_secs(2), Duration::from_secs(30)),
+    );
+    endpoints.resolved().await.unwrap();
+    let revision = endpoints.revision();
+
+    server.remove(name);
+    // First NXDOMAIN: the set stays, the health says why.
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the first negative answer",
+        |_, health| {
+            health
+                .last_error()
+                .is_some_and(|error| error.is_not_found())
+        },
+    )
+    .await;
+    let health = endpoints.health();
+    assert_eq!(health.status(), Status::Failing);
+    let error = health.last_error().unwrap();
+    assert!(error.detail().contains("NXDOMAIN"), "{error}");
+    assert!(error.detail().contains("1 of the 2"), "{error}");
+    assert_eq!(
+        endpoints.revision(),
+        revision,
+        "one NXDOMAIN changes nothing"
+    );
+    assert_eq!(addresses(&endpoints).len(), 2);
+
+    // Second NXDOMAIN: confirmed, emptied.
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the confirmed empty set",
+        |current, health| current.is_empty() && health.is_current(),
+    )
+    .await;
+    assert_eq!(endpoints.revision(), revision + 1);
+
+    // The name comes back.
+    server.set_addresses(name, &[ip("127.0.0.4")], 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.4", 80)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodata_counts_as_a_negative_answer() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_negative_ttl(Some(1));
+    let srv = "_http._tcp.api.waypost.test";
+    server.set_addresses("pod.api.waypost.test", &[ip("127.0.0.2")], 1);
+    server.set_srv(srv, &[Srv::new(0, 1, 80, "pod.api.waypost.test")], 1);
+    let endpoints = spawn(
+        "dns:///_http._tcp.api.waypost.test.",
+        options_for(server.address())
+            .empty_confirmations(3)
+            .refresh_bounds(Duration::from_secs(2), Duration::from_secs(30)),
+    );
+    endpoints.resolved().await.unwrap();
+    // The name keeps an A record, but no SRV: NODATA.
+    server.set_srv(srv, &[], 1);
+    server.set_addresses(srv, &[ip("127.0.0.7")], 1);
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the second negative answer",
+        |_, health| {
+            health
+                .last_error()
+                .is_some_and(|error| error.detail().contains("2 of the 3"))
+        },
+    )
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)]);
+    wait_until(
+        &endpoints,
+        PATIENCE,
+        "the confirmed empty set",
+        |current, _| current.is_empty(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_resolution_error_names_the_target_and_the_cause() {
+    // Nothing listens on this port.
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(port));
+    let error = endpoints.resolved().await.unwrap_err();
+    assert!(error.is_resolve(), "{error}");
+    assert_eq!(error.target(), "dns:///api.waypost.test.:80");
+    let text = error.to_string();
+    assert!(text.contains("dns:///api.waypost.test.:80"), "{text}");
+    assert!(
+        text.contains("lookup of `api.waypost.test` failed"),
+        "{text}"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the cause is kept"
+    );
+    assert_eq!(endpoints.revision(), 0);
+
+    // A name that does not exist is reported as such.
+    let server = DnsServer::start().await.unwrap();
+    let endpoints = spawn(
+        "dns:///missing.waypost.test.:80",
+        options_for(server.address()),
+    );
+    let error = endpoints.resolved().await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("does not exist"), "{error}");
+    // Once confirmed, the answer is "no endpoints".
+    wait_until(&endpoints, PATIENCE, "a confirmed empty set", |_, _| {
+        endpoints.revision() == 1
+    })
+    .await;
+    assert!(endpoints.resolved().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_name_resolves_through_search_domains_and_ndots() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.prod.svc.cluster.local", &[ip("127.0.0.2")], 1);
+    let options = options_for(server.address())
+        .search_domains([
+            "prod.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ])
+        .ndots(5);
+
+    let endpoints = spawn("dns:///api:8080", options.clone());
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 8080)]
+    );
+    let queries = server.queries();
+    assert!(
+        queries
+            .iter()
+            .any(|(name, _)| name == "api.prod.svc.cluster.local."),
+        "{queries:?}"
+    );
+    // With ndots 5 the search list comes first, and the first domain answers the A query;
+    // the AAAA query (no record anywhere) walks the whole list, as glibc's resolver does.
+    assert!(
+        !queries
+            .iter()
+            .any(|(name, record_type)| name == "api." && *record_type == RecordType::A),
+        "{queries:?}"
+    );
+
+    // `api.prod` has one dot, fewer than 5: completed with `svc.cluster.local`.
+    let endpoints = spawn("dns:///api.prod:8080", options);
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 8080)]
+    );
+
+    // With ndots 1, a one-dot name is asked as is first.
+    let before = server.query_count();
+    let endpoints = spawn(
+        "dns:///api.prod:8080",
+        options_for(server.address())
+            .search_domains(["svc.cluster.local"])
+            .ndots(1),
+    );
+    endpoints.resolved().await.unwrap();
+    let queries = server.queries();
+    assert_eq!(queries[before].0, "api.prod.", "{queries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_cnames_are_followed() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("backend-a.waypost.test", &[ip("127.0.0.2")], 1);
+    server.set_addresses("backend-b.waypost.test", &[ip("127.0.0.3")], 1);
+    server.set_cname("ext.prod.svc.cluster.local", "backend-a.waypost.test", 1);
+    let endpoints = spawn(
+        "dns:///ext.prod.svc.cluster.local.:443",
+        options_for(server.address()),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 443)]
+    );
+    // The ExternalName changes.
+    server.set_cname("ext.prod.svc.cluster.local", "backend-b.waypost.test", 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 443)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_resolve_now_is_rate_limited() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 30);
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address())
+            .ip_families(IpFamilies::V4Only)
+            .early_refresh_interval(Duration::from_millis(500)),
+    );
+    endpoints.resolved().await.unwrap();
+    let after_first = server.query_count();
+    assert_eq!(after_first, 1);
+
+    // A record appears; the TTL of 30 s would hide it, an early refresh finds it.
+    server.add_address("api.waypost.test", ip("127.0.0.3"), 30);
+    endpoints.request_refresh();
+    wait_for_addresses(
+        &endpoints,
+        PATIENCE,
+        &[addr("127.0.0.2", 80), addr("127.0.0.3", 80)],
+    )
+    .await;
+
+    // A burst of requests: lookups stay at most one per interval. A slow machine only makes
+    // fewer lookups, never more.
+    let before = server.query_count();
+    let started = tokio::time::Instant::now();
+    for _ in 0..200 {
+        endpoints.request_refresh();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let lookups = server.query_count() - before;
+    let allowed = (elapsed.as_millis() / 500) as usize + 2;
+    assert!(lookups >= 1, "the burst caused a lookup");
+    assert!(
+        lookups <= allowed,
+        "{lookups} lookups in {elapsed:?} with a 500 ms rate limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_comes_over_tcp() {
+    let server = DnsServer::start().await.unwrap();
+    let ips: Vec<IpAddr> = (0..300u32)
+        .map(|i| IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]))
+        .collect();
+    server.set_addresses("big.waypost.test", &ips, 1);
+    let endpoints = spawn(
+        "dns:///big.waypost.test.:80",
+        options_for(server.address()).ip_families(IpFamilies::V4Only),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(set.len(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_stops_when_every_reader_is_gone() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    endpoints.resolved().await.unwrap();
+    drop(endpoints);
+    // Let a lookup that was under way finish, then check that no more come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = server.query_count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.query_count(), count);
+}
+
+#[tokio::test]
+async fn a_cluster_ip_service_name_is_warned_about_once() {
+    let capture = Capture::new();
+    let _guard = capture.install();
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.prod.svc.cluster.local", &[ip("127.0.0.2")], 0);
+    let endpoints = spawn(
+        "dns:///api.prod.svc.cluster.local.:8080",
+        options_for(server.address())
+            .ip_families(IpFamilies::V4Only)
+            .refresh_bounds(Duration::from_millis(50), Duration::from_millis(50)),
+    );
+    endpoints.resolved().await.unwrap();
+    let until = tokio::time::Instant::now() + PATIENCE;
+    while capture.matching(Level::WARN, "ClusterIP").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no ClusterIP warning: {:?}",
+            capture.events()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More single answers: still one warning.
+    let queries = server.query_count();
+    while server.query_count() < queries + 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warnings = capture.matching(Level::WARN, "ClusterIP");
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].text.contains("headless"), "{:?}", warnings[0]);
+
+    // A headless Service with one pod is a different name shape: no warning.
+    let headless = Capture::new();
+    drop(_guard);
+    let _guard = headless.install();
+    server.set_addresses("pod-0.api.waypost.test", &[ip("127.0.0.3")], 0);
+    let endpoints = spawn(
+        "dns:///pod-0.api.waypost.test.:8080",
+        options_for(server.address())
+            .ip_families(IpFamilies::V4Only)
+            .refresh_bounds(Duration::from_millis(50), Duration::from_millis(50)),
+    );
+    endpoints.resolved().await.unwrap();
+    let queries = server.query_count();
+    while server.query_count() < queries + 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(headless.matching(Level::WARN, "ClusterIP").is_empty());
+}
+
+#[tokio::test]
+async fn set_changes_are_traced_with_counts_and_revision() {
+    let capture = Capture::new();
+    let _guard = capture.install();
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    endpoints.resolved().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.3"), ip("127.0.0.4")], 1);
+    wait_for_addresses(
+        &endpoints,
+        PATIENCE,
+        &[addr("127.0.0.3", 80), addr("127.0.0.4", 80)],
+    )
+    .await;
+    let updates = capture.matching(Level::DEBUG, "endpoint set updated");
+    let last = updates.last().expect("a set-change event");
+    assert!(last.text.contains("revision=2"), "{last:?}");
+    assert!(last.text.contains("added=2"), "{last:?}");
+    assert!(last.text.contains("removed=1"), "{last:?}");
+}
+
+#[tokio::test]
+async fn spawning_reports_configuration_errors() {
+    let target: DnsTarget = "dns:///api.waypost.test:80".parse().unwrap();
+    let error = DnsSource::new(target)
+        .with_options(DnsOptions::default().without_system_config())
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(error, DnsSourceError::NoNameserver { .. }),
+        "{error}"
+    );
+}
