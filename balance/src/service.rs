@@ -68,7 +68,6 @@ use crate::updater::{Shared, Updater};
 /// `S` is the per-endpoint service, `K` finds a request's hash key, `C` classifies outcomes.
 pub struct Balance<S, K = NoHashKey, C = ErrorIsFailure> {
     shared: Arc<Shared<S>>,
-    _alive: Arc<oneshot::Sender<()>>,
     rng: fastrand::Rng,
     key: K,
     classify: C,
@@ -182,21 +181,21 @@ impl<K, C> Builder<K, C> {
                 .map(|_| CachePadded::new(AtomicU64::new(0))),
         });
         let (table_epoch, _) = watch::channel(0);
+        let (alive, dead) = oneshot::channel();
         let shared = Arc::new(Shared {
             context,
             table: ArcSwap::from_pointee(PickTable::empty(ErrorKind::NoEndpoints)),
             table_epoch,
             stripes: Stripes::new(seed),
             config,
+            _alive: alive,
         });
-        let mut updater = Updater::new(Arc::clone(&shared), make);
+        let mut updater = Updater::new(&shared, make);
         updater.apply_set(&set, true);
         updater.refresh();
-        let (alive, dead) = oneshot::channel();
         tokio::spawn(updater.run(watcher, dead));
         Ok(Balance {
             shared,
-            _alive: Arc::new(alive),
             rng: fastrand::Rng::with_seed(seed),
             key: self.key,
             classify: self.classify,
@@ -264,7 +263,6 @@ impl<S, K: Clone, C: Clone> Clone for Balance<S, K, C> {
         let mut rng = self.rng.clone();
         Balance {
             shared: Arc::clone(&self.shared),
-            _alive: Arc::clone(&self._alive),
             rng: rng.fork(),
             key: self.key.clone(),
             classify: self.classify.clone(),

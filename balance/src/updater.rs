@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -34,6 +34,8 @@ pub(crate) struct Shared<S> {
     pub(crate) table_epoch: watch::Sender<u64>,
     pub(crate) stripes: Stripes,
     pub(crate) config: BalanceConfig,
+    /// Dropped with the last clone of the balancer: ends the background task.
+    pub(crate) _alive: oneshot::Sender<()>,
 }
 
 struct Tracked<S> {
@@ -63,7 +65,10 @@ impl<S> Tracked<S> {
 }
 
 pub(crate) struct Updater<M: MakeEndpoint> {
-    shared: Arc<Shared<M::Service>>,
+    /// Weak, so that dropping the last balancer clone drops the shared state and stops the task.
+    shared: Weak<Shared<M::Service>>,
+    context: Arc<Context>,
+    config: BalanceConfig,
     make: M,
     tracked: BTreeMap<SocketAddr, Tracked<M::Service>>,
     next_interval: Instant,
@@ -71,10 +76,12 @@ pub(crate) struct Updater<M: MakeEndpoint> {
 }
 
 impl<M: MakeEndpoint> Updater<M> {
-    pub(crate) fn new(shared: Arc<Shared<M::Service>>, make: M) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared<M::Service>>, make: M) -> Self {
         let next_interval = Instant::now() + shared.config.outlier_detection.interval;
         Updater {
-            shared,
+            shared: Arc::downgrade(shared),
+            context: Arc::clone(&shared.context),
+            config: shared.config.clone(),
             make,
             tracked: BTreeMap::new(),
             next_interval,
@@ -86,7 +93,7 @@ impl<M: MakeEndpoint> Updater<M> {
     /// dropped, kept ones keep their state and take the new attributes.
     pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
         let now = Instant::now();
-        let context = &self.shared.context;
+        let context = &self.context;
         let now_ms = context.clock.millis(now);
         let initial_estimate = self.initial_estimate(now_ms);
         let mut next = BTreeMap::new();
@@ -125,7 +132,7 @@ impl<M: MakeEndpoint> Updater<M> {
                             returned_at: None,
                             ejections: 0,
                             unreachable_until: None,
-                            backoff: self.shared.config.reconnect_backoff.initial,
+                            backoff: self.config.reconnect_backoff.initial,
                             finished_mark: 0,
                         },
                     );
@@ -137,11 +144,10 @@ impl<M: MakeEndpoint> Updater<M> {
 
     /// The median current estimate of the tracked endpoints, or the configured default.
     fn initial_estimate(&self, now_ms: u64) -> Duration {
-        let Some((tau, _)) = self.shared.context.peak_ewma else {
+        let Some((tau, _)) = self.context.peak_ewma else {
             return Duration::ZERO;
         };
         let default = self
-            .shared
             .config
             .policy
             .peak_ewma()
@@ -162,9 +168,9 @@ impl<M: MakeEndpoint> Updater<M> {
     /// Ejections, returns from ejection, reconnect backoffs and the interval's failure
     /// percentages.
     fn evaluate_health(&mut self, now: Instant) {
-        let config = &self.shared.config;
+        let config = &self.config;
         let outlier = &config.outlier_detection;
-        let target = &self.shared.context.target;
+        let target = &self.context.target;
         for (address, tracked) in self.tracked.iter_mut() {
             if tracked.ejected_until.is_some_and(|until| until <= now) {
                 tracked.ejected_until = None;
@@ -219,12 +225,12 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     fn end_interval(&mut self, now: Instant) {
-        let config = &self.shared.config;
+        let config = &self.config;
         let outlier = config.outlier_detection.clone();
         while self.next_interval <= now {
             self.next_interval += outlier.interval;
         }
-        let context = &self.shared.context;
+        let context = &self.context;
         let now_ms = context.clock.millis(now);
         let mut judged = Vec::new();
         for (address, tracked) in self.tracked.iter_mut() {
@@ -256,13 +262,13 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     fn try_eject(&mut self, address: SocketAddr, now: Instant, reason: &'static str) {
-        let outlier = &self.shared.config.outlier_detection;
+        let outlier = &self.config.outlier_detection;
         let total = self.tracked.len();
         let ejected = self.tracked.values().filter(|t| t.is_ejected()).count();
         if ejected * 100 >= usize::from(outlier.max_ejection_percent) * total {
             tracing::debug!(
                 target: "waypost::balance",
-                target = %self.shared.context.target,
+                target = %self.context.target,
                 endpoint = %address,
                 reason,
                 ejected,
@@ -282,7 +288,7 @@ impl<M: MakeEndpoint> Updater<M> {
         tracked.slot.metrics.ejected();
         tracing::warn!(
             target: "waypost::balance",
-            target = %self.shared.context.target,
+            target = %self.context.target,
             endpoint = %address,
             reason,
             ejections = tracked.ejections,
@@ -293,7 +299,7 @@ impl<M: MakeEndpoint> Updater<M> {
 
     /// Builds and installs the pick table.
     pub(crate) fn rebuild(&mut self, now: Instant) {
-        let config = &self.shared.config;
+        let config = &self.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
             .values()
@@ -310,7 +316,7 @@ impl<M: MakeEndpoint> Updater<M> {
             })
             .collect();
         let table = table::build(&entries, config);
-        let target = &self.shared.context.target;
+        let target = &self.context.target;
         if table.panic != self.last_panic {
             if table.panic {
                 tracing::warn!(target: "waypost::balance", target = %target, endpoints = entries.len(), "panic mode: too few healthy endpoints, balancing across all");
@@ -329,10 +335,12 @@ impl<M: MakeEndpoint> Updater<M> {
             "pick table rebuilt"
         );
         metrics::table_built(target, entries.len(), table.len(), table.panic);
-        self.shared.table.store(Arc::new(table));
-        self.shared
-            .table_epoch
-            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+        if let Some(shared) = self.shared.upgrade() {
+            shared.table.store(Arc::new(table));
+            shared
+                .table_epoch
+                .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+        }
     }
 
     fn next_deadline(&self, now: Instant) -> Instant {
@@ -344,7 +352,7 @@ impl<M: MakeEndpoint> Updater<M> {
             {
                 next = next.min(at);
             }
-            if let (Some(slow), Some(joined)) = (&self.shared.config.slow_start, tracked.joined)
+            if let (Some(slow), Some(joined)) = (&self.config.slow_start, tracked.joined)
                 && now.saturating_duration_since(joined) < slow.window
             {
                 let step = (slow.window / 20).max(Duration::from_millis(50));
@@ -367,7 +375,7 @@ impl<M: MakeEndpoint> Updater<M> {
                     Ok(set) => self.apply_set(&set, false),
                     Err(_) => discovery_open = false,
                 },
-                _ = self.shared.context.wake.notified() => {}
+                _ = self.context.wake.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = Instant::now();

@@ -1,23 +1,68 @@
 //! waypost: client-side service discovery and load balancing for Rust microservices.
 //!
-//! This is the crate applications depend on. Today it re-exports the discovery layer
-//! ([`discovery`]): endpoint sets readable without a lock, target strings, and the static
-//! source. The balancer ([`balance`]) and the tonic, hyper and tower integrations that turn a
-//! target string into a ready client are not written yet.
+//! This is the crate applications add. From one target string it builds a client that follows
+//! the target's endpoints (DNS, a Kubernetes EndpointSlice watch, or a static list) and balances
+//! every request across them inside the process, with no sidecar and no proxy hop:
+//!
+//! - [`tonic::Channel`]: for tonic's generated gRPC clients (`GreeterClient::new(channel)`),
+//!   one HTTP/2 connection per endpoint kept in the background;
+//! - [`hyper::HttpClient`]: an HTTP client (HTTP/1 pooling or HTTP/2);
+//! - [`Builder::balance`] and [`Builder::balance_layer`]: the tower balancer over services you
+//!   make yourself.
+//!
+//! Requests that never reached an endpoint are sent to another one; requests that may have been
+//! processed are not, unless idempotent retries are enabled with a budget. A request's deadline
+//! covers the wait for an endpoint. Connection failures ask discovery to look again early.
 //!
 //! ```
-//! use waypost::discovery::{source, Target};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), waypost::Error> {
+//! use waypost::balance::Policy;
 //!
-//! let Target::Static(list) = "static:///127.0.0.1:8080".parse::<Target>().unwrap() else {
-//!     unreachable!()
-//! };
-//! assert_eq!(source::from_static(&list).load().len(), 1);
+//! let builder = waypost::Builder::new("static:///127.0.0.1:50051,127.0.0.1:50052")?
+//!     .policy(Policy::round_robin());
+//! # #[cfg(feature = "tonic")] {
+//! let channel = builder.tonic_channel()?;
+//! // let client = GreeterClient::new(channel);
+//! assert_eq!(channel.target(), "static:///127.0.0.1:50051,127.0.0.1:50052");
+//! # }
+//! # Ok(()) }
 //! ```
+//!
+//! The discovery layer ([`discovery`]) and the balancer ([`balance`]) are re-exported for
+//! programs that use them directly.
 //!
 //! # Features
 //!
-//! - `dns`: the DNS source for `dns:///` targets (A/AAAA and SRV through hickory-resolver),
-//!   as `waypost::discovery::source::dns`.
+//! - `dns` (default): `dns:///` targets through hickory-resolver (A/AAAA, SRV, TTL refresh).
+//! - `tonic` (default): [`tonic::Channel`].
+//! - `hyper` (default): [`hyper::HttpClient`] over hyper-util's pooled client.
+//! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
+//! - `metrics`: balancer counters and gauges through the `metrics` facade.
+//!
+//! Without `dns`, `dns:///` targets with an IP address still work; other names are an
+//! [`ErrorKind::FeatureDisabled`] error.
 
+mod builder;
+#[cfg(any(feature = "tonic", feature = "hyper"))]
+mod connect;
+mod error;
+#[cfg(feature = "tonic")]
+mod grpc_timeout;
+#[cfg(feature = "tonic")]
+mod h2;
+#[cfg(feature = "hyper")]
+pub mod hyper;
+mod key;
+mod resolve;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "tonic")]
+pub mod tonic;
+#[cfg(feature = "tonic")]
+mod unsent;
+
+pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
+pub use error::{BoxError, Error, ErrorKind};
+pub use key::RequestKey;
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;

@@ -51,42 +51,13 @@ impl Backend {
             status: AtomicU16::new(200),
             ..Control::default()
         });
-        let (stop_accepting, mut stopped) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let accept_control = Arc::clone(&control);
-        tasks.spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let _ = stream.set_nodelay(true);
-                        let control = Arc::clone(&accept_control);
-                        let mut stopped = stopped.clone();
-                        connections.spawn(async move {
-                            let service = hyper::service::service_fn(move |_: http::Request<Incoming>| {
-                                let control = Arc::clone(&control);
-                                async move { Ok::<_, Infallible>(answer(&control, address).await) }
-                            });
-                            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                            let connection = builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::pin!(connection);
-                            tokio::select! {
-                                _ = connection.as_mut() => {}
-                                _ = stop_requested(&mut stopped) => {
-                                    // Graceful: finish what is in flight, refuse new requests.
-                                    connection.as_mut().graceful_shutdown();
-                                    let _ = connection.await;
-                                }
-                            }
-                        });
-                    }
-                    _ = stop_requested(&mut stopped) => break,
-                }
-            }
-            drop(listener);
-            while connections.join_next().await.is_some() {}
+        let (stop_accepting, stopped) = watch::channel(false);
+        let answer_control = Arc::clone(&control);
+        let service = hyper::service::service_fn(move |_: http::Request<Incoming>| {
+            let control = Arc::clone(&answer_control);
+            async move { Ok::<_, Infallible>(answer(&control, address).await) }
         });
+        let tasks = serve(listener, service, stopped, false);
         Ok(Backend {
             address,
             control,
@@ -138,6 +109,64 @@ impl Backend {
     pub fn kill(mut self) {
         self.tasks.abort_all();
     }
+}
+
+/// Serves `service` on every connection `listener` accepts (HTTP/1 and HTTP/2, or HTTP/2 only),
+/// until `stopped` turns true: then stops accepting and shuts every connection down gracefully.
+/// Aborting the returned tasks drops the listener and every connection at once.
+pub(crate) fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    stopped: watch::Receiver<bool>,
+    http2_only: bool,
+) -> JoinSet<()>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut tasks = JoinSet::new();
+    let mut accept_stopped = stopped.clone();
+    tasks.spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    let mut stopped = stopped.clone();
+                    connections.spawn(async move {
+                        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        if http2_only {
+                            builder = builder.http2_only();
+                        }
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            _ = stop_requested(&mut stopped) => {
+                                // Graceful: finish what is in flight, refuse new requests.
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                    });
+                }
+                _ = stop_requested(&mut accept_stopped) => break,
+            }
+        }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
+    });
+    tasks
 }
 
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {

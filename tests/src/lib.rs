@@ -4,9 +4,12 @@
 //! benchmarks share them; each speaks the real protocol on loopback addresses only:
 //!
 //! - [`backend`]: HTTP/1 and HTTP/2 servers that tests slow down, break, drain and kill.
+//! - [`grpc`]: tonic gRPC servers (the standard health service) that tests slow down, turn
+//!   `UNAVAILABLE`, drain and kill.
 //! - [`dns`]: an in-process authoritative DNS server (hickory-server) whose records a test
 //!   changes while a resolver runs, a harness that runs a real Debian DNS server (unbound) on a
 //!   loopback port, and helpers to wait on an endpoint handle.
 
 pub mod backend;
 pub mod dns;
+pub mod grpc;

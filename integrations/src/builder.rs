@@ -1,0 +1,410 @@
+//! From a target string to a ready client.
+//!
+//! A [`Builder`] parses the target, holds the options, and builds what the application uses:
+//!
+//! | method | gives | feature |
+//! |--------|-------|---------|
+//! | [`endpoints`](Builder::endpoints) | the live [`Endpoints`] handle only | |
+//! | [`tonic_channel`](Builder::tonic_channel) | a [`tonic::Channel`](crate::tonic::Channel) for generated gRPC clients | `tonic` |
+//! | [`http_client`](Builder::http_client) | a [`hyper::HttpClient`](crate::hyper::HttpClient) | `hyper` |
+//! | [`balance`](Builder::balance) | a tower [`Balance`] over services you make per endpoint | |
+//! | [`balance_layer`](Builder::balance_layer) | the same as a tower [`BalanceLayer`] | |
+//!
+//! Building starts the discovery source and the balancer's background task, so it must happen
+//! inside a tokio runtime.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), waypost::Error> {
+//! use std::time::Duration;
+//! use waypost::balance::Policy;
+//!
+//! let builder = waypost::Builder::new("static:///127.0.0.1:50051,127.0.0.1:50052")?
+//!     .policy(Policy::p2c_peak_ewma())
+//!     .wait_for_endpoints(Duration::from_secs(5))
+//!     .timeout(Duration::from_secs(2));
+//! let endpoints = builder.endpoints()?;
+//! assert_eq!(endpoints.load().len(), 2);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use waypost_balance::{
+    Balance, BalanceConfig, BalanceLayer, MakeEndpoint, OutlierDetection, Policy, ZonePreference,
+};
+#[cfg(any(feature = "tonic", all(feature = "tls", feature = "hyper")))]
+use waypost_discovery::DnsHost;
+use waypost_discovery::{Endpoints, Target};
+
+use crate::error::{Error, ErrorKind};
+use crate::key::RequestKey;
+
+/// Options of the discovery source.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DiscoveryOptions {
+    #[cfg(feature = "dns")]
+    pub(crate) dns: waypost_discovery::source::dns::DnsOptions,
+}
+
+/// Builds clients for one target. See the [module docs](self).
+#[derive(Clone)]
+pub struct Builder {
+    target: Target,
+    balance: BalanceConfig,
+    discovery: DiscoveryOptions,
+    key: RequestKey,
+    timeout: Option<Duration>,
+    connect_timeout: Duration,
+    keep_alive_interval: Option<Duration>,
+    authority: Option<String>,
+    http2_only: bool,
+    #[cfg(feature = "hyper")]
+    retry: Option<crate::hyper::RetryBudget>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("target", &self.target.to_string())
+            .field("balance", &self.balance)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// How many endpoints a request that was never sent is tried on, in all.
+#[cfg_attr(not(any(feature = "tonic", feature = "hyper")), allow(dead_code))]
+pub(crate) const UNSENT_ATTEMPTS: usize = 3;
+
+/// The default connect timeout (TCP, TLS and HTTP/2 handshake each).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default HTTP/2 keep-alive ping interval.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Builder {
+    /// A builder for `target` (any form [`Target`] parses) with the default options.
+    pub fn new(target: &str) -> Result<Self, Error> {
+        let parsed: Target = target.parse().map_err(|error| {
+            Error::new(ErrorKind::InvalidTarget, "the target is not valid")
+                .with_target(target)
+                .with_source(error)
+        })?;
+        Ok(Builder::from_target(parsed))
+    }
+
+    /// A builder for a parsed target.
+    pub fn from_target(target: Target) -> Self {
+        Builder {
+            target,
+            balance: BalanceConfig::default(),
+            discovery: DiscoveryOptions::default(),
+            key: RequestKey::none(),
+            timeout: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
+            authority: None,
+            http2_only: false,
+            #[cfg(feature = "hyper")]
+            retry: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The balancing policy. Default: P2C with Peak EWMA.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.balance.policy = policy;
+        self
+    }
+
+    /// The whole balancer configuration (policy, outlier detection, panic threshold, zone,
+    /// slow start, wait deadline).
+    pub fn balance_config(mut self, config: BalanceConfig) -> Self {
+        self.balance = config;
+        self
+    }
+
+    /// Outlier detection settings.
+    pub fn outlier_detection(mut self, outlier_detection: OutlierDetection) -> Self {
+        self.balance.outlier_detection = outlier_detection;
+        self
+    }
+
+    /// Prefers endpoints in `zone` (the client's own zone), spilling over when it lacks healthy
+    /// capacity.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.balance.zone_preference = Some(ZonePreference::new(zone));
+        self
+    }
+
+    /// How long a request waits for a usable endpoint before failing. Default 10 s. A shorter
+    /// request timeout wins.
+    pub fn wait_for_endpoints(mut self, wait: Duration) -> Self {
+        self.balance.wait_for_endpoints = wait;
+        self
+    }
+
+    /// A deadline for every request: waiting for an endpoint, retries and the response head.
+    /// gRPC calls also honour their own `grpc-timeout`, whichever is earlier. Default: none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The connect timeout (TCP, TLS and HTTP/2 handshakes each). Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The HTTP/2 keep-alive ping interval of endpoint connections (`None` turns pings off).
+    /// Default 30 s.
+    pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive_interval = interval;
+        self
+    }
+
+    /// The `:authority` of gRPC requests. Default: the target's host and port
+    /// (`api.prod.svc.cluster.local:50051`, `api.prod:grpc`'s Service name), or the endpoint's
+    /// address for IP and static targets.
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// Speak HTTP/2 only (prior knowledge) in the HTTP client. gRPC always does.
+    pub fn http2_only(mut self, http2_only: bool) -> Self {
+        self.http2_only = http2_only;
+        self
+    }
+
+    /// Places requests by the value of the header `name` (gRPC metadata), for the hashing
+    /// policies.
+    pub fn hash_header(mut self, name: http::HeaderName) -> Self {
+        self.key = RequestKey::header(name);
+        self
+    }
+
+    /// Places requests by a key computed from their headers and extensions, for the hashing
+    /// policies.
+    pub fn hash_key<F>(mut self, key: F) -> Self
+    where
+        F: Fn(&http::HeaderMap, &http::Extensions) -> Option<u64> + Send + Sync + 'static,
+    {
+        self.key = RequestKey::function(key);
+        self
+    }
+
+    /// Options of the DNS source (nameservers, refresh bounds, search domains, ...).
+    #[cfg(feature = "dns")]
+    pub fn dns_options(mut self, options: waypost_discovery::source::dns::DnsOptions) -> Self {
+        self.discovery.dns = options;
+        self
+    }
+
+    /// Retries idempotent HTTP requests that failed after they may have been sent, within
+    /// `budget`. Requests that were never sent are always retried on another endpoint.
+    #[cfg(feature = "hyper")]
+    pub fn retry_idempotent(mut self, budget: crate::hyper::RetryBudget) -> Self {
+        self.retry = Some(budget);
+        self
+    }
+
+    /// Connects to endpoints over TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn target_name(&self) -> Arc<str> {
+        Arc::from(self.target.to_string())
+    }
+
+    fn require_runtime(&self) -> Result<(), Error> {
+        tokio::runtime::Handle::try_current()
+            .map(|_| ())
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    "waypost clients must be built inside a tokio runtime",
+                )
+                .with_target(self.target_name())
+            })
+    }
+
+    fn checked_balance_config(&self) -> Result<BalanceConfig, Error> {
+        self.balance.validate().map_err(|error| {
+            Error::new(ErrorKind::Config, error.to_string())
+                .with_target(self.target_name())
+                .with_source(error)
+        })?;
+        Ok(self.balance.clone())
+    }
+
+    /// Starts discovery for the target and returns its live handle.
+    pub fn endpoints(&self) -> Result<Endpoints, Error> {
+        crate::resolve::resolve(&self.target, &self.discovery)
+    }
+
+    /// A tower balancer over services made by `make` for each endpoint.
+    pub fn balance<M: MakeEndpoint>(&self, make: M) -> Result<Balance<M::Service>, Error> {
+        self.require_runtime()?;
+        let config = self.checked_balance_config()?;
+        let endpoints = self.endpoints()?;
+        Balance::builder(endpoints)
+            .config(config)
+            .build(make)
+            .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))
+    }
+
+    /// A tower layer that wraps a [`MakeEndpoint`] into a balancer over the target.
+    pub fn balance_layer(&self) -> Result<BalanceLayer, Error> {
+        let config = self.checked_balance_config()?;
+        let endpoints = self.endpoints()?;
+        BalanceLayer::new(endpoints, config)
+            .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))
+    }
+
+    /// The host name endpoints are known by: what TLS verifies and what `:authority` carries.
+    #[cfg(any(feature = "tonic", all(feature = "tls", feature = "hyper")))]
+    fn host_name(&self) -> Option<String> {
+        match &self.target {
+            Target::Dns(dns) => match dns.host() {
+                DnsHost::Name(name) if dns.is_srv() => {
+                    // `_grpc._tcp.api.prod` names the host `api.prod`.
+                    Some(
+                        name.splitn(3, '.')
+                            .nth(2)
+                            .unwrap_or(name)
+                            .trim_end_matches('.')
+                            .to_owned(),
+                    )
+                }
+                DnsHost::Name(name) => Some(name.trim_end_matches('.').to_owned()),
+                DnsHost::Ip(_) => None,
+            },
+            Target::Kubernetes(k8s) => Some(match k8s.namespace() {
+                Some(namespace) => format!("{}.{namespace}.svc", k8s.service()),
+                None => k8s.service().to_owned(),
+            }),
+            Target::Static(_) => None,
+        }
+    }
+
+    #[cfg(feature = "tonic")]
+    fn default_authority(&self) -> Result<Option<http::uri::Authority>, Error> {
+        let text = match (&self.authority, &self.target) {
+            (Some(authority), _) => Some(authority.clone()),
+            (None, Target::Dns(dns)) => match (self.host_name(), dns.port()) {
+                (Some(host), Some(port)) if !matches!(dns.host(), DnsHost::Ip(_)) => {
+                    Some(format!("{host}:{port}"))
+                }
+                (Some(host), None) => Some(host),
+                _ => None,
+            },
+            (None, Target::Kubernetes(_)) => self.host_name(),
+            (None, Target::Static(_)) => None,
+        };
+        text.map(|text| {
+            text.parse().map_err(|error| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("`{text}` is not a valid authority"),
+                )
+                .with_target(self.target_name())
+                .with_source(error)
+            })
+        })
+        .transpose()
+    }
+
+    #[cfg(any(feature = "tonic", feature = "hyper"))]
+    fn connector(&self, alpn: &[&[u8]]) -> Result<crate::connect::Connector, Error> {
+        let _ = alpn;
+        Ok(crate::connect::Connector {
+            timeout: self.connect_timeout,
+            #[cfg(feature = "tls")]
+            tls: match &self.tls {
+                Some(tls) => Some(
+                    crate::tls::TlsConnector::new(tls, self.host_name().as_deref(), alpn)
+                        .map_err(|error| error.with_target(self.target_name()))?,
+                ),
+                None => None,
+            },
+        })
+    }
+
+    /// A tonic channel over the target, for generated clients: `GreeterClient::new(channel)`.
+    #[cfg(feature = "tonic")]
+    pub fn tonic_channel(&self) -> Result<crate::tonic::Channel, Error> {
+        use crate::h2::{H2Classify, H2Endpoint, H2Settings};
+        self.require_runtime()?;
+        let config = self.checked_balance_config()?;
+        let settings = H2Settings {
+            connector: self.connector(&[b"h2"])?,
+            authority: self.default_authority()?,
+            keep_alive_interval: self.keep_alive_interval,
+            keep_alive_timeout: Duration::from_secs(20),
+            backoff_initial: config.reconnect_backoff.initial,
+            backoff_max: config.reconnect_backoff.max,
+        };
+        let endpoints = self.endpoints()?;
+        let balance = Balance::builder(endpoints)
+            .config(config)
+            .hash_key(self.key.clone())
+            .classify(H2Classify)
+            .build(waypost_balance::WithConnectivity(
+                move |endpoint: &waypost_discovery::Endpoint, reporter| {
+                    H2Endpoint::spawn(endpoint.address(), &settings, reporter)
+                },
+            ))
+            .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;
+        Ok(crate::tonic::Channel::new(
+            balance,
+            self.timeout,
+            UNSENT_ATTEMPTS,
+        ))
+    }
+
+    /// A hyper HTTP client over the target, for request bodies of type `B`.
+    #[cfg(feature = "hyper")]
+    pub fn http_client<B>(&self) -> Result<crate::hyper::HttpClient<B>, Error>
+    where
+        B: hyper::body::Body + Clone + Send + Sync + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        use crate::hyper::{HttpClient, HyperClassify, HyperEndpoint};
+        self.require_runtime()?;
+        let config = self.checked_balance_config()?;
+        let alpn: &[&[u8]] = if self.http2_only {
+            &[b"h2"]
+        } else {
+            &[b"http/1.1"]
+        };
+        let connector = self.connector(alpn)?;
+        let tls = connector.is_tls();
+        let pool = crate::hyper::pool::<B>(connector, self.http2_only);
+        let endpoints = self.endpoints()?;
+        let balance = Balance::builder(endpoints)
+            .config(config)
+            .hash_key(self.key.clone())
+            .classify(HyperClassify)
+            .build(move |endpoint: &waypost_discovery::Endpoint| {
+                HyperEndpoint::new(pool.clone(), endpoint.address(), tls)
+            })
+            .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;
+        Ok(HttpClient::new(balance, self.timeout, self.retry))
+    }
+}

@@ -1,0 +1,65 @@
+//! Opening a connection to one endpoint: TCP, then TLS when configured.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, ErrorKind};
+
+/// A connected byte stream: TCP or TLS over TCP.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Opens connections to endpoints.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub(crate) timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsConnector>,
+}
+
+impl Connector {
+    /// `true` when connections use TLS (the scheme is `https`).
+    pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// Connects to `address` within the connect timeout.
+    pub(crate) async fn connect(&self, address: SocketAddr) -> Result<Box<dyn Stream>, Error> {
+        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unreachable,
+                    format!("connecting timed out after {:?}", self.timeout),
+                )
+                .with_endpoint(address)
+            })?
+            .map_err(|error| {
+                Error::new(ErrorKind::Unreachable, "could not connect")
+                    .with_endpoint(address)
+                    .with_source(error)
+            })?;
+        let _ = tcp.set_nodelay(true);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let stream = tokio::time::timeout(self.timeout, tls.connect(address, tcp))
+                .await
+                .map_err(|_| {
+                    Error::new(ErrorKind::Tls, "the TLS handshake timed out").with_endpoint(address)
+                })??;
+            return Ok(Box::new(stream));
+        }
+        Ok(Box::new(tcp))
+    }
+}

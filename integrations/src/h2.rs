@@ -1,0 +1,410 @@
+//! One endpoint's HTTP/2 connection, established and kept in the background.
+//!
+//! Each endpoint gets a task that connects (TCP, TLS when configured, HTTP/2 handshake),
+//! publishes the connection's request handle, and when the connection ends or cannot be made,
+//! reports the endpoint disconnected to the balancer and tries again with a doubling backoff. A
+//! request clones the current handle (one atomic load) and sends on it: HTTP/2 multiplexes every
+//! request of the endpoint over that one connection. A request that arrives while the first
+//! connection is still being made waits for it, up to the connect timeout. A request that finds
+//! no connection, or a connection that closed before the request was written, gets the request
+//! back in an [`EndpointError::Unsent`], so the caller can send it to another endpoint.
+//!
+//! The task ends when the balancer drops the endpoint (it left discovery) and every request on
+//! it has finished.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::{Notify, oneshot};
+use tower::Service;
+use waypost_balance::{Classify, Connectivity, ConnectivityReporter, HttpStatus, Outcome};
+
+use crate::connect::Connector;
+use crate::error::{BoxError, Error, ErrorKind};
+
+const CONNECTING: u8 = 0;
+const CONNECTED: u8 = 1;
+const BACKING_OFF: u8 = 2;
+
+/// Settings of the per-endpoint HTTP/2 connections.
+#[derive(Clone)]
+pub(crate) struct H2Settings {
+    pub(crate) connector: Connector,
+    /// The `:authority` of requests; the endpoint's address when `None`.
+    pub(crate) authority: Option<http::uri::Authority>,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) keep_alive_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+struct Cell<B> {
+    address: SocketAddr,
+    sender: ArcSwapOption<SendRequest<B>>,
+    state: AtomicU8,
+    connected: Notify,
+    /// Dropped with the cell: tells the task to stop.
+    _stop: oneshot::Sender<()>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    connect_timeout: Duration,
+    /// Why the last connection attempt failed, for the errors of requests that found none.
+    last_failure: Mutex<Option<(ErrorKind, String)>>,
+}
+
+/// The per-endpoint service: sends requests on the endpoint's current HTTP/2 connection.
+pub(crate) struct H2Endpoint<B> {
+    cell: Arc<Cell<B>>,
+}
+
+impl<B> Clone for H2Endpoint<B> {
+    fn clone(&self) -> Self {
+        H2Endpoint {
+            cell: Arc::clone(&self.cell),
+        }
+    }
+}
+
+impl<B> H2Endpoint<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Starts the endpoint's connection task on the current runtime.
+    pub(crate) fn spawn(
+        address: SocketAddr,
+        settings: &H2Settings,
+        reporter: ConnectivityReporter,
+    ) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let scheme = if settings.connector.is_tls() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let authority = settings.authority.clone().unwrap_or_else(|| {
+            address
+                .to_string()
+                .parse()
+                .expect("a socket address is a valid authority")
+        });
+        let cell = Arc::new(Cell {
+            address,
+            sender: ArcSwapOption::empty(),
+            state: AtomicU8::new(CONNECTING),
+            connected: Notify::new(),
+            _stop: stop,
+            scheme,
+            authority,
+            connect_timeout: settings.connector.timeout,
+            last_failure: Mutex::new(None),
+        });
+        tokio::spawn(run(
+            Arc::downgrade(&cell),
+            settings.clone(),
+            reporter,
+            stopped,
+        ));
+        H2Endpoint { cell }
+    }
+}
+
+async fn run<B>(
+    cell: Weak<Cell<B>>,
+    settings: H2Settings,
+    reporter: ConnectivityReporter,
+    mut stopped: oneshot::Receiver<()>,
+) where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let Some(address) = cell.upgrade().map(|cell| cell.address) else {
+        return;
+    };
+    let mut backoff = settings.backoff_initial;
+    loop {
+        let attempt = async {
+            let stream = settings.connector.connect(address).await?;
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            if let Some(interval) = settings.keep_alive_interval {
+                builder
+                    .keep_alive_interval(interval)
+                    .keep_alive_timeout(settings.keep_alive_timeout)
+                    .keep_alive_while_idle(true);
+            }
+            tokio::time::timeout(
+                settings.connector.timeout,
+                builder.handshake(TokioIo::new(stream)),
+            )
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Unreachable, "the HTTP/2 handshake timed out")
+                    .with_endpoint(address)
+            })?
+            .map_err(|error| {
+                Error::new(ErrorKind::Unreachable, "the HTTP/2 handshake failed")
+                    .with_endpoint(address)
+                    .with_source(error)
+            })
+        };
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            _ = &mut stopped => return,
+        };
+        match outcome {
+            Ok((sender, connection)) => {
+                let Some(live) = cell.upgrade() else { return };
+                live.sender.store(Some(Arc::new(sender)));
+                if let Ok(mut last) = live.last_failure.lock() {
+                    *last = None;
+                }
+                live.state.store(CONNECTED, Ordering::Release);
+                live.connected.notify_waiters();
+                drop(live);
+                reporter.report(Connectivity::Connected);
+                tracing::debug!(target: "waypost::connect", endpoint = %address, "connected");
+                backoff = settings.backoff_initial;
+                let result = tokio::select! {
+                    result = connection => result,
+                    _ = &mut stopped => return,
+                };
+                let Some(live) = cell.upgrade() else { return };
+                live.sender.store(None);
+                live.state.store(CONNECTING, Ordering::Release);
+                drop(live);
+                match result {
+                    Ok(()) => {
+                        tracing::debug!(target: "waypost::connect", endpoint = %address, "connection closed")
+                    }
+                    Err(error) => {
+                        tracing::debug!(target: "waypost::connect", endpoint = %address, %error, "connection failed")
+                    }
+                }
+                // Reconnect at once: a closed connection is normal (GOAWAY, idle timeout).
+            }
+            Err(error) => {
+                let Some(live) = cell.upgrade() else { return };
+                if let Ok(mut last) = live.last_failure.lock() {
+                    *last = Some((error.kind(), crate::error::chain(&error)));
+                }
+                live.state.store(BACKING_OFF, Ordering::Release);
+                // Requests waiting for this first attempt must not wait any longer.
+                live.connected.notify_waiters();
+                drop(live);
+                reporter.report(Connectivity::Disconnected);
+                tracing::debug!(target: "waypost::connect", endpoint = %address, %error, ?backoff, "connect failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut stopped => return,
+                }
+                backoff = (backoff * 2).min(settings.backoff_max);
+                let Some(live) = cell.upgrade() else { return };
+                live.state.store(CONNECTING, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// What an endpoint service fails with: the request back when it was never sent, or the
+/// failure.
+pub(crate) enum EndpointError<Request> {
+    /// The request was not written to any connection; it can go elsewhere.
+    Unsent {
+        request: Mutex<Option<Request>>,
+        error: Error,
+    },
+    /// The request failed after it may have been processed.
+    Failed(Error),
+}
+
+impl<Request> EndpointError<Request> {
+    pub(crate) fn unsent(request: Request, error: Error) -> Self {
+        EndpointError::Unsent {
+            request: Mutex::new(Some(request)),
+            error,
+        }
+    }
+
+    /// Takes the unsent request out, when there is one.
+    pub(crate) fn take_request(&self) -> Option<Request> {
+        match self {
+            EndpointError::Unsent { request, .. } => request
+                .lock()
+                .map(|mut request| request.take())
+                .ok()
+                .flatten(),
+            EndpointError::Failed(_) => None,
+        }
+    }
+
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+        }
+    }
+
+    fn error(&self) -> &Error {
+        match self {
+            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+        }
+    }
+}
+
+impl<Request> fmt::Debug for EndpointError<Request> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointError::Unsent { error, .. } => f.debug_tuple("Unsent").field(error).finish(),
+            EndpointError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
+        }
+    }
+}
+
+impl<Request> fmt::Display for EndpointError<Request> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.error(), f)
+    }
+}
+
+impl<Request> std::error::Error for EndpointError<Request> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.error())
+    }
+}
+
+type ResponseFuture<B> = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<Incoming>, EndpointError<http::Request<B>>>>
+            + Send,
+    >,
+>;
+
+impl<B> Service<http::Request<B>> for H2Endpoint<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Incoming>;
+    type Error = EndpointError<http::Request<B>>;
+    type Future = ResponseFuture<B>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let cell = Arc::clone(&self.cell);
+        // The endpoint decides the origin; the path and query stay the caller's.
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(cell.scheme.clone());
+        parts.authority = Some(cell.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(error) => {
+                let error = Error::new(ErrorKind::Transport, "the request URI is invalid")
+                    .with_endpoint(cell.address)
+                    .with_source(error);
+                return Box::pin(std::future::ready(Err(EndpointError::Failed(error))));
+            }
+        }
+        Box::pin(async move {
+            let mut sender = match current_sender(&cell).await {
+                Some(sender) => sender,
+                None => {
+                    let last = cell.last_failure.lock().ok().and_then(|last| last.clone());
+                    let error = match last {
+                        Some((kind, why)) => {
+                            Error::new(kind, format!("no connection to the endpoint: {why}"))
+                        }
+                        None => Error::new(ErrorKind::Unreachable, "no connection to the endpoint"),
+                    };
+                    return Err(EndpointError::unsent(
+                        request,
+                        error.with_endpoint(cell.address),
+                    ));
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => Ok(response),
+                Err(mut failed) => match failed.take_message() {
+                    Some(request) => Err(EndpointError::unsent(
+                        request,
+                        Error::new(
+                            ErrorKind::Unreachable,
+                            "the connection closed before the request was sent",
+                        )
+                        .with_endpoint(cell.address)
+                        .with_source(failed.into_error()),
+                    )),
+                    None => Err(EndpointError::Failed(
+                        Error::new(ErrorKind::Transport, "the request failed")
+                            .with_endpoint(cell.address)
+                            .with_source(failed.into_error()),
+                    )),
+                },
+            }
+        })
+    }
+}
+
+/// The current connection's request handle; while the connection is being made, waits for it
+/// up to the connect timeout.
+async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
+    let deadline = tokio::time::Instant::now() + cell.connect_timeout;
+    loop {
+        let notified = cell.connected.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(sender) = cell.sender.load_full()
+            && !sender.is_closed()
+        {
+            return Some(SendRequest::clone(&sender));
+        }
+        if cell.state.load(Ordering::Acquire) == BACKING_OFF {
+            return None;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// Classifies endpoint outcomes: unsent requests and connect failures make the endpoint
+/// unreachable; HTTP and gRPC statuses as [`HttpStatus`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct H2Classify;
+
+impl<B> Classify<http::Response<Incoming>, EndpointError<B>> for H2Classify
+where
+    B: Send + 'static,
+{
+    fn classify_response(&self, response: &http::Response<Incoming>) -> Outcome {
+        Classify::<_, ()>::classify_response(&HttpStatus, response)
+    }
+
+    fn classify_error(&self, error: &EndpointError<B>) -> Outcome {
+        match error {
+            EndpointError::Unsent { .. } => Outcome::Unreachable,
+            EndpointError::Failed(error) if error.kind() == ErrorKind::Unreachable => {
+                Outcome::Unreachable
+            }
+            EndpointError::Failed(_) => Outcome::Failure,
+        }
+    }
+}

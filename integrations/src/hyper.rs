@@ -1,0 +1,485 @@
+//! A hyper HTTP client that balances each request across a target's endpoints.
+//!
+//! [`HttpClient`] sends each request to the endpoint the balancer picks, over hyper-util's
+//! pooled client (HTTP/1 keep-alive pooling, or HTTP/2 with
+//! [`http2_only`](crate::Builder::http2_only)). The request's URI only needs a path (and query):
+//! the scheme and authority are set to the chosen endpoint's address; a `Host` header the caller
+//! set is kept.
+//!
+//! - A request that could not reach an endpoint (connection refused or timed out) is sent to
+//!   another endpoint, up to three endpoints in all.
+//! - With [`retry_idempotent`](crate::Builder::retry_idempotent), requests with an idempotent
+//!   method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) that failed after they may have been sent,
+//!   or were answered 503, are sent again within a retry budget (tower's `TpsBudget`).
+//! - The timeout covers waiting for an endpoint, retries and the response head.
+//!
+//! Bodies must be `Clone` (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...), so that a request can
+//! be sent again.
+//!
+//! ```no_run
+//! use http_body_util::Empty;
+//! use bytes::Bytes;
+//!
+//! # async fn demo() -> Result<(), waypost::Error> {
+//! let client = waypost::Builder::new("dns:///api.prod.svc.cluster.local:8080")?
+//!     .http_client::<Empty<Bytes>>()?;
+//! let request = http::Request::get("/health").body(Empty::new()).unwrap();
+//! let response = client.request(request).await?;
+//! # let _ = response; Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Service, ServiceExt};
+use waypost_balance::{Balance, Classify, HttpStatus, Outcome};
+use waypost_discovery::Endpoints;
+
+use crate::connect::{Connector, Stream};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::key::RequestKey;
+
+/// A retry budget for idempotent requests: retries may add at most `retry_percent` of the
+/// recent request rate, plus `min_per_second` (tower's `TpsBudget` over a 10 s window).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Extra retries allowed per second regardless of traffic. Default 10.
+    pub min_per_second: u32,
+    /// Retries allowed as a share of requests. Default 0.2.
+    pub retry_percent: f32,
+    /// Total attempts of one request, the first included. Default 3.
+    pub max_attempts: usize,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            min_per_second: 10,
+            retry_percent: 0.2,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A connection made by [`Connector`], for hyper-util's pool.
+pub(crate) struct PooledStream {
+    inner: Box<dyn Stream>,
+    h2: bool,
+}
+
+impl tokio::io::AsyncRead for PooledStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PooledStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Connection for PooledStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+/// hyper-util's connector: our TCP and TLS connector, addressed by the URI's authority (always
+/// an endpoint address here).
+#[derive(Clone)]
+pub(crate) struct PoolConnector {
+    connector: Connector,
+    http2_only: bool,
+}
+
+impl Service<http::Uri> for PoolConnector {
+    type Response = TokioIo<PooledStream>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.connector.clone();
+        let h2 = self.http2_only;
+        Box::pin(async move {
+            let address: SocketAddr = uri
+                .authority()
+                .and_then(|authority| authority.as_str().parse().ok())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Transport,
+                        format!("`{uri}` has no endpoint address"),
+                    )
+                })?;
+            let inner = connector.connect(address).await?;
+            Ok(TokioIo::new(PooledStream { inner, h2 }))
+        })
+    }
+}
+
+/// The per-endpoint service: the shared pooled client, aimed at one endpoint.
+pub(crate) struct HyperEndpoint<B> {
+    client: Client<PoolConnector, B>,
+    origin: Arc<(http::uri::Scheme, http::uri::Authority)>,
+    address: SocketAddr,
+}
+
+impl<B> Clone for HyperEndpoint<B> {
+    fn clone(&self) -> Self {
+        HyperEndpoint {
+            client: self.client.clone(),
+            origin: Arc::clone(&self.origin),
+            address: self.address,
+        }
+    }
+}
+
+impl<B> HyperEndpoint<B> {
+    pub(crate) fn new(client: Client<PoolConnector, B>, address: SocketAddr, tls: bool) -> Self {
+        let scheme = if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let authority = address
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority");
+        HyperEndpoint {
+            client,
+            origin: Arc::new((scheme, authority)),
+            address,
+        }
+    }
+}
+
+pub(crate) fn pool<B>(connector: Connector, http2_only: bool) -> Client<PoolConnector, B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(PoolConnector {
+            connector,
+            http2_only,
+        })
+}
+
+impl<B> Service<http::Request<B>> for HyperEndpoint<B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Incoming>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let address = self.address;
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(self.origin.0.clone());
+        parts.authority = Some(self.origin.1.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(error) => {
+                let error = Error::new(ErrorKind::Transport, "the request URI is invalid")
+                    .with_endpoint(address)
+                    .with_source(error);
+                return Box::pin(std::future::ready(Err(error)));
+            }
+        }
+        let response = self.client.request(request);
+        Box::pin(async move {
+            response.await.map_err(|error| {
+                let kind = if error.is_connect() {
+                    ErrorKind::Unreachable
+                } else {
+                    ErrorKind::Transport
+                };
+                let message = if error.is_connect() {
+                    "could not connect"
+                } else {
+                    "the request failed"
+                };
+                Error::new(kind, message)
+                    .with_endpoint(address)
+                    .with_source(error)
+            })
+        })
+    }
+}
+
+/// Connect failures make the endpoint unreachable; statuses as [`HttpStatus`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HyperClassify;
+
+impl Classify<http::Response<Incoming>, Error> for HyperClassify {
+    fn classify_response(&self, response: &http::Response<Incoming>) -> Outcome {
+        Classify::<_, ()>::classify_response(&HttpStatus, response)
+    }
+
+    fn classify_error(&self, error: &Error) -> Outcome {
+        if error.kind() == ErrorKind::Unreachable {
+            Outcome::Unreachable
+        } else {
+            Outcome::Failure
+        }
+    }
+}
+
+pub(crate) type ClientBalance<B> = Balance<HyperEndpoint<B>, RequestKey, HyperClassify>;
+
+/// A balanced HTTP client. Cheap to clone; clones share the balancer and the connection pool.
+pub struct HttpClient<B> {
+    balance: ClientBalance<B>,
+    timeout: Option<Duration>,
+    retry: Option<(Arc<TpsBudget>, usize)>,
+}
+
+impl<B> Clone for HttpClient<B> {
+    fn clone(&self) -> Self {
+        HttpClient {
+            balance: self.balance.clone(),
+            timeout: self.timeout,
+            retry: self.retry.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for HttpClient<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("balance", &self.balance)
+            .field("timeout", &self.timeout)
+            .field(
+                "retry_idempotent",
+                &self.retry.as_ref().map(|(_, attempts)| attempts),
+            )
+            .finish()
+    }
+}
+
+use crate::builder::UNSENT_ATTEMPTS;
+
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+impl<B> HttpClient<B>
+where
+    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(
+        balance: ClientBalance<B>,
+        timeout: Option<Duration>,
+        retry: Option<RetryBudget>,
+    ) -> Self {
+        HttpClient {
+            balance,
+            timeout,
+            retry: retry.map(|budget| {
+                (
+                    Arc::new(TpsBudget::new(
+                        Duration::from_secs(10),
+                        budget.min_per_second,
+                        budget.retry_percent,
+                    )),
+                    budget.max_attempts.max(1),
+                )
+            }),
+        }
+    }
+
+    /// The target this client serves.
+    pub fn target(&self) -> &str {
+        self.balance.target()
+    }
+
+    /// The discovery handle the client follows.
+    pub fn endpoints(&self) -> &Endpoints {
+        self.balance.endpoints()
+    }
+
+    /// The number of endpoints requests may go to now.
+    pub fn usable_endpoints(&self) -> usize {
+        self.balance.usable_endpoints()
+    }
+
+    /// Sends `request` to the endpoint the balancer picks; see the [module docs](self) for
+    /// retries and the timeout.
+    pub async fn request(
+        &self,
+        request: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, Error> {
+        let balance = self.balance.clone();
+        let retry = self.retry.clone();
+        let target: Arc<str> = Arc::from(self.balance.target());
+        let send = send(balance, retry, request);
+        match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, send)
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout(target, timeout))),
+            None => send.await,
+        }
+    }
+}
+
+async fn send<B>(
+    mut balance: ClientBalance<B>,
+    retry: Option<(Arc<TpsBudget>, usize)>,
+    request: http::Request<B>,
+) -> Result<http::Response<Incoming>, Error>
+where
+    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let idempotent = is_idempotent(request.method());
+    let retry = retry.filter(|_| idempotent);
+    if let Some((budget, _)) = &retry {
+        budget.deposit();
+    }
+    let max_attempts = retry.as_ref().map_or(UNSENT_ATTEMPTS, |(_, attempts)| {
+        (*attempts).max(UNSENT_ATTEMPTS)
+    });
+    let mut attempt = 1;
+    loop {
+        let last = attempt >= max_attempts;
+        let this_attempt = if last { None } else { Some(request.clone()) };
+        let result = match this_attempt {
+            Some(copy) => {
+                balance
+                    .ready()
+                    .await
+                    .map_err(Error::from_balance)?
+                    .call(copy)
+                    .await
+            }
+            None => {
+                return balance
+                    .ready()
+                    .await
+                    .map_err(Error::from_balance)?
+                    .call(request)
+                    .await
+                    .map_err(Error::from_balance);
+            }
+        };
+        let may_retry = |budget: &Option<(Arc<TpsBudget>, usize)>| {
+            budget
+                .as_ref()
+                .is_some_and(|(budget, attempts)| attempt < *attempts && budget.withdraw())
+        };
+        match result {
+            Ok(response)
+                if response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                    && may_retry(&retry) =>
+            {
+                tracing::debug!(target: "waypost::retry", attempt, "503 on an idempotent request; retrying");
+            }
+            Ok(response) => return Ok(response),
+            Err(error) => {
+                let error = Error::from_balance(error);
+                let unsent = error.is_not_processed() && attempt < UNSENT_ATTEMPTS;
+                if !(unsent || may_retry(&retry)) || error.is_unavailable() {
+                    return Err(error);
+                }
+                tracing::debug!(target: "waypost::retry", attempt, %error, "retrying on another endpoint");
+            }
+        }
+        attempt += 1;
+    }
+}
+
+/// The response future of [`HttpClient`] as a tower service.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, Error>> + Send>>;
+
+impl<B> Service<http::Request<B>> for HttpClient<B>
+where
+    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Incoming>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let client = self.clone();
+        Box::pin(async move { client.request(request).await })
+    }
+}
