@@ -188,6 +188,7 @@ impl<K, C> Builder<K, C> {
             table_epoch,
             stripes: Stripes::new(seed),
             config,
+            clones: AtomicU64::new(0),
             _alive: alive,
         });
         let mut updater = Updater::new(&shared, make);
@@ -260,10 +261,21 @@ impl<S, K, C> Balance<S, K, C> {
 
 impl<S, K: Clone, C: Clone> Clone for Balance<S, K, C> {
     fn clone(&self) -> Self {
-        let mut rng = self.rng.clone();
+        // Every clone needs its own random sequence: programs clone a client per request, and
+        // clones sharing one sequence would all pick the same pair. The thread's generator
+        // seeds it without touching shared state; a configured seed stays reproducible.
+        let rng = match self.shared.config.seed {
+            None => fastrand::Rng::with_seed(fastrand::u64(..)),
+            Some(seed) => {
+                let clone = self.shared.clones.fetch_add(1, Ordering::Relaxed);
+                fastrand::Rng::with_seed(
+                    seed ^ clone.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+            }
+        };
         Balance {
             shared: Arc::clone(&self.shared),
-            rng: rng.fork(),
+            rng,
             key: self.key.clone(),
             classify: self.classify.clone(),
         }

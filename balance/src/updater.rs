@@ -34,6 +34,8 @@ pub(crate) struct Shared<S> {
     pub(crate) table_epoch: watch::Sender<u64>,
     pub(crate) stripes: Stripes,
     pub(crate) config: BalanceConfig,
+    /// Clones made so far, to give seeded clones distinct sequences.
+    pub(crate) clones: std::sync::atomic::AtomicU64,
     /// Dropped with the last clone of the balancer: ends the background task.
     pub(crate) _alive: oneshot::Sender<()>,
 }

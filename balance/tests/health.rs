@@ -531,3 +531,64 @@ async fn weight_zero_takes_no_new_requests() {
         ErrorKind::NoEndpoints
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn peak_ewma_sends_traffic_to_endpoints_that_join_later() {
+    let fleet = Fleet::default();
+    for port in 1..=6 {
+        fleet
+            .latency
+            .lock()
+            .unwrap()
+            .insert(port, Duration::from_micros(300));
+    }
+    let mut publisher = publisher(1..=2);
+    let balance = balance(&publisher, &fleet, BalanceConfig::default());
+    let run = |balance: &Balance<BoxService>, n: usize| {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let mut balance = balance.clone();
+                tokio::spawn(async move { send(&mut balance, n).await.0 })
+            })
+            .collect();
+        async move {
+            let mut total: BTreeMap<u16, usize> = BTreeMap::new();
+            for task in tasks {
+                for (port, count) in task.await.unwrap() {
+                    *total.entry(port).or_default() += count;
+                }
+            }
+            total
+        }
+    };
+    run(&balance, 300).await;
+    publisher.publish((1..=6).map(|p| Endpoint::new(addr(p))));
+    settle().await;
+    let after = run(&balance, 150).await;
+    let new: usize = (3..=6).map(|p| after.get(&p).copied().unwrap_or(0)).sum();
+    assert!(
+        new > 150,
+        "the four new endpoints take a fair part of 600 requests: {after:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_pick_independently() {
+    // Programs clone a client per request; every clone must not repeat the same choices.
+    let fleet = Fleet::default();
+    let publisher = publisher(1..=6);
+    for seed in [None, Some(9)] {
+        let balance = Balance::builder(publisher.endpoints())
+            .config(BalanceConfig {
+                seed,
+                ..BalanceConfig::with_policy(Policy::p2c_least_pending())
+            })
+            .build(WithConnectivity(fleet.make()))
+            .unwrap();
+        let mut picked = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            picked.insert(balance.clone().pick(None).unwrap().port());
+        }
+        assert_eq!(picked.len(), 6, "seed {seed:?}: {picked:?}");
+    }
+}

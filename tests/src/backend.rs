@@ -1,7 +1,7 @@
 //! HTTP backends on loopback that tests start, slow down, break, drain and kill.
 //!
-//! A [`Backend`] is a real hyper server on `127.0.0.1:0` speaking HTTP/1 and HTTP/2 (prior
-//! knowledge). Every response carries the backend's port in its body and in the `x-backend`
+//! A [`Backend`] is a real hyper server on loopback speaking HTTP/1 and HTTP/2 (prior
+//! knowledge). Every response carries the backend's address in its body and in the `x-backend`
 //! header, so a client can tell who answered. Its behaviour changes while it runs: a latency
 //! before answering, a status to answer with (503 for "failing"), a graceful shutdown that
 //! finishes requests in flight, or an abrupt kill that drops every connection.
@@ -71,7 +71,7 @@ impl Backend {
         self.address
     }
 
-    /// The backend's port, which it answers with.
+    /// The backend's port.
     pub fn port(&self) -> u16 {
         self.address.port()
     }
@@ -184,8 +184,8 @@ async fn answer(control: &Control, address: SocketAddr) -> http::Response<Full<B
     control.in_flight.fetch_sub(1, Ordering::Relaxed);
     http::Response::builder()
         .status(status)
-        .header("x-backend", address.port())
-        .body(Full::new(Bytes::from(address.port().to_string())))
+        .header("x-backend", address.to_string())
+        .body(Full::new(Bytes::from(address.to_string())))
         .expect("a valid response")
 }
 

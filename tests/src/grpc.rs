@@ -1,7 +1,7 @@
 //! gRPC backends on loopback: a real tonic service (the standard health service) that tests
 //! slow down, turn `UNAVAILABLE`, drain and kill.
 //!
-//! Every response carries the backend's port in the `x-backend` metadata entry, so a client can
+//! Every response carries the backend's address in the `x-backend` metadata entry, so a client can
 //! tell who answered. A failing backend answers every call at once with a trailers-only
 //! `UNAVAILABLE` status, as a server refusing work does.
 
@@ -70,9 +70,11 @@ impl GrpcBackend {
                         Err(never) => match never {},
                     }
                 };
-                response
-                    .headers_mut()
-                    .insert("x-backend", http::HeaderValue::from(address.port()));
+                response.headers_mut().insert(
+                    "x-backend",
+                    http::HeaderValue::from_str(&address.to_string())
+                        .expect("an address is a valid header value"),
+                );
                 Ok::<_, Infallible>(response)
             }
         });
@@ -90,7 +92,7 @@ impl GrpcBackend {
         self.address
     }
 
-    /// The backend's port, which it reports in `x-backend`.
+    /// The backend's port.
     pub fn port(&self) -> u16 {
         self.address.port()
     }
@@ -127,13 +129,13 @@ impl GrpcBackend {
     }
 }
 
-/// The backend port a response reports, from its `x-backend` metadata.
-pub fn answered_by<T>(response: &tonic::Response<T>) -> Option<u16> {
+/// The backend address a response reports, from its `x-backend` metadata.
+pub fn answered_by<T>(response: &tonic::Response<T>) -> Option<SocketAddr> {
     response
         .metadata()
         .get("x-backend")
         .and_then(|value| value.to_str().ok())
-        .and_then(|port| port.parse().ok())
+        .and_then(|address| address.parse().ok())
 }
 
 /// Starts `n` gRPC backends.

@@ -6,6 +6,7 @@
 //! - [`backend`]: HTTP/1 and HTTP/2 servers that tests slow down, break, drain and kill.
 //! - [`grpc`]: tonic gRPC servers (the standard health service) that tests slow down, turn
 //!   `UNAVAILABLE`, drain and kill.
+//! - [`load`]: concurrent callers that count who answered and what failed.
 //! - [`dns`]: an in-process authoritative DNS server (hickory-server) whose records a test
 //!   changes while a resolver runs, a harness that runs a real Debian DNS server (unbound) on a
 //!   loopback port, and helpers to wait on an endpoint handle.
@@ -13,3 +14,4 @@
 pub mod backend;
 pub mod dns;
 pub mod grpc;
+pub mod load;

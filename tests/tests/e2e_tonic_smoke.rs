@@ -24,7 +24,7 @@ async fn a_generated_client_calls_every_backend_through_the_channel() {
         .tonic_channel()
         .unwrap();
     let mut client = HealthClient::new(channel);
-    let mut answers: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut answers: BTreeMap<std::net::SocketAddr, usize> = BTreeMap::new();
     for _ in 0..300 {
         let response = client
             .check(HealthCheckRequest {
