@@ -57,7 +57,7 @@ impl Backend {
             let control = Arc::clone(&answer_control);
             async move { Ok::<_, Infallible>(answer(&control, address).await) }
         });
-        let tasks = serve(listener, service, stopped, false);
+        let tasks = serve(listener, service, stopped, false, None);
         Ok(Backend {
             address,
             control,
@@ -119,6 +119,7 @@ pub(crate) fn serve<S, B>(
     service: S,
     stopped: watch::Receiver<bool>,
     http2_only: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> JoinSet<()>
 where
     S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
@@ -143,11 +144,20 @@ where
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
                     let mut stopped = stopped.clone();
+                    let tls = tls.clone();
                     connections.spawn(async move {
                         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         if http2_only {
                             builder = builder.http2_only();
                         }
+                        let stream: Box<dyn Io> = match tls {
+                            None => Box::new(stream),
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(stream) => Box::new(stream),
+                                // A client that rejects our certificate: nothing to serve.
+                                Err(_) => return,
+                            },
+                        };
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         tokio::pin!(connection);
                         tokio::select! {
@@ -168,6 +178,10 @@ where
     });
     tasks
 }
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;

@@ -42,6 +42,21 @@ impl GrpcBackend {
 
     /// Starts a backend on `address` (a loopback address; port 0 picks a free one).
     pub async fn start_on(address: SocketAddr) -> std::io::Result<GrpcBackend> {
+        GrpcBackend::start_with(address, None).await
+    }
+
+    /// Starts a backend that serves TLS with `identity` (see [`TlsIdentity`]).
+    pub async fn start_tls(
+        address: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> std::io::Result<GrpcBackend> {
+        GrpcBackend::start_with(address, Some(identity.acceptor())).await
+    }
+
+    async fn start_with(
+        address: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<GrpcBackend> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let control = Arc::new(Control::default());
@@ -78,7 +93,7 @@ impl GrpcBackend {
                 Ok::<_, Infallible>(response)
             }
         });
-        let tasks = crate::backend::serve(listener, service, stopped, true);
+        let tasks = crate::backend::serve(listener, service, stopped, true, tls);
         Ok(GrpcBackend {
             address,
             control,
@@ -126,6 +141,55 @@ impl GrpcBackend {
     /// Drops the listener and every connection at once, as a crashed process would.
     pub fn kill(mut self) {
         self.tasks.abort_all();
+    }
+}
+
+/// A self-signed certificate and key for test servers, made at run time.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    certificate: rustls::pki_types::CertificateDer<'static>,
+    key: Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+    pem: String,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// A self-signed certificate valid for `names` (DNS names or IP addresses).
+    pub fn self_signed(names: &[&str]) -> TlsIdentity {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let certified =
+            rcgen::generate_simple_self_signed(names).expect("rcgen makes a certificate");
+        let pem = certified.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        TlsIdentity {
+            certificate: certified.cert.der().clone(),
+            key: Arc::new(key),
+            pem,
+        }
+    }
+
+    /// The certificate as PEM, for a client's trusted roots.
+    pub fn certificate_pem(&self) -> &[u8] {
+        self.pem.as_bytes()
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![self.certificate.clone()], self.key.clone_key())
+        .expect("a fresh self-signed certificate and its key match");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 }
 

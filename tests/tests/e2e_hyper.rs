@@ -1,0 +1,234 @@
+//! End to end: the waypost HTTP client against real hyper servers on loopback, discovery
+//! through the in-process DNS server or a static list.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use waypost::balance::{BalanceConfig, OutlierDetection, Policy};
+use waypost::hyper::{HttpClient, RetryBudget};
+use waypost_tests::backend::{self, Backend};
+use waypost_tests::dns::server::DnsServer;
+use waypost_tests::dns::{PATIENCE, options_for, wait_until};
+use waypost_tests::load::Load;
+
+type Client = HttpClient<Empty<Bytes>>;
+
+async fn get(client: Client) -> Result<SocketAddr, String> {
+    let request = http::Request::get("/hello").body(Empty::new()).unwrap();
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|e: std::net::AddrParseError| e.to_string())
+}
+
+fn load(client: &Client, callers: usize) -> Load {
+    let client = client.clone();
+    Load::start(callers, Duration::ZERO, move || get(client.clone()))
+}
+
+fn static_target(backends: &[Backend]) -> String {
+    format!(
+        "static:///{}",
+        backends
+            .iter()
+            .map(|b| b.address().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_spread_requests() {
+    let backends = backend::start_many(3).await.unwrap();
+    for http2 in [false, true] {
+        let client: Client = waypost::Builder::new(&static_target(&backends))
+            .unwrap()
+            .policy(Policy::round_robin())
+            .http2_only(http2)
+            .http_client()
+            .unwrap();
+        let mut answers = std::collections::BTreeMap::new();
+        for _ in 0..30 {
+            *answers
+                .entry(get(client.clone()).await.unwrap())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(
+            answers.values().copied().collect::<Vec<_>>(),
+            [10, 10, 10],
+            "http2={http2}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_under_load_fails_no_request() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "web.prod.svc.cluster.local";
+    let ip = |last: u8| IpAddr::from([127, 0, 0, last]);
+    let first = Backend::start_on(SocketAddr::new(ip(2), 0)).await.unwrap();
+    let port = first.port();
+    let mut old = vec![first];
+    for last in [3, 4] {
+        old.push(
+            Backend::start_on(SocketAddr::new(ip(last), port))
+                .await
+                .unwrap(),
+        );
+    }
+    server.set_addresses(name, &[ip(2), ip(3), ip(4)], 1);
+    let client: Client = waypost::Builder::new(&format!("dns:///{name}.:{port}"))
+        .unwrap()
+        .dns_options(options_for(server.address()))
+        .http_client()
+        .unwrap();
+    client.endpoints().resolved().await.unwrap();
+
+    let load = load(&client, 4);
+    load.wait_for(200).await;
+    let mut new = Vec::new();
+    for (step, replacement) in [5u8, 6, 7].into_iter().enumerate() {
+        let backend = Backend::start_on(SocketAddr::new(ip(replacement), port))
+            .await
+            .unwrap();
+        server.add_address(name, ip(replacement), 1);
+        let added = backend.address();
+        wait_until(client.endpoints(), PATIENCE, "the new pod", |current, _| {
+            current.contains(&added)
+        })
+        .await;
+        new.push(backend);
+        let leaving = old.remove(0);
+        let leaving_address = leaving.address();
+        server.remove_address(name, ip(2 + step as u8));
+        wait_until(
+            client.endpoints(),
+            PATIENCE,
+            "the old pod gone",
+            |current, _| !current.contains(&leaving_address),
+        )
+        .await;
+        load.wait_for(100).await;
+        leaving.shutdown().await;
+        load.wait_for(100).await;
+    }
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "failed requests: {:?}", tally.failures);
+    assert!(tally.succeeded() >= 1000, "{} requests", tally.succeeded());
+    for backend in &new {
+        assert!(tally.answers.contains_key(&backend.address()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_costs_nothing_with_idempotent_retries() {
+    for retries in [false, true] {
+        let mut backends = backend::start_many(3).await.unwrap();
+        for backend in &backends {
+            backend.set_latency(Duration::from_millis(20));
+        }
+        let mut builder = waypost::Builder::new(&static_target(&backends)).unwrap();
+        if retries {
+            builder = builder.retry_idempotent(RetryBudget::default());
+        }
+        let client: Client = builder.http_client().unwrap();
+        let callers = 6;
+        let load = load(&client, callers);
+        load.wait_for(100).await;
+        let killed = backends.remove(0);
+        let killed_address = killed.address();
+        killed.kill();
+        load.wait_for(300).await;
+        let tally = load.stop().await;
+        if retries {
+            assert_eq!(
+                tally.failed, 0,
+                "retried on the others: {:?}",
+                tally.failures
+            );
+        } else {
+            assert!(
+                tally.failed <= callers as u64,
+                "only requests in flight may fail: {:?}",
+                tally.failures
+            );
+        }
+        let after = {
+            let load = self::load(&client, callers);
+            load.wait_for(200).await;
+            load.stop().await
+        };
+        assert_eq!(
+            after.failed, 0,
+            "new requests avoid it: {:?}",
+            after.failures
+        );
+        assert!(!after.answers.contains_key(&killed_address));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_backend_is_ejected_and_returns() {
+    let backends = backend::start_many(4).await.unwrap();
+    let config = BalanceConfig {
+        outlier_detection: OutlierDetection {
+            base_ejection_time: Duration::from_secs(2),
+            max_ejection_percent: 25,
+            ..OutlierDetection::default()
+        },
+        ..BalanceConfig::with_policy(Policy::round_robin())
+    };
+    let client: Client = waypost::Builder::new(&static_target(&backends))
+        .unwrap()
+        .balance_config(config)
+        .http_client()
+        .unwrap();
+    backends[0].set_status(503);
+    let mut failures = 0;
+    for _ in 0..200 {
+        if get(client.clone()).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 5);
+    assert_eq!(client.usable_endpoints(), 3);
+    backends[0].set_status(200);
+    tokio::time::timeout(PATIENCE, async {
+        while client.usable_endpoints() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("back after the ejection time");
+    assert!(get(client.clone()).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_covers_the_wait_for_an_endpoint() {
+    let server = DnsServer::start().await.unwrap();
+    let client: Client = waypost::Builder::new("dns:///nothing.prod.svc.cluster.local.:8080")
+        .unwrap()
+        .dns_options(options_for(server.address()))
+        .timeout(Duration::from_millis(300))
+        .http_client()
+        .unwrap();
+    let request = http::Request::get("/").body(Empty::new()).unwrap();
+    let error = client.request(request).await.unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert_eq!(
+        error.target(),
+        Some("dns:///nothing.prod.svc.cluster.local.:8080")
+    );
+}
