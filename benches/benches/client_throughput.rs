@@ -33,7 +33,8 @@ impl Run {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        let index = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        let index =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
         self.latencies[index]
     }
 }
@@ -87,7 +88,11 @@ fn print(name: &str, callers: usize, run: &Run, baseline: Option<&Run>) {
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    let length = if full { Duration::from_secs(4) } else { Duration::from_millis(300) };
+    let length = if full {
+        Duration::from_secs(4)
+    } else {
+        Duration::from_millis(300)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,7 +125,9 @@ fn main() {
                     let mut client = HealthClient::new(channel.clone());
                     async move {
                         client
-                            .check(HealthCheckRequest { service: String::new() })
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
                             .await
                             .expect("tonic call succeeds");
                     }
@@ -134,7 +141,9 @@ fn main() {
                     let mut client = HealthClient::new(channel.clone());
                     async move {
                         client
-                            .check(HealthCheckRequest { service: String::new() })
+                            .check(HealthCheckRequest {
+                                service: String::new(),
+                            })
                             .await
                             .expect("waypost call succeeds");
                     }
@@ -158,7 +167,9 @@ fn main() {
         let plain: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
-        let pinned: http::Uri = format!("http://{}/", backends[0].address()).parse().unwrap();
+        let pinned: http::Uri = format!("http://{}/", backends[0].address())
+            .parse()
+            .unwrap();
         for callers in [1, 16, 256] {
             let base = {
                 let (client, uri) = (plain.clone(), pinned.clone());
@@ -189,7 +200,12 @@ fn main() {
                 })
                 .await
             };
-            print("HTTP/1 waypost client, 3 servers", callers, &run, Some(&base));
+            print(
+                "HTTP/1 waypost client, 3 servers",
+                callers,
+                &run,
+                Some(&base),
+            );
         }
     });
 }

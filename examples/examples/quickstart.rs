@@ -1,210 +1,348 @@
-//! The quickstart: discovery without a cluster.
+//! The quickstart: waypost balancing live traffic, with no cluster and no setup.
 //!
-//! Parses a `static:///` target (an embedded default, or the first argument), publishes it as the
-//! first endpoint set, then plays the changes a Kubernetes rolling update makes: a new pod
-//! becomes ready, an old one terminates and leaves, the fleet scales up, a discovery failure
-//! leaves the set untouched. A watcher prints every revision as it arrives, while a reader shows
-//! what a request would see at that moment through the lock-free handle.
+//! Starts an in-process DNS server and HTTP backends on loopback addresses that share one port,
+//! as the pods behind a headless Kubernetes Service do, then sends traffic through a waypost
+//! HTTP client built from `dns:///web.demo.svc.cluster.local:PORT` while the fleet changes:
+//!
+//! 1. steady: three backends;
+//! 2. scale up: two more appear in DNS;
+//! 3. one backend slowed to 80 ms: Peak EWMA sends it little;
+//! 4. one backend killed without warning: requests in flight are retried (GETs are idempotent);
+//! 5. one backend terminating: it leaves DNS, drains and shuts down gracefully.
+//!
+//! After each phase it prints who answered (share, p50/p99 latency, errors, state) and checks
+//! what waypost promises; it exits with an error if a check fails.
 //!
 //! ```text
 //! cargo run -p waypost-examples --example quickstart
-//! cargo run -p waypost-examples --example quickstart -- static:///127.0.0.1:9001,127.0.0.1:9002
 //! ```
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use waypost::discovery::{
-    DiscoveryError, DiscoveryErrorKind, Endpoint, EndpointSet, Endpoints, Publisher, Readiness,
-    StaticTarget,
-};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use waypost::hyper::{HttpClient, RetryBudget};
+use waypost_tests::backend::Backend;
+use waypost_tests::dns::options_for;
+use waypost_tests::dns::server::DnsServer;
+use waypost_tests::load::{Failure, Load, Tally};
 
-const DEFAULT_TARGET: &str = "static:///127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003";
+const NAME: &str = "web.demo.svc.cluster.local";
+const CALLERS: usize = 8;
+const PHASE: Duration = Duration::from_secs(3);
+const BASE_LATENCY: Duration = Duration::from_millis(2);
+
+type Client = HttpClient<Empty<Bytes>>;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+async fn get(client: Client) -> Result<SocketAddr, Failure> {
+    let request = http::Request::get("/")
+        .body(Empty::new())
+        .expect("a valid request");
+    let response = client.request(request).await.map_err(|error| Failure {
+        backend: error.endpoint(),
+        message: error.to_string(),
+    })?;
+    let backend: Option<SocketAddr> = response
+        .headers()
+        .get("x-backend")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok());
+    if !response.status().is_success() {
+        return Err(Failure {
+            backend,
+            message: format!("status {}", response.status()),
+        });
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| Failure {
+            backend,
+            message: error.to_string(),
+        })?;
+    backend
+        .filter(|_| !body.to_bytes().is_empty())
+        .ok_or_else(|| Failure {
+            backend: None,
+            message: "the answer does not say who sent it".to_owned(),
+        })
+}
+
+struct Fleet {
+    backends: BTreeMap<SocketAddr, (Backend, &'static str)>,
+    gone: BTreeMap<SocketAddr, &'static str>,
+}
+
+impl Fleet {
+    fn state(&self, address: &SocketAddr) -> &'static str {
+        self.backends
+            .get(address)
+            .map(|(_, state)| *state)
+            .or_else(|| self.gone.get(address).copied())
+            .unwrap_or("?")
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let input = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| DEFAULT_TARGET.to_owned());
-    let target: StaticTarget = match input.parse() {
-        Ok(target) => target,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+    match run().await {
+        Ok(()) => {
+            println!("\nok: every check passed");
+            ExitCode::SUCCESS
         }
+        Err(failure) => {
+            eprintln!("\nfailed: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let dns = DnsServer::start()
+        .await
+        .map_err(|e| format!("DNS server: {e}"))?;
+    let first = Backend::start_on(SocketAddr::new(ip(2), 0))
+        .await
+        .map_err(|e| format!("backend: {e}"))?;
+    let port = first.port();
+    let mut fleet = Fleet {
+        backends: BTreeMap::new(),
+        gone: BTreeMap::new(),
     };
-    println!("target: {target}\n");
+    fleet.backends.insert(first.address(), (first, "serving"));
+    for last in [3, 4] {
+        let backend = Backend::start_on(SocketAddr::new(ip(last), port))
+            .await
+            .map_err(|e| format!("backend: {e}"))?;
+        fleet
+            .backends
+            .insert(backend.address(), (backend, "serving"));
+    }
+    for (backend, _) in fleet.backends.values() {
+        backend.set_latency(BASE_LATENCY);
+    }
+    dns.set_addresses(NAME, &[ip(2), ip(3), ip(4)], 1);
 
-    let mut publisher = Publisher::new(target.to_string());
-    let endpoints = publisher.endpoints();
-    let mut watcher = endpoints.watch();
+    let target = format!("dns:///{NAME}.:{port}");
+    println!("waypost quickstart: {CALLERS} callers, target {target}");
+    println!(
+        "(an in-process DNS server on {} answers for {NAME}; backends on 127.0.0.x:{port})",
+        dns.address()
+    );
+    let client: Client = waypost::Builder::new(&target)
+        .map_err(|e| e.to_string())?
+        .dns_options(options_for(dns.address()))
+        .retry_idempotent(RetryBudget::default())
+        .http_client()
+        .map_err(|e| e.to_string())?;
+    client
+        .endpoints()
+        .resolved()
+        .await
+        .map_err(|e| format!("first resolution: {e}"))?;
 
-    let printer = tokio::spawn(async move {
-        let mut previous = EndpointSet::empty();
-        let mut revisions = Vec::new();
-        while let Ok(set) = watcher.changed().await {
-            print_change(&previous, &set);
-            revisions.push(set.revision());
-            previous = EndpointSet::clone(&set);
+    let load = {
+        let client = client.clone();
+        Load::start(CALLERS, Duration::ZERO, move || get(client.clone()))
+    };
+
+    // 1. Steady.
+    let tally = phase(&load, "1/5 steady: three backends", PHASE).await;
+    report(&fleet, &tally);
+    check(tally.failed == 0, "no request fails while nothing changes")?;
+    check(tally.answers.len() == 3, "all three backends answer")?;
+
+    // 2. Scale up.
+    for last in [5, 6] {
+        let backend = Backend::start_on(SocketAddr::new(ip(last), port))
+            .await
+            .map_err(|e| format!("backend: {e}"))?;
+        backend.set_latency(BASE_LATENCY);
+        fleet.backends.insert(backend.address(), (backend, "new"));
+        dns.add_address(NAME, ip(last), 1);
+    }
+    let tally = phase(
+        &load,
+        "2/5 scale up: two backends added to DNS",
+        PHASE + Duration::from_secs(1),
+    )
+    .await;
+    report(&fleet, &tally);
+    check(tally.failed == 0, "no request fails while the fleet grows")?;
+    check(
+        [5, 6]
+            .iter()
+            .all(|&last| tally.answers.contains_key(&SocketAddr::new(ip(last), port))),
+        "the new backends take traffic after one DNS refresh",
+    )?;
+    for (_, state) in fleet.backends.values_mut() {
+        *state = "serving";
+    }
+
+    // 3. One backend slowed.
+    let slow = SocketAddr::new(ip(2), port);
+    if let Some((backend, state)) = fleet.backends.get_mut(&slow) {
+        backend.set_latency(Duration::from_millis(80));
+        *state = "slow";
+    }
+    let tally = phase(&load, "3/5 one backend slowed to 80 ms", PHASE).await;
+    report(&fleet, &tally);
+    check(
+        tally.failed == 0,
+        "no request fails because of a slow backend",
+    )?;
+    check(
+        tally.share(slow) < 0.2 / 2.0,
+        "Peak EWMA sends the slow backend less than half its fair share (20%)",
+    )?;
+    if let Some((backend, state)) = fleet.backends.get_mut(&slow) {
+        backend.set_latency(BASE_LATENCY);
+        *state = "serving";
+    }
+
+    // 4. One backend killed: no graceful shutdown, still in DNS at first.
+    let killed = SocketAddr::new(ip(3), port);
+    if let Some((backend, _)) = fleet.backends.remove(&killed) {
+        backend.kill();
+        fleet.gone.insert(killed, "killed");
+    }
+    let tally = phase(&load, "4/5 one backend killed", PHASE).await;
+    report(&fleet, &tally);
+    check(
+        tally.failed == 0,
+        "no request fails: requests cut off by the kill are retried (GET is idempotent)",
+    )?;
+    dns.remove_address(NAME, ip(3));
+
+    // 5. One backend terminating: out of DNS first, then a graceful shutdown.
+    let leaving = SocketAddr::new(ip(4), port);
+    if let Some((_, state)) = fleet.backends.get_mut(&leaving) {
+        *state = "terminating";
+    }
+    dns.remove_address(NAME, ip(4));
+    println!("\n== 5/5 one backend terminating: out of DNS, drained, shut down gracefully");
+    let mut watcher = client.endpoints().watch();
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while client.endpoints().load().contains(&leaving) {
+            let _ = watcher.changed().await;
         }
-        revisions
-    });
-
-    let initial: Vec<Endpoint> = target
-        .addresses()
-        .iter()
-        .map(|&address| Endpoint::new(address).with_zone("zone-a"))
-        .collect();
-    let mut current = initial.clone();
-    let pause = Duration::from_millis(150);
-
-    step("initial set", &mut publisher, &current, &endpoints, pause).await;
-
-    let new_pod = next_address(&current);
-    current.push(Endpoint::new(new_pod).with_zone("zone-b"));
-    step(
-        "rolling update: a new pod is ready",
-        &mut publisher,
-        &current,
-        &endpoints,
-        pause,
-    )
+    })
     .await;
-
-    let old_pod = current[0].address();
-    current[0] = current[0]
-        .clone()
-        .with_readiness(Readiness::Terminating)
-        .with_weight(0);
-    step(
-        &format!("rolling update: {old_pod} terminates (weight 0, finishing its requests)"),
-        &mut publisher,
-        &current,
-        &endpoints,
-        pause,
-    )
-    .await;
-
-    current.remove(0);
-    step(
-        &format!("rolling update: {old_pod} is gone"),
-        &mut publisher,
-        &current,
-        &endpoints,
-        pause,
-    )
-    .await;
-
-    for _ in 0..2 {
-        let address = next_address(&current);
-        current.push(Endpoint::new(address).with_zone("zone-b").with_weight(2));
+    check(
+        drained.is_ok(),
+        "the terminating backend leaves the endpoint set",
+    )?;
+    if let Some((backend, _)) = fleet.backends.remove(&leaving) {
+        backend.shutdown().await;
+        fleet.gone.insert(leaving, "gone");
     }
-    step(
-        "scale up by two, with weight 2",
-        &mut publisher,
-        &current,
-        &endpoints,
-        pause,
-    )
-    .await;
+    let tally = phase(&load, "", PHASE).await;
+    report(&fleet, &tally);
+    check(
+        tally.failed == 0,
+        "no request fails during a graceful termination",
+    )?;
+    check(
+        !tally.answers.contains_key(&leaving),
+        "nothing goes to the terminated backend",
+    )?;
 
-    println!("--- discovery fails: the last good set keeps serving");
-    publisher.report_failure(DiscoveryError::new(
-        publisher.target_arc(),
-        DiscoveryErrorKind::Resolve,
-        "no answer from the name server (simulated)",
-    ));
-    tokio::time::sleep(pause).await;
-    let health = endpoints.health();
+    let total = load.stop().await;
+    check(total.failed == 0, "no failed request after the last phase")?;
+    Ok(())
+}
+
+/// Runs the load for `length` with a progress line; returns what happened during it.
+async fn phase(load: &Load, title: &str, length: Duration) -> Tally {
+    if !title.is_empty() {
+        println!("\n== {title}");
+    }
+    load.take();
+    let terminal = std::io::stdout().is_terminal();
+    let started = tokio::time::Instant::now();
+    let mut ticks = 0u32;
+    while started.elapsed() < length {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ticks += 1;
+        let tally = load.tally();
+        let line = format!(
+            "   {:>4.1} s  {:>6} requests  {:>3} errors",
+            started.elapsed().as_secs_f64(),
+            tally.succeeded() + tally.failed,
+            tally.failed
+        );
+        // Redraw in place on a terminal; a log gets one line a second.
+        if terminal {
+            print!("\r{line}");
+            let _ = std::io::stdout().flush();
+        } else if ticks.is_multiple_of(4) {
+            println!("{line}");
+        }
+    }
+    if terminal {
+        println!();
+    }
+    load.take()
+}
+
+fn report(fleet: &Fleet, tally: &Tally) {
     println!(
-        "    health: {:?}, {} failure(s) in a row, set still has {} endpoints\n",
-        health.status(),
-        health.consecutive_failures(),
-        endpoints.load().len()
+        "   {:<18} {:>7} {:>9} {:>9} {:>7}  state",
+        "backend", "share", "p50", "p99", "errors"
     );
+    let mut rows: Vec<SocketAddr> = fleet.backends.keys().copied().collect();
+    rows.extend(fleet.gone.keys().copied());
+    rows.extend(tally.answers.keys().copied());
+    rows.sort();
+    rows.dedup();
+    for address in rows {
+        let mut latencies = tally.latencies.get(&address).cloned().unwrap_or_default();
+        latencies.sort_unstable();
+        let percentile = |p: f64| {
+            if latencies.is_empty() {
+                "-".to_owned()
+            } else {
+                let index =
+                    ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+                format!("{:.1?}", latencies[index])
+            }
+        };
+        println!(
+            "   {:<18} {:>6.1}% {:>9} {:>9} {:>7}  {}",
+            address.to_string(),
+            tally.share(address) * 100.0,
+            percentile(0.50),
+            percentile(0.99),
+            tally.errors.get(&address).copied().unwrap_or(0),
+            fleet.state(&address)
+        );
+    }
+    println!(
+        "   total: {} requests, {} failed{}",
+        tally.succeeded() + tally.failed,
+        tally.failed,
+        tally
+            .failures
+            .first()
+            .map(|first| format!(" (first: {first})"))
+            .unwrap_or_default()
+    );
+}
 
-    step(
-        "discovery recovers with the same answer (no new revision)",
-        &mut publisher,
-        &current,
-        &endpoints,
-        pause,
-    )
-    .await;
-
-    let final_revision = endpoints.revision();
-    drop(publisher);
-    let revisions = printer.await.expect("the printer task does not panic");
-
-    // The watcher may skip intermediate revisions but must end on the final one.
-    let ok = revisions.last() == Some(&final_revision)
-        && revisions.windows(2).all(|pair| pair[0] < pair[1])
-        && endpoints.health().is_current();
+fn check(ok: bool, promise: &str) -> Result<(), String> {
     if ok {
-        println!(
-            "ok: the watcher saw revisions {revisions:?}, ending on the final revision {final_revision}"
-        );
-        ExitCode::SUCCESS
+        println!("   check: {promise}: yes");
+        Ok(())
     } else {
-        eprintln!("unexpected: watcher saw {revisions:?}, final revision {final_revision}");
-        ExitCode::FAILURE
+        Err(promise.to_owned())
     }
-}
-
-async fn step(
-    title: &str,
-    publisher: &mut Publisher,
-    current: &[Endpoint],
-    endpoints: &Endpoints,
-    pause: Duration,
-) {
-    println!("--- {title}");
-    let publication = publisher.publish(current.iter().cloned());
-    tokio::time::sleep(pause).await;
-    let set = endpoints.load();
-    println!(
-        "    a request now reads revision {} with {} endpoints ({}; publication: {:?})\n",
-        set.revision(),
-        set.len(),
-        if set.revision() == publication.revision() {
-            "up to date"
-        } else {
-            "stale"
-        },
-        publication,
-    );
-}
-
-fn print_change(previous: &EndpointSet, set: &EndpointSet) {
-    let diff = previous.diff(set);
-    println!(
-        "    watcher: revision {} (+{} -{} ~{})",
-        set.revision(),
-        diff.added.len(),
-        diff.removed.len(),
-        diff.changed.len()
-    );
-    println!(
-        "      {:<22} {:<8} {:<12} {:>6}",
-        "address", "zone", "state", "weight"
-    );
-    for endpoint in set.iter() {
-        println!(
-            "      {:<22} {:<8} {:<12} {:>6}",
-            endpoint.address().to_string(),
-            endpoint.zone().unwrap_or("-"),
-            endpoint.readiness().to_string(),
-            endpoint.weight()
-        );
-    }
-}
-
-fn next_address(current: &[Endpoint]) -> SocketAddr {
-    let highest = current
-        .iter()
-        .map(Endpoint::address)
-        .max()
-        .expect("the set is never empty here");
-    SocketAddr::new(highest.ip(), highest.port().wrapping_add(1).max(1))
 }

@@ -10,6 +10,24 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+/// A failed request: the error text, and the backend when the client knows which one failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The backend the request went to, when known.
+    pub backend: Option<SocketAddr>,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            backend: None,
+            message,
+        }
+    }
+}
+
 /// What the callers saw.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
@@ -19,6 +37,8 @@ pub struct Tally {
     pub failures: Vec<String>,
     /// Number of failed requests.
     pub failed: u64,
+    /// Failed requests per backend, for those whose backend is known.
+    pub errors: BTreeMap<SocketAddr, u64>,
     /// Latencies of successful requests, per backend.
     pub latencies: BTreeMap<SocketAddr, Vec<Duration>>,
 }
@@ -50,10 +70,11 @@ pub struct Load {
 impl Load {
     /// Starts `callers` tasks, each calling `call` in a loop (with `pause` between calls). A
     /// call returns the address of the backend that answered, or an error text.
-    pub fn start<F, Fut>(callers: usize, pause: Duration, call: F) -> Load
+    pub fn start<F, Fut, E>(callers: usize, pause: Duration, call: F) -> Load
     where
         F: Fn() -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<SocketAddr, String>> + Send + 'static,
+        Fut: Future<Output = Result<SocketAddr, E>> + Send + 'static,
+        E: Into<Failure> + Send,
     {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -75,14 +96,18 @@ impl Load {
                     {
                         let mut tally = tally.lock().expect("no caller panics while holding it");
                         match result {
-                            Ok(port) => {
-                                *tally.answers.entry(port).or_default() += 1;
-                                tally.latencies.entry(port).or_default().push(latency);
+                            Ok(backend) => {
+                                *tally.answers.entry(backend).or_default() += 1;
+                                tally.latencies.entry(backend).or_default().push(latency);
                             }
                             Err(error) => {
+                                let failure: Failure = error.into();
                                 tally.failed += 1;
+                                if let Some(backend) = failure.backend {
+                                    *tally.errors.entry(backend).or_default() += 1;
+                                }
                                 if tally.failures.len() < 50 {
-                                    tally.failures.push(error);
+                                    tally.failures.push(failure.message);
                                 }
                             }
                         }
