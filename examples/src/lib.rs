@@ -1,5 +1,12 @@
 //! Runnable examples of waypost; see the `examples/` directory of this crate.
 //!
-//! - `quickstart`: builds an endpoint set from an embedded `static:///` target, publishes the
-//!   changes a rolling update makes and shows each one arriving at a watcher, with no cluster
-//!   and no setup: `cargo run -p waypost-examples --example quickstart`.
+//! - [`greeter`]: the tonic greeter service and client the `greeter` example runs.
+//!
+//! Examples (`cargo run -p waypost-examples --example NAME`):
+//!
+//! - `quickstart`: live traffic through a waypost client over an in-process DNS server and
+//!   loopback backends while the fleet scales up, slows, crashes and drains; no cluster, no
+//!   setup.
+//! - `greeter`: the tonic greeter server and client (`--target` takes any target form).
+
+pub mod greeter;
