@@ -1,31 +1,6 @@
 //! From a target string to a ready client.
 //!
-//! A [`Builder`] parses the target, holds the options, and builds what the application uses:
-//!
-//! | method | gives | feature |
-//! |--------|-------|---------|
-//! | [`endpoints`](Builder::endpoints) | the live [`Endpoints`] handle only | |
-//! | [`tonic_channel`](Builder::tonic_channel) | a [`tonic::Channel`](crate::tonic::Channel) for generated gRPC clients | `tonic` |
-//! | [`http_client`](Builder::http_client) | a [`hyper::HttpClient`](crate::hyper::HttpClient) | `hyper` |
-//! | [`balance`](Builder::balance) | a tower [`Balance`] over services you make per endpoint | |
-//! | [`balance_layer`](Builder::balance_layer) | the same as a tower [`BalanceLayer`] | |
-//!
-//! Building starts the discovery source and the balancer's background task, so it must happen
-//! inside a tokio runtime.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), waypost::Error> {
-//! use std::time::Duration;
-//! use waypost::balance::Policy;
-//!
-//! let builder = waypost::Builder::new("static:///127.0.0.1:50051,127.0.0.1:50052")?
-//!     .policy(Policy::p2c_peak_ewma())
-//!     .wait_for_endpoints(Duration::from_secs(5))
-//!     .timeout(Duration::from_secs(2));
-//! let endpoints = builder.endpoints()?;
-//! assert_eq!(endpoints.load().len(), 2);
-//! # Ok(()) }
-//! ```
+//! The builder: see [`Builder`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,7 +23,33 @@ pub(crate) struct DiscoveryOptions {
     pub(crate) dns: waypost_discovery::source::dns::DnsOptions,
 }
 
-/// Builds clients for one target. See the [module docs](self).
+/// Builds clients for one target: parses the target, holds the options, and builds what the
+/// application uses:
+///
+/// | method | gives | feature |
+/// |--------|-------|---------|
+/// | [`endpoints`](Builder::endpoints) | the live [`Endpoints`] handle only | |
+/// | [`tonic_channel`](Builder::tonic_channel) | a [`tonic::Channel`](crate::tonic::Channel) for generated gRPC clients | `tonic` |
+/// | [`http_client`](Builder::http_client) | a [`hyper::HttpClient`](crate::hyper::HttpClient) | `hyper` |
+/// | [`balance`](Builder::balance) | a tower [`Balance`] over services you make per endpoint | |
+/// | [`balance_layer`](Builder::balance_layer) | the same as a tower [`BalanceLayer`] | |
+///
+/// Building starts the discovery source and the balancer's background task, so it must happen
+/// inside a tokio runtime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), waypost::Error> {
+/// use std::time::Duration;
+/// use waypost::balance::Policy;
+///
+/// let builder = waypost::Builder::new("static:///127.0.0.1:50051,127.0.0.1:50052")?
+///     .policy(Policy::p2c_peak_ewma())
+///     .wait_for_endpoints(Duration::from_secs(5))
+///     .timeout(Duration::from_secs(2));
+/// let endpoints = builder.endpoints()?;
+/// assert_eq!(endpoints.load().len(), 2);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Builder {
     target: Target,

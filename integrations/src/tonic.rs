@@ -11,7 +11,7 @@
 //!   are never sent twice.
 //! - The call's deadline (its `grpc-timeout`, or the channel's timeout, the earlier) covers the
 //!   wait for an endpoint as well as the call.
-//! - Failures come back as [`tonic::Status`](::tonic::Status): `UNAVAILABLE` when no endpoint
+//! - Failures come back as [`tonic::Status`]: `UNAVAILABLE` when no endpoint
 //!   could take the call (the message names the target and the reason), `DEADLINE_EXCEEDED` when
 //!   the deadline passed. The `waypost` [`Error`] is the status's source.
 //!
