@@ -9,8 +9,11 @@
 //!   [`Health`](crate::Health); the source owns its retries and backoff;
 //! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
 //!
-//! This module holds the static source, for `static:///` targets and fixed lists.
+//! This module holds the static source, for `static:///` targets and fixed lists, and with the
+//! `kubernetes` feature the EndpointSlice source for `kubernetes:///` targets ([`kubernetes`]).
 
 mod fixed;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 
 pub use fixed::{from_addresses, from_static};
