@@ -39,8 +39,11 @@
 //! }
 //!
 //! let mut cache = SliceCache::new("api", None);
+//! // A complete list first, as the watcher's Init, InitApply..., InitDone.
+//! cache.begin_relist();
 //! cache.apply(&slice("api-a", &["10.0.0.1", "10.0.0.2"]));
 //! cache.apply(&slice("api-b", &["10.0.0.3"]));
+//! cache.finish_relist();
 //! assert_eq!(cache.endpoint_set().len(), 3);
 //!
 //! // Deleting one slice removes only its endpoints.
