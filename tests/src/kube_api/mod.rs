@@ -50,6 +50,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -59,6 +60,8 @@ use tokio::time::Instant;
 
 pub use query::Query;
 use store::Store;
+use waypost_discovery::KubernetesTarget;
+use waypost_discovery::source::kubernetes::KubernetesSource;
 
 /// The API group and version served.
 pub const API_VERSION: &str = "discovery.k8s.io/v1";
@@ -387,7 +390,40 @@ impl FakeApiServer {
     pub fn live_watches(&self) -> usize {
         self.shared.live_watches.load(Ordering::Acquire)
     }
+
+    /// A Kubernetes source for `target` through a new client of this server, set up for tests:
+    /// backoff from [`TEST_BACKOFF_MIN`] to [`TEST_BACKOFF_MAX`] (kube's own defaults escalate
+    /// to many seconds), and no namespace file (the namespace is the target's, else `default`).
+    ///
+    /// # Panics
+    ///
+    /// When `target` is not a `kubernetes:` target.
+    pub async fn source(&self, target: &str) -> KubernetesSource {
+        let target: KubernetesTarget = target
+            .parse()
+            .unwrap_or_else(|error| panic!("a kubernetes target: {error}"));
+        KubernetesSource::new(self.client().await, target)
+            .namespace_file(NO_NAMESPACE_FILE)
+            .backoff(TEST_BACKOFF_MIN, TEST_BACKOFF_MAX)
+    }
+
+    /// The number of list requests answered so far.
+    pub fn list_count(&self) -> usize {
+        self.requests_of(RequestKind::List).len()
+    }
+
+    /// The number of watch requests answered so far.
+    pub fn watch_count(&self) -> usize {
+        self.requests_of(RequestKind::Watch).len()
+    }
 }
+
+/// The shortest backoff of [`FakeApiServer::source`].
+pub const TEST_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest backoff of [`FakeApiServer::source`].
+pub const TEST_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A path that holds no namespace file.
+pub const NO_NAMESPACE_FILE: &str = "/nonexistent/waypost-tests/namespace";
 
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
