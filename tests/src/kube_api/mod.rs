@@ -54,14 +54,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use query::Query;
-use store::Store;
+use store::{Change, Store};
 use waypost_discovery::KubernetesTarget;
 use waypost_discovery::source::kubernetes::KubernetesSource;
+
+/// How many writes an open watch may fall behind before it is ended with `410`, as a real
+/// server ends a watcher that cannot keep up.
+const LIVE_BUFFER: usize = 1024;
 
 /// The API group and version served.
 pub const API_VERSION: &str = "discovery.k8s.io/v1";
@@ -121,9 +125,12 @@ struct Faults {
 
 struct Shared {
     store: Mutex<Store>,
-    changes: watch::Sender<u64>,
+    /// Every write, sent while the store is locked, so that a watch that subscribes under the
+    /// lock gets exactly the writes after its snapshot.
+    live: broadcast::Sender<Arc<Change>>,
     signals: watch::Sender<Signals>,
     resets: watch::Sender<u64>,
+    hold_watches: watch::Sender<bool>,
     faults: Mutex<Faults>,
     requests: Mutex<Vec<RequestRecord>>,
     live_watches: AtomicUsize,
@@ -174,9 +181,13 @@ impl Shared {
         LiveWatch(Arc::clone(self))
     }
 
-    fn changed(&self) {
-        let rv = self.store().resource_version();
-        self.changes.send_replace(rv);
+    /// Applies a write to the store and hands it to the open watches.
+    fn write(&self, write: impl FnOnce(&mut Store) -> Option<Arc<Change>>) -> Option<Arc<Change>> {
+        let mut store = self.store();
+        let change = write(&mut store)?;
+        // No open watch is not an error.
+        let _ = self.live.send(Arc::clone(&change));
+        Some(change)
     }
 }
 
@@ -210,9 +221,10 @@ impl FakeApiServer {
         let address = listener.local_addr().expect("the listener's address");
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
-            changes: watch::Sender::new(0),
+            live: broadcast::Sender::new(LIVE_BUFFER),
             signals: watch::Sender::new(Signals::default()),
             resets: watch::Sender::new(0),
+            hold_watches: watch::Sender::new(false),
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(Vec::new()),
             live_watches: AtomicUsize::new(0),
@@ -276,27 +288,21 @@ impl FakeApiServer {
     /// When the object has no `metadata.name`.
     pub fn apply(&self, object: impl serde::Serialize) -> u64 {
         let object = serde_json::to_value(object).expect("the object serializes to JSON");
-        let rv = self
-            .shared
-            .store()
-            .put(object)
-            .unwrap_or_else(|invalid| {
-                panic!("the fake API server rejects the object: {}", invalid.0)
+        self.shared
+            .write(|store| {
+                Some(store.put(object).unwrap_or_else(|invalid| {
+                    panic!("the fake API server rejects the object: {}", invalid.0)
+                }))
             })
-            .resource_version;
-        self.shared.changed();
-        rv
+            .map(|change| change.resource_version)
+            .unwrap_or_default()
     }
 
     /// Deletes an object; returns the delete's resourceVersion, `None` when it did not exist.
     pub fn delete(&self, namespace: &str, name: &str) -> Option<u64> {
-        let rv = self
-            .shared
-            .store()
-            .delete(namespace, name)?
-            .resource_version;
-        self.shared.changed();
-        Some(rv)
+        self.shared
+            .write(|store| store.delete(namespace, name))
+            .map(|change| change.resource_version)
     }
 
     /// The current object, as stored.
@@ -318,8 +324,8 @@ impl FakeApiServer {
         self.shared.store().advance(by);
     }
 
-    /// Drops the history up to the current version: a watch or a continue token from an older
-    /// version gets `410`. Open watches go on.
+    /// Drops the history up to the current version: a new watch or a continue token from an
+    /// older version gets `410`. Open watches go on, as they do on a real server.
     pub fn compact(&self) {
         self.shared.store().compact();
     }
@@ -338,6 +344,12 @@ impl FakeApiServer {
     /// Sends a bookmark with the current resourceVersion on every open watch that allows them.
     pub fn send_bookmarks(&self) {
         self.shared.signals.send_modify(|s| s.bookmark += 1);
+    }
+
+    /// While `true`, new watch requests get no answer (they wait, as behind a network
+    /// partition); `false` answers them.
+    pub fn hold_watches(&self, hold: bool) {
+        self.shared.hold_watches.send_replace(hold);
     }
 
     /// Closes every open connection with a TCP reset.

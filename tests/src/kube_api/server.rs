@@ -23,12 +23,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::query::{LabelSelector, Query};
 use super::store::{Change, ChangeKind, Key, labels, status, typed};
-use super::{API_VERSION, KIND, LIST_KIND, RequestKind, RequestRecord, Shared};
+use super::{API_VERSION, KIND, LIST_KIND, RequestKind, RequestRecord, Shared, Signals};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -63,19 +63,20 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
     resets.borrow_and_update();
     let service = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(shared, request)) }
+        async move { Ok::<_, Infallible>(handle(shared, request).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
     tokio::select! {
-        result = connection => {
+        result = &mut connection => {
             if let Err(error) = result {
                 tracing::debug!(%error, "fake API server: connection ended with an error");
             }
         }
         _ = resets.changed() => {
-            // Dropping the connection drops the stream, which now closes with a reset.
+            // Flag first, then drop the connection: its stream now closes with a reset.
             reset.store(true, Ordering::Release);
         }
     }
@@ -142,7 +143,7 @@ fn route(path: &str) -> Option<Route> {
     (!namespace.is_empty() && !namespace.contains('/')).then(|| Route::Namespaced(namespace.into()))
 }
 
-fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let raw_query = request.uri().query().unwrap_or_default().to_owned();
     let query = Query::parse(&raw_query);
@@ -159,6 +160,8 @@ fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
                 Route::AllNamespaces => None,
             };
             if query.watch {
+                // A held watch waits here, as behind a network partition.
+                let _ = shared.hold_watches.subscribe().wait_for(|held| !held).await;
                 watch(&shared, namespace, &query)
             } else {
                 list(&shared, namespace, &query)
@@ -285,29 +288,6 @@ fn parse_continue(token: &str) -> Option<(u64, Key)> {
     Some((rv.parse().ok()?, (namespace.into(), name.into())))
 }
 
-/// The watch event a change makes for a watcher of `namespace` and `selector`: objects that
-/// start to match are ADDED, objects that stop matching are DELETED.
-fn event_for(
-    change: &Change,
-    namespace: Option<&str>,
-    selector: Option<&LabelSelector>,
-    ignore_selector: bool,
-) -> Option<Value> {
-    let matches =
-        |object: &Value| selected(object, &change.key, namespace, selector, ignore_selector);
-    let now = matches(&change.object);
-    let before = change.previous.as_ref().is_some_and(matches);
-    let kind = match (change.kind, before, now) {
-        (ChangeKind::Added, _, true) => "ADDED",
-        (ChangeKind::Modified, true, true) => "MODIFIED",
-        (ChangeKind::Modified, false, true) => "ADDED",
-        (ChangeKind::Modified, true, false) => "DELETED",
-        (ChangeKind::Deleted, true, _) => "DELETED",
-        _ => return None,
-    };
-    Some(json!({ "type": kind, "object": typed(&change.object, KIND, API_VERSION) }))
-}
-
 fn bookmark(resource_version: u64, initial_events_end: bool) -> Value {
     let mut metadata = json!({ "resourceVersion": resource_version.to_string() });
     if initial_events_end {
@@ -348,36 +328,33 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
             "injected: the watch answered with HTTP status 410",
         );
     }
-    // Subscribe before reading the store, so no write between the two is missed.
-    let mut changes = shared.changes.subscribe();
-    changes.borrow_and_update();
     let mut signals = shared.signals.subscribe();
-    let mut seen_signals = *signals.borrow_and_update();
-    let ignore_selector = shared.faults().ignore_label_selector;
-    let selector = query.label_selector.clone();
+    let seen_signals = *signals.borrow_and_update();
+    let filter = EventFilter {
+        namespace: namespace.map(str::to_owned),
+        selector: query.label_selector.clone(),
+        ignore_selector: shared.faults().ignore_label_selector,
+    };
 
     let mut initial = Vec::new();
     let mut ended = false;
-    let mut cursor;
-    {
+    let (live, cursor) = {
         let store = shared.store();
-        cursor = store.resource_version();
+        // Subscribed under the store's lock: the writes after this snapshot, and only those.
+        let live = shared.live.subscribe();
+        let cursor = store.resource_version();
         match exact {
-            Some(rv) if !query.send_initial_events => {
-                match store.changes_after(rv) {
-                    Ok(replay) => initial.extend(replay.iter().filter_map(|c| {
-                        event_for(c, namespace, selector.as_ref(), ignore_selector)
-                    })),
-                    Err(expired) => {
-                        initial.push(expired_event(rv, expired.oldest));
-                        ended = true;
-                    }
+            Some(rv) if !query.send_initial_events => match store.changes_after(rv) {
+                Ok(replay) => initial.extend(replay.iter().filter_map(|c| filter.event(c))),
+                Err(expired) => {
+                    initial.push(expired_event(rv, expired.oldest));
+                    ended = true;
                 }
-            }
+            },
             _ => {
                 // No version (or `sendInitialEvents`): the current objects first, as ADDED.
                 for (key, object) in store.objects() {
-                    if selected(object, key, namespace, selector.as_ref(), ignore_selector) {
+                    if filter.selects(object, key) {
                         initial.push(json!({
                             "type": "ADDED",
                             "object": typed(object, KIND, API_VERSION),
@@ -389,95 +366,192 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
                 }
             }
         }
-    }
+        (live, cursor)
+    };
 
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
-    let timeout = Duration::from_secs(query.timeout_seconds.unwrap_or(1800).max(1));
-    let allow_bookmarks = query.allow_bookmarks;
-    let namespace = namespace.map(str::to_owned);
-    let task_shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let _live = task_shared.watch_started();
+    let stream = WatchStream {
+        shared: Arc::clone(shared),
+        sender,
+        live,
+        signals,
+        seen_signals,
+        filter,
+        cursor,
+        allow_bookmarks: query.allow_bookmarks,
+        timeout: Duration::from_secs(query.timeout_seconds.unwrap_or(1800).max(1)),
+    };
+    tokio::spawn(stream.run(initial, ended));
+
+    let body = receiver_stream(receiver).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed(StreamBody::new(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// Which changes a watch sees.
+struct EventFilter {
+    namespace: Option<String>,
+    selector: Option<LabelSelector>,
+    ignore_selector: bool,
+}
+
+impl EventFilter {
+    fn selects(&self, object: &Value, key: &Key) -> bool {
+        selected(
+            object,
+            key,
+            self.namespace.as_deref(),
+            self.selector.as_ref(),
+            self.ignore_selector,
+        )
+    }
+
+    /// The watch event a change makes: objects that start to match are ADDED, objects that
+    /// stop matching are DELETED.
+    fn event(&self, change: &Change) -> Option<Value> {
+        let now = self.selects(&change.object, &change.key);
+        let before = change
+            .previous
+            .as_ref()
+            .is_some_and(|previous| self.selects(previous, &change.key));
+        let kind = match (change.kind, before, now) {
+            (ChangeKind::Added, _, true) => "ADDED",
+            (ChangeKind::Modified, true, true) => "MODIFIED",
+            (ChangeKind::Modified, false, true) => "ADDED",
+            (ChangeKind::Modified, true, false) => "DELETED",
+            (ChangeKind::Deleted, true, _) => "DELETED",
+            _ => return None,
+        };
+        Some(json!({ "type": kind, "object": typed(&change.object, KIND, API_VERSION) }))
+    }
+}
+
+/// The task behind one watch response.
+struct WatchStream {
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Bytes>,
+    live: broadcast::Receiver<Arc<Change>>,
+    signals: watch::Receiver<Signals>,
+    seen_signals: Signals,
+    filter: EventFilter,
+    /// The newest version this watch has accounted for.
+    cursor: u64,
+    allow_bookmarks: bool,
+    timeout: Duration,
+}
+
+/// Why a watch stream stops.
+struct Stop;
+
+impl WatchStream {
+    async fn run(mut self, initial: Vec<Value>, ended: bool) {
+        let _live = self.shared.watch_started();
         for event in &initial {
-            if sender.send(line(event)).await.is_err() {
+            if self.send(event).await.is_err() {
                 return;
             }
         }
         if ended {
             return;
         }
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 () = &mut deadline => {
-                    if allow_bookmarks {
-                        let _ = sender.send(line(&bookmark(cursor, false))).await;
-                    }
+                    // A real server sends a bookmark before it ends a watch at its timeout.
+                    let _ = self.bookmark().await;
                     return;
                 }
-                () = sender.closed() => return,
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let (events, expired, newest) = {
-                        let store = task_shared.store();
-                        match store.changes_after(cursor) {
-                            Ok(new) => (
-                                new.iter()
-                                    .filter_map(|c| {
-                                        event_for(c, namespace.as_deref(), selector.as_ref(), ignore_selector)
-                                    })
-                                    .collect::<Vec<_>>(),
-                                None,
-                                store.resource_version(),
-                            ),
-                            Err(expired) => (Vec::new(), Some(expired), cursor),
-                        }
-                    };
-                    if let Some(expired) = expired {
-                        let _ = sender.send(line(&expired_event(cursor, expired.oldest))).await;
-                        return;
-                    }
-                    cursor = newest;
-                    for event in &events {
-                        if sender.send(line(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                changed = signals.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let now = *signals.borrow_and_update();
-                    if now.expire != seen_signals.expire {
-                        let oldest = task_shared.store().compacted();
-                        let _ = sender.send(line(&expired_event(cursor, oldest))).await;
-                        return;
-                    }
-                    if now.drop != seen_signals.drop {
-                        return;
-                    }
-                    if now.bookmark != seen_signals.bookmark && allow_bookmarks {
-                        let _ = sender.send(line(&bookmark(cursor, false))).await;
-                    }
-                    seen_signals.bookmark = now.bookmark;
-                }
+                () = self.sender.closed() => return,
+                change = self.live.recv() => self.forward(change).await,
+                changed = self.signals.changed() => match changed {
+                    Ok(()) => self.signal().await,
+                    Err(_) => Err(Stop),
+                },
+            };
+            if step.is_err() {
+                return;
             }
         }
-    });
+    }
 
-    let stream = tokio_stream_from(receiver).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+    async fn send(&self, event: &Value) -> Result<(), Stop> {
+        self.sender.send(line(event)).await.map_err(|_| Stop)
+    }
+
+    async fn forward(
+        &mut self,
+        change: Result<Arc<Change>, broadcast::error::RecvError>,
+    ) -> Result<(), Stop> {
+        match change {
+            Ok(change) => {
+                if change.resource_version > self.cursor {
+                    self.cursor = change.resource_version;
+                    if let Some(event) = self.filter.event(&change) {
+                        self.send(&event).await?;
+                    }
+                }
+                Ok(())
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Too slow to follow: the client must relist, as with a real server.
+                let oldest = self.shared.store().resource_version();
+                let _ = self.send(&expired_event(self.cursor, oldest)).await;
+                Err(Stop)
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(Stop),
+        }
+    }
+
+    async fn signal(&mut self) -> Result<(), Stop> {
+        let now = *self.signals.borrow_and_update();
+        if now.expire != self.seen_signals.expire {
+            let oldest = self.shared.store().compacted();
+            let _ = self.send(&expired_event(self.cursor, oldest)).await;
+            return Err(Stop);
+        }
+        if now.drop != self.seen_signals.drop {
+            return Err(Stop);
+        }
+        if now.bookmark != self.seen_signals.bookmark {
+            self.bookmark().await?;
+        }
+        self.seen_signals = now;
+        Ok(())
+    }
+
+    /// Sends every pending write, then a bookmark at the store's current version (which other
+    /// resources may have moved on), when the client allows bookmarks.
+    async fn bookmark(&mut self) -> Result<(), Stop> {
+        let (pending, newest) = {
+            let store = self.shared.store();
+            // Writes are sent while the store is locked: all up to `newest` are queued now.
+            let mut pending = Vec::new();
+            loop {
+                match self.live.try_recv() {
+                    Ok(change) => pending.push(change),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => return Err(Stop),
+                    Err(_) => break,
+                }
+            }
+            (pending, store.resource_version())
+        };
+        for change in pending {
+            self.forward(Ok(change)).await?;
+        }
+        self.cursor = self.cursor.max(newest);
+        if self.allow_bookmarks {
+            self.send(&bookmark(self.cursor, false)).await?;
+        }
+        Ok(())
+    }
 }
 
-fn tokio_stream_from(
+fn receiver_stream(
     mut receiver: mpsc::Receiver<Bytes>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))

@@ -9,6 +9,7 @@
 //! version, as the real server does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -57,7 +58,7 @@ pub struct Expired {
 pub struct Store {
     resource_version: u64,
     objects: BTreeMap<Key, Value>,
-    history: Vec<Change>,
+    history: Vec<Arc<Change>>,
     compacted: u64,
     base: BTreeMap<Key, Value>,
     next_uid: u64,
@@ -81,7 +82,7 @@ impl Store {
 
     /// Creates or replaces an object (`metadata.name` required, `metadata.namespace` defaults to
     /// `default`), stamping its resourceVersion, uid and creation time.
-    pub fn put(&mut self, mut object: Value) -> Result<Change, InvalidObject> {
+    pub fn put(&mut self, mut object: Value) -> Result<Arc<Change>, InvalidObject> {
         let metadata = object
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
@@ -123,7 +124,7 @@ impl Store {
         metadata.insert("generation".into(), generation);
         strip_type(&mut object);
         self.objects.insert(key.clone(), object.clone());
-        let change = Change {
+        let change = Arc::new(Change {
             resource_version: rv,
             key,
             kind: if previous.is_some() {
@@ -133,26 +134,26 @@ impl Store {
             },
             object,
             previous,
-        };
-        self.history.push(change.clone());
+        });
+        self.history.push(Arc::clone(&change));
         Ok(change)
     }
 
     /// Deletes an object; `None` when there is none with this key.
-    pub fn delete(&mut self, namespace: &str, name: &str) -> Option<Change> {
+    pub fn delete(&mut self, namespace: &str, name: &str) -> Option<Arc<Change>> {
         let key = (namespace.to_owned(), name.to_owned());
         let previous = self.objects.remove(&key)?;
         self.resource_version += 1;
         let mut object = previous.clone();
         object["metadata"]["resourceVersion"] = Value::from(self.resource_version.to_string());
-        let change = Change {
+        let change = Arc::new(Change {
             resource_version: self.resource_version,
             key,
             kind: ChangeKind::Deleted,
             object,
             previous: Some(previous),
-        };
-        self.history.push(change.clone());
+        });
+        self.history.push(Arc::clone(&change));
         Some(change)
     }
 
@@ -170,7 +171,7 @@ impl Store {
     }
 
     /// The changes after `resource_version`, oldest first.
-    pub fn changes_after(&self, resource_version: u64) -> Result<Vec<Change>, Expired> {
+    pub fn changes_after(&self, resource_version: u64) -> Result<Vec<Arc<Change>>, Expired> {
         if resource_version < self.compacted {
             return Err(Expired {
                 oldest: self.compacted,
