@@ -13,7 +13,12 @@ pub const PORT: u16 = 8080;
 /// The endpoint at position `index` of the Service: a unique IPv4 address in 10.0.0.0/8.
 pub fn endpoint_ip(index: usize) -> String {
     let index = index + 1;
-    format!("10.{}.{}.{}", (index >> 16) & 0xff, (index >> 8) & 0xff, index & 0xff)
+    format!(
+        "10.{}.{}.{}",
+        (index >> 16) & 0xff,
+        (index >> 8) & 0xff,
+        index & 0xff
+    )
 }
 
 /// Slice `slice` of the Service as JSON, holding endpoints `first..first + count`; `generation`

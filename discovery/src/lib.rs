@@ -13,8 +13,8 @@
 //! - [`Target`]: `dns:///host:port`, `dns:///_grpc._tcp.host`, `kubernetes:///svc.ns:port`,
 //!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, parsed with errors that name the bad
 //!   part.
-//! - [`source`]: the sources that publish sets. This release has the static source; the DNS and
-//!   Kubernetes sources are planned next.
+//! - [`source`]: the sources that publish sets: the static source, and the Kubernetes
+//!   EndpointSlice source (feature `kubernetes`).
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
 //!
@@ -33,8 +33,12 @@
 //!
 //! # Features
 //!
-//! None yet: the crate depends only on `arc-swap`, `tokio` (sync and time), `tower`
+//! Without features the crate depends only on `arc-swap`, `tokio` (sync and time), `tower`
 //! (discover) and `tracing`.
+//!
+//! - `kubernetes`: `source::kubernetes`, the EndpointSlice source for `kubernetes:///` targets
+//!   (kube with its runtime's watcher, k8s-openapi; the application picks the k8s-openapi
+//!   version feature).
 
 mod discover;
 mod endpoint;

@@ -16,7 +16,8 @@
 //!
 //! # Features
 //!
-//! None yet.
+//! - `kubernetes`: the Kubernetes EndpointSlice source of the discovery layer
+//!   (`discovery::source::kubernetes`).
 
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;

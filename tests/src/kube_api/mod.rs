@@ -181,13 +181,18 @@ impl Shared {
         LiveWatch(Arc::clone(self))
     }
 
-    /// Applies a write to the store and hands it to the open watches.
-    fn write(&self, write: impl FnOnce(&mut Store) -> Option<Arc<Change>>) -> Option<Arc<Change>> {
+    /// Applies a write to the store and hands it to the open watches; returns the change and
+    /// the instant it was accepted (taken before any watch can see it).
+    fn write(
+        &self,
+        write: impl FnOnce(&mut Store) -> Option<Arc<Change>>,
+    ) -> Option<(Arc<Change>, std::time::Instant)> {
         let mut store = self.store();
         let change = write(&mut store)?;
+        let accepted = std::time::Instant::now();
         // No open watch is not an error.
         let _ = self.live.send(Arc::clone(&change));
-        Some(change)
+        Some((change, accepted))
     }
 }
 
@@ -287,22 +292,34 @@ impl FakeApiServer {
     ///
     /// When the object has no `metadata.name`.
     pub fn apply(&self, object: impl serde::Serialize) -> u64 {
+        self.apply_timed(object).0
+    }
+
+    /// Like [`apply`](Self::apply), and also returns the instant the server accepted the write:
+    /// taken before any watch can see it, so a measurement from it is never too short, however
+    /// the caller's thread is scheduled.
+    ///
+    /// # Panics
+    ///
+    /// When the object has no `metadata.name`.
+    pub fn apply_timed(&self, object: impl serde::Serialize) -> (u64, std::time::Instant) {
         let object = serde_json::to_value(object).expect("the object serializes to JSON");
-        self.shared
+        let (change, accepted) = self
+            .shared
             .write(|store| {
                 Some(store.put(object).unwrap_or_else(|invalid| {
                     panic!("the fake API server rejects the object: {}", invalid.0)
                 }))
             })
-            .map(|change| change.resource_version)
-            .unwrap_or_default()
+            .expect("a put always makes a change");
+        (change.resource_version, accepted)
     }
 
     /// Deletes an object; returns the delete's resourceVersion, `None` when it did not exist.
     pub fn delete(&self, namespace: &str, name: &str) -> Option<u64> {
         self.shared
             .write(|store| store.delete(namespace, name))
-            .map(|change| change.resource_version)
+            .map(|(change, _)| change.resource_version)
     }
 
     /// The current object, as stored.

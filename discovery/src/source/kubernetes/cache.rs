@@ -166,19 +166,22 @@ impl SliceCache {
             Ok(contribution) => Entry::Usable(contribution),
             Err(error) => Entry::Unusable(error),
         };
-        let previous = match &mut self.relist {
-            Some(relist) => {
-                relist.insert(name.clone(), entry.clone());
-                self.slices.get(&name).cloned()
-            }
-            None => self.slices.insert(name, entry.clone()),
-        };
-        let changed = previous.as_ref() != Some(&entry) && contributes(previous.as_ref(), &entry);
-        match entry {
+        // During a relist, compare with the current map: that is what the swap will change.
+        let previous = self.slices.get(&name);
+        let changed = previous != Some(&entry) && contributes(previous, &entry);
+        let applied = match &entry {
             Entry::Usable(_) if changed => Applied::Changed,
             Entry::Usable(_) => Applied::Unchanged,
-            Entry::Unusable(error) => Applied::Unusable { error, changed },
-        }
+            Entry::Unusable(error) => Applied::Unusable {
+                error: error.clone(),
+                changed,
+            },
+        };
+        match &mut self.relist {
+            Some(relist) => relist.insert(name, entry),
+            None => self.slices.insert(name, entry),
+        };
+        applied
     }
 
     /// Removes a slice (a watch `Delete` event); `true` when it was there. Only that slice's

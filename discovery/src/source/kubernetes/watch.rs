@@ -157,7 +157,9 @@ impl WatchTask {
                     removed,
                     "EndpointSlice deleted"
                 );
-                self.publish();
+                if removed {
+                    self.publish();
+                }
             }
         }
     }
