@@ -186,7 +186,9 @@ async fn list_errors_back_off_keep_the_set_and_show_in_health() {
     let endpoints = rig
         .source("kubernetes:///api:http")
         .await
-        .backoff(backoff, Duration::from_secs(2))
+        // A long maximum: the backoff falls back to its minimum only after 2 x max without a
+        // failure, which no stall of a slow machine reaches here.
+        .backoff(backoff, Duration::from_secs(30))
         .spawn();
     let first = endpoints.resolved().await.unwrap();
     eventually("a watch", || rig.live_watches() == 1).await;

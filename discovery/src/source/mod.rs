@@ -9,8 +9,9 @@
 //!   [`Health`](crate::Health); the source owns its retries and backoff;
 //! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
 //!
-//! This module holds the static source, for `static:///` targets and fixed lists, and with the
-//! `kubernetes` feature the EndpointSlice source for `kubernetes:///` targets ([`kubernetes`]).
+//! This module holds the static source, for `static:///` targets and fixed lists, and, with the
+//! `kubernetes` feature, the `kubernetes` module: the EndpointSlice source for `kubernetes:///`
+//! targets.
 
 mod fixed;
 #[cfg(feature = "kubernetes")]

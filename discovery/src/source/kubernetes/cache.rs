@@ -72,7 +72,20 @@ type Slices = BTreeMap<String, Entry>;
 
 /// Every EndpointSlice of one Service, as contributions for one target, and their merge.
 ///
-/// See the [module documentation](self) for the rules.
+/// The rules are kube-proxy's:
+///
+/// - each slice is converted once, by [`convert_slice`], and kept under its name; an added or
+///   modified slice replaces its own entry, a deleted slice removes only its own entry;
+/// - a relist ([`begin_relist`](Self::begin_relist), [`apply`](Self::apply) for every listed
+///   slice, [`finish_relist`](Self::finish_relist)) fills a separate map that replaces the
+///   current one in one step at the end, so a half-listed Service is never merged;
+/// - the merge ([`endpoint_set`](Self::endpoint_set)) takes the ready endpoints of every slice,
+///   or, only when none is ready anywhere, the ones serving while terminating; an address listed
+///   by several slices appears once (ready before terminating, then the slice whose name sorts
+///   first), so the result depends only on the slices, not on the order of events.
+///
+/// The cache is plain data without I/O: the watch task feeds it, and so can any other source of
+/// slices (a reflector of your own, a test).
 #[derive(Debug, Clone)]
 pub struct SliceCache {
     service: String,

@@ -202,8 +202,20 @@ impl Family {
 /// Converts one EndpointSlice of Service `service` into what it contributes for a target that
 /// selects `port` (`None`: the slice's only port).
 ///
-/// Returns an [`UnusableSlice`] when the slice breaks the API's rules. Never panics, whatever
-/// the slice holds.
+/// - The port is chosen by name, or by number against `ports[].port` (the pods' target port);
+///   without a selector a slice with a single port uses it. Ports without a name or a number
+///   are ignored; between two protocols on one number, TCP wins.
+/// - Each endpoint is its first address. `IPv4` and `IPv6` slices count; an `FQDN` slice
+///   contributes nothing ([`SliceEndpoints::is_fqdn`]).
+/// - Conditions: `ready` missing means true, `serving` missing means `ready`, `terminating`
+///   missing means false. Ready endpoints are [`Readiness::Ready`], serving-and-terminating ones
+///   [`Readiness::Terminating`], the others are left out.
+/// - Zone, node, hostname and `hints.forZones` are carried.
+///
+/// Returns an [`UnusableSlice`] when the slice breaks the API's rules (no name, missing or
+/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an endpoint
+/// without an address or with one that is not an IP of the slice's type). Never panics,
+/// whatever the slice holds.
 pub fn convert_slice(
     slice: &EndpointSlice,
     service: &str,
