@@ -171,6 +171,7 @@ async fn a_paginated_relist_swaps_at_the_end_and_never_publishes_half_a_service(
     assert!(pages[1].query.as_ref().unwrap().continue_token.is_some());
 
     // A relist in pages: the set stays whole, and unchanged.
+    eventually("a watch", || rig.live_watches() == 1).await;
     rig.expire_watches();
     eventually("a paginated relist", || rig.list_count() == 6).await;
     eventually("a new watch", || rig.live_watches() == 1).await;
