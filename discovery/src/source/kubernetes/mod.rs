@@ -18,10 +18,30 @@
 //!    terminating; one entry per address) and publishes the set, which every request reads
 //!    without a lock through the returned [`Endpoints`].
 //!
-//! Failures keep the last good set and show in the handle's [`Health`](crate::Health): the
-//! [`DiscoveryError`] names the target and carries kube's error as its
-//! [`source`](std::error::Error::source). The watch module explains the details: backoff, the
-//! HTTP-410 trap, and how a Service without EndpointSlices is reported.
+//! # Failures and health
+//!
+//! - Failures keep the last good set and show in the handle's [`Health`](crate::Health): the
+//!   [`DiscoveryError`] names the target, says whether listing or watching failed, and carries
+//!   kube's error as its [`source`](std::error::Error::source). The source retries on its own,
+//!   with exponential backoff and jitter (see [`KubernetesSource::backoff`]), and turns current
+//!   again as soon as a list completes or a watch request is accepted, even if nothing changed.
+//! - A dropped watch resumes from the last resourceVersion; `410 Gone` (the history was
+//!   compacted) relists, which is routine and not reported. A relist replaces the slices in one
+//!   step when it is complete, so it never publishes half a Service, and a relist that finds
+//!   the same endpoints publishes no new revision.
+//! - A server or proxy that answers the watch request itself with HTTP status 410 (instead of
+//!   200 and an in-stream `410` event) would make kube's watcher retry the same resourceVersion
+//!   forever; the source recognizes it, reports it, and relists.
+//! - A Service without any EndpointSlice (it does not exist, is an `ExternalName` Service, or has
+//!   no selector and nobody writes slices for it), or whose slices lack the target's port,
+//!   publishes the empty set and reports a [`NotFound`](DiscoveryErrorKind::NotFound) error that
+//!   says which, instead of waiting silently. A Service scaled to zero is simply empty.
+//! - A malformed slice is skipped with a warning that names it ([`UnusableSlice`]); the other
+//!   slices are unaffected.
+//! - [`Endpoints::request_refresh`](crate::Endpoints::request_refresh) is ignored: the watch
+//!   pushes every change as it happens, and a connection failure to one endpoint says nothing
+//!   about the API server's view.
+//! - The task stops when every handle and watcher is dropped.
 //!
 //! # Permissions
 //!
