@@ -13,8 +13,9 @@
 //! - [`Target`]: `dns:///host:port`, `dns:///_grpc._tcp.host`, `kubernetes:///svc.ns:port`,
 //!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, parsed with errors that name the bad
 //!   part.
-//! - [`source`]: the sources that publish sets: the static source, and the DNS source
-//!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh.
+//! - [`source`]: the sources that publish sets: the static source, the DNS source
+//!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh,
+//!   and the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`).
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
 //!
@@ -40,6 +41,9 @@
 //!   targets, through hickory-resolver on the tokio runtime. Note that the name of a ClusterIP
 //!   Service resolves to one virtual IP, which leaves nothing to balance: use a headless
 //!   Service or a `kubernetes:///` target.
+//! - `kubernetes`: `source::kubernetes`, the EndpointSlice source for `kubernetes:///` targets
+//!   (kube with its runtime's watcher, k8s-openapi; the application picks the k8s-openapi
+//!   version feature).
 
 mod discover;
 mod endpoint;

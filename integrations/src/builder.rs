@@ -17,10 +17,23 @@ use crate::error::{Error, ErrorKind};
 use crate::key::RequestKey;
 
 /// Options of the discovery source.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct DiscoveryOptions {
     #[cfg(feature = "dns")]
     pub(crate) dns: waypost_discovery::source::dns::DnsOptions,
+    #[cfg(feature = "kubernetes")]
+    pub(crate) kube_client: Option<waypost_discovery::source::kubernetes::kube::Client>,
+}
+
+impl fmt::Debug for DiscoveryOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("DiscoveryOptions");
+        #[cfg(feature = "dns")]
+        debug.field("dns", &self.dns);
+        #[cfg(feature = "kubernetes")]
+        debug.field("kube_client", &self.kube_client.is_some());
+        debug.finish()
+    }
 }
 
 /// Builds clients for one target: parses the target, holds the options, and builds what the
@@ -210,6 +223,19 @@ impl Builder {
     #[cfg(feature = "dns")]
     pub fn dns_options(mut self, options: waypost_discovery::source::dns::DnsOptions) -> Self {
         self.discovery.dns = options;
+        self
+    }
+
+    /// The Kubernetes client for `kubernetes:///` targets. Without one, the pod's service
+    /// account is used (in-cluster configuration); outside a cluster, pass
+    /// `waypost::discovery::source::kubernetes::default_client().await?`, which also reads the
+    /// kubeconfig. Clone one client into every builder: clones share a connection pool.
+    #[cfg(feature = "kubernetes")]
+    pub fn kube_client(
+        mut self,
+        client: waypost_discovery::source::kubernetes::kube::Client,
+    ) -> Self {
+        self.discovery.kube_client = Some(client);
         self
     }
 

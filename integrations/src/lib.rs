@@ -36,6 +36,8 @@
 //! - `dns` (default): `dns:///` targets through hickory-resolver (A/AAAA, SRV, TTL refresh).
 //! - `tonic` (default): [`tonic::Channel`].
 //! - `hyper` (default): [`hyper::HttpClient`] over hyper-util's pooled client.
+//! - `kubernetes`: `kubernetes:///` targets through a watch of the Service's EndpointSlices
+//!   (kube; the application picks the k8s-openapi version feature, as with kube).
 //! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
 //! - `metrics`: balancer counters and gauges through the `metrics` facade.
 //!

@@ -29,6 +29,16 @@ pub(crate) fn resolve(target: &Target, options: &DiscoveryOptions) -> Result<End
             )
             .with_target(name)),
         },
+        #[cfg(feature = "kubernetes")]
+        Target::Kubernetes(k8s) => {
+            use waypost_discovery::source::kubernetes::KubernetesSource;
+            let client = match &options.kube_client {
+                Some(client) => client.clone(),
+                None => in_cluster_client().map_err(|error| error.with_target(name))?,
+            };
+            Ok(KubernetesSource::new(client, k8s.clone()).spawn())
+        }
+        #[cfg(not(feature = "kubernetes"))]
         Target::Kubernetes(_) => {
             let _ = options;
             Err(Error::new(
@@ -38,4 +48,27 @@ pub(crate) fn resolve(target: &Target, options: &DiscoveryOptions) -> Result<End
             .with_target(name))
         }
     }
+}
+
+/// A client from the pod's service account, when running in a cluster. Outside one, the
+/// kubeconfig needs an async read: the caller passes a client instead.
+#[cfg(feature = "kubernetes")]
+fn in_cluster_client() -> Result<waypost_discovery::source::kubernetes::kube::Client, Error> {
+    use waypost_discovery::source::kubernetes::kube;
+    let config = kube::Config::incluster().map_err(|error| {
+        Error::new(
+            ErrorKind::DiscoveryStart,
+            "no Kubernetes client: not running in a cluster; pass one with \
+             `Builder::kube_client(waypost::discovery::source::kubernetes::default_client().await?)`, \
+             which also reads the kubeconfig",
+        )
+        .with_source(error)
+    })?;
+    kube::Client::try_from(config).map_err(|error| {
+        Error::new(
+            ErrorKind::DiscoveryStart,
+            "the in-cluster Kubernetes client could not be built",
+        )
+        .with_source(error)
+    })
 }

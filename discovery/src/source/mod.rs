@@ -9,11 +9,14 @@
 //!   [`Health`](crate::Health); the source owns its retries and backoff;
 //! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
 //!
-//! This module holds the static source, for `static:///` targets and fixed lists, and the DNS
-//! source (`dns`, feature `dns`).
+//! This module holds the static source, for `static:///` targets and fixed lists, the DNS
+//! source (`dns`, feature `dns`), and the EndpointSlice source for `kubernetes:///` targets
+//! (`kubernetes`, feature `kubernetes`).
 
 #[cfg(feature = "dns")]
 pub mod dns;
 mod fixed;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 
 pub use fixed::{from_addresses, from_static};

@@ -1,0 +1,318 @@
+//! The merge: every EndpointSlice of a Service, by name, and the endpoint set they make together.
+//!
+//! The EndpointSlice controller spreads a Service over several slices and moves endpoints
+//! between them as pods come and go; a consumer that keeps only "the slice that changed last"
+//! loses every other slice (Go's kuberesolver did, in its issue 66). [`SliceCache`] keeps what
+//! each slice contributes under the slice's name, the way kube-proxy's `EndpointSliceCache`
+//! does:
+//!
+//! - an added or modified slice replaces its own entry, a deleted slice removes only its own
+//!   entry, and the merged set is rebuilt from all entries after every change;
+//! - a relist (the watcher's `Init`, `InitApply`..., `InitDone`) fills a separate map and swaps
+//!   it in whole at `InitDone`, so a half-listed Service is never merged: until the list is
+//!   complete, the previous slices keep serving;
+//! - the merge uses the ready endpoints of all slices; only when none is ready anywhere does it
+//!   fall back to the endpoints that are serving while terminating (kube-proxy's graceful
+//!   drain). An endpoint listed by two slices at once (normal while the controller rebalances)
+//!   appears once, and a ready entry wins over a terminating one; among equal entries the slice
+//!   whose name sorts first wins, so the result depends only on the slices, not on the order of
+//!   events.
+//!
+//! Slices are converted once, when they arrive ([`convert_slice`]); a rebuild only clones the
+//! converted endpoints (one reference-count increment each) and sorts them. The cache is plain
+//! data with no I/O: the watch task feeds it, and so can any other source of slices (a
+//! reflector of your own, a test).
+//!
+//! ```
+//! use k8s_openapi::api::discovery::v1::EndpointSlice;
+//! use waypost_discovery::source::kubernetes::{CacheStatus, SliceCache};
+//!
+//! fn slice(name: &str, ips: &[&str]) -> EndpointSlice {
+//!     let endpoints: Vec<_> = ips.iter().map(|ip| serde_json::json!({ "addresses": [ip] })).collect();
+//!     serde_json::from_value(serde_json::json!({
+//!         "metadata": { "name": name, "labels": { "kubernetes.io/service-name": "api" } },
+//!         "addressType": "IPv4",
+//!         "ports": [{ "name": "", "port": 8080 }],
+//!         "endpoints": endpoints,
+//!     }))
+//!     .unwrap()
+//! }
+//!
+//! let mut cache = SliceCache::new("api", None);
+//! // A complete list first, as the watcher's Init, InitApply..., InitDone.
+//! cache.begin_relist();
+//! cache.apply(&slice("api-a", &["10.0.0.1", "10.0.0.2"]));
+//! cache.apply(&slice("api-b", &["10.0.0.3"]));
+//! cache.finish_relist();
+//! assert_eq!(cache.endpoint_set().len(), 3);
+//!
+//! // Deleting one slice removes only its endpoints.
+//! cache.delete("api-a");
+//! assert_eq!(cache.endpoint_set().len(), 1);
+//! assert_eq!(cache.status(), CacheStatus::Ready);
+//! ```
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::convert::{SliceEndpoints, UnusableSlice, convert_slice};
+use crate::endpoint::Endpoint;
+use crate::set::EndpointSet;
+use crate::target::PortSelector;
+
+/// What one slice holds in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Usable(SliceEndpoints),
+    Unusable(UnusableSlice),
+}
+
+type Slices = BTreeMap<String, Entry>;
+
+/// Every EndpointSlice of one Service, as contributions for one target, and their merge.
+///
+/// The rules are kube-proxy's:
+///
+/// - each slice is converted once, by [`convert_slice`], and kept under its name; an added or
+///   modified slice replaces its own entry, a deleted slice removes only its own entry;
+/// - a relist ([`begin_relist`](Self::begin_relist), [`apply`](Self::apply) for every listed
+///   slice, [`finish_relist`](Self::finish_relist)) fills a separate map that replaces the
+///   current one in one step at the end, so a half-listed Service is never merged;
+/// - the merge ([`endpoint_set`](Self::endpoint_set)) takes the ready endpoints of every slice,
+///   or, only when none is ready anywhere, the ones serving while terminating; an address listed
+///   by several slices appears once (ready before terminating, then the slice whose name sorts
+///   first), so the result depends only on the slices, not on the order of events.
+///
+/// The cache is plain data without I/O: the watch task feeds it, and so can any other source of
+/// slices (a reflector of your own, a test).
+#[derive(Debug, Clone)]
+pub struct SliceCache {
+    service: String,
+    port: Option<PortSelector>,
+    slices: Slices,
+    relist: Option<Slices>,
+    listed: bool,
+}
+
+/// What [`SliceCache::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// The slice's contribution changed: rebuild the set.
+    Changed,
+    /// The slice changed nothing the target sees.
+    Unchanged,
+    /// The slice is unusable and contributes nothing; `changed` says whether that removed a
+    /// previous contribution.
+    Unusable {
+        /// Why.
+        error: UnusableSlice,
+        /// Whether the merged set may have changed.
+        changed: bool,
+    },
+}
+
+impl Applied {
+    /// `true` when the merged set may have changed.
+    pub fn is_changed(&self) -> bool {
+        match self {
+            Applied::Changed => true,
+            Applied::Unchanged => false,
+            Applied::Unusable { changed, .. } => *changed,
+        }
+    }
+}
+
+/// Whether the merged set is a usable answer, and if not, why: what a source reports in its
+/// health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheStatus {
+    /// No complete list has been received yet.
+    Unlisted,
+    /// At least one slice selects the target's port: the set (possibly empty, when no pod is
+    /// ready or serving) is the answer.
+    Ready,
+    /// The Service has no EndpointSlice at all: it does not exist, is an `ExternalName`
+    /// Service, or has no selector and nobody wrote slices for it.
+    NoSlices,
+    /// Slices exist, but none has the target's port (or the target names no port and the
+    /// slices have several).
+    NoMatchingPort {
+        /// The ports the slices offer, as `name:number` or `number`, sorted and deduplicated.
+        offered: Vec<String>,
+    },
+    /// Slices exist, but every one is unusable (malformed, or `FQDN`).
+    NoUsableSlice {
+        /// How many slices there are.
+        slices: usize,
+    },
+}
+
+impl SliceCache {
+    /// An empty cache for Service `service` and a target that selects `port` (`None`: the
+    /// slices' only port).
+    pub fn new(service: impl Into<String>, port: Option<PortSelector>) -> Self {
+        SliceCache {
+            service: service.into(),
+            port,
+            slices: Slices::new(),
+            relist: None,
+            listed: false,
+        }
+    }
+
+    /// The Service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Adds or replaces a slice (a watch `Apply` event).
+    ///
+    /// During a relist (after [`begin_relist`](Self::begin_relist)) the slice goes into the
+    /// list being built instead, and the result says whether it differs from the slice's entry
+    /// in the current map.
+    pub fn apply(&mut self, slice: &EndpointSlice) -> Applied {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let entry = match convert_slice(slice, &self.service, self.port.as_ref()) {
+            Ok(contribution) => Entry::Usable(contribution),
+            Err(error) => Entry::Unusable(error),
+        };
+        // During a relist, compare with the current map: that is what the swap will change.
+        let previous = self.slices.get(&name);
+        let changed = previous != Some(&entry) && contributes(previous, &entry);
+        let applied = match &entry {
+            Entry::Usable(_) if changed => Applied::Changed,
+            Entry::Usable(_) => Applied::Unchanged,
+            Entry::Unusable(error) => Applied::Unusable {
+                error: error.clone(),
+                changed,
+            },
+        };
+        match &mut self.relist {
+            Some(relist) => relist.insert(name, entry),
+            None => self.slices.insert(name, entry),
+        };
+        applied
+    }
+
+    /// Removes a slice (a watch `Delete` event); `true` when it was there. Only that slice's
+    /// contribution goes: an endpoint that another slice also lists stays.
+    pub fn delete(&mut self, name: &str) -> bool {
+        match &mut self.relist {
+            Some(relist) => relist.remove(name).is_some(),
+            None => self.slices.remove(name).is_some(),
+        }
+    }
+
+    /// Starts a relist (the watcher's `Init`): slices applied from now on fill a new map, and the
+    /// current one keeps serving until [`finish_relist`](Self::finish_relist).
+    pub fn begin_relist(&mut self) {
+        self.relist = Some(Slices::new());
+    }
+
+    /// Ends a relist (the watcher's `InitDone`): the listed slices replace the current map in
+    /// one step; slices that were not listed are gone. Returns `true` when the map changed.
+    /// Without a relist in progress, only marks the cache listed.
+    pub fn finish_relist(&mut self) -> bool {
+        let first = !self.listed;
+        self.listed = true;
+        match self.relist.take() {
+            Some(listed) => {
+                let changed = listed != self.slices;
+                self.slices = listed;
+                changed || first
+            }
+            None => first,
+        }
+    }
+
+    /// `true` between [`begin_relist`](Self::begin_relist) and
+    /// [`finish_relist`](Self::finish_relist).
+    pub fn is_relisting(&self) -> bool {
+        self.relist.is_some()
+    }
+
+    /// `true` once a complete list has been received.
+    pub fn is_listed(&self) -> bool {
+        self.listed
+    }
+
+    /// How many slices the current map holds, usable or not.
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// The merged endpoints of the current map: the ready endpoints of every slice, or, when
+    /// none is ready, the ones serving while terminating.
+    pub fn endpoint_set(&self) -> EndpointSet {
+        EndpointSet::new(self.merged_endpoints())
+    }
+
+    /// The endpoints [`endpoint_set`](Self::endpoint_set) is built from, in slice-name order,
+    /// before sorting and deduplication.
+    pub fn merged_endpoints(&self) -> Vec<Endpoint> {
+        let usable = || {
+            self.slices.values().filter_map(|entry| match entry {
+                Entry::Usable(contribution) => Some(contribution),
+                Entry::Unusable(_) => None,
+            })
+        };
+        let any_ready = usable().any(SliceEndpoints::has_ready);
+        let total = usable().map(|c| c.endpoints().len()).sum();
+        let mut endpoints = Vec::with_capacity(total);
+        for contribution in usable() {
+            endpoints.extend(
+                contribution
+                    .endpoints()
+                    .iter()
+                    .filter(|endpoint| endpoint.readiness().is_ready() == any_ready)
+                    .cloned(),
+            );
+        }
+        endpoints
+    }
+
+    /// Whether the merged set is a usable answer; see [`CacheStatus`].
+    pub fn status(&self) -> CacheStatus {
+        if !self.listed {
+            return CacheStatus::Unlisted;
+        }
+        if self.slices.is_empty() {
+            return CacheStatus::NoSlices;
+        }
+        let mut offered = Vec::new();
+        let mut usable = false;
+        for entry in self.slices.values() {
+            match entry {
+                Entry::Usable(contribution) if contribution.port().is_some() => {
+                    return CacheStatus::Ready;
+                }
+                Entry::Usable(contribution) if !contribution.is_fqdn() => {
+                    usable = true;
+                    offered.extend(contribution.offered_ports().iter().cloned());
+                }
+                Entry::Usable(_) | Entry::Unusable(_) => {}
+            }
+        }
+        if usable {
+            offered.sort();
+            offered.dedup();
+            CacheStatus::NoMatchingPort { offered }
+        } else {
+            CacheStatus::NoUsableSlice {
+                slices: self.slices.len(),
+            }
+        }
+    }
+}
+
+/// Whether replacing `previous` with `entry` can change the merge: an unusable slice
+/// replacing nothing or another unusable slice does not.
+fn contributes(previous: Option<&Entry>, entry: &Entry) -> bool {
+    !matches!(
+        (previous, entry),
+        (None | Some(Entry::Unusable(_)), Entry::Unusable(_))
+    )
+}

@@ -1,0 +1,475 @@
+//! From one EndpointSlice to the endpoints it contributes: pure functions, no I/O.
+//!
+//! A Service's endpoints are spread over several EndpointSlices (at most 100 endpoints each by
+//! default), and each slice is read on its own: [`convert_slice`] turns one slice into the
+//! [`SliceEndpoints`] it contributes for one target, and the
+//! [`SliceCache`](super::SliceCache) merges the contributions of all slices. The rules follow
+//! kube-proxy, the reference consumer of the API:
+//!
+//! - **Port.** A target's port selects one port of the slice: by name (`:grpc`), or by number
+//!   (`:8080`, matched against `ports[].port`, which carries the *target* port of the pods, not
+//!   the Service port). Without a port in the target, a slice with exactly one port uses it.
+//!   Ports with a missing name or number are ignored, as kube-proxy ignores them; when a name or
+//!   number appears twice (TCP and UDP), the TCP port wins.
+//! - **Address.** An endpoint is its first address (`addresses[0]`); IPv4 and IPv6 slices both
+//!   count, so a dual-stack Service contributes both families. `FQDN` slices are deprecated and
+//!   carry names, not addresses: they are skipped, without a warning.
+//! - **Conditions.** `ready` missing means ready, `serving` missing means the same as `ready`,
+//!   `terminating` missing means not terminating. A ready endpoint is
+//!   [`Readiness::Ready`]; one that is serving and terminating is
+//!   [`Readiness::Terminating`] (used by the merge only when nothing is ready: kube-proxy's
+//!   graceful-drain fallback); any other endpoint cannot take traffic and is left out.
+//! - **Topology.** Zone, node, hostname and zone hints (`hints.forZones`) are carried on every
+//!   endpoint. The source does not filter by hints; [`hints_prefer_zone`] answers kube-proxy's
+//!   question "do the hints apply to this zone?" for the balancer, which decides with its own
+//!   thresholds.
+//!
+//! A slice that breaks the API's own rules (an address that is not an IP of the slice's family,
+//! an endpoint without addresses, no usable port, an unknown address type, a missing or foreign
+//! `kubernetes.io/service-name` label) contributes nothing: the result is an [`UnusableSlice`]
+//! that names the slice and says what is wrong, and the caller logs it and keeps every other
+//! slice.
+//!
+//! ```
+//! use k8s_openapi::api::discovery::v1::EndpointSlice;
+//! use waypost_discovery::PortSelector;
+//! use waypost_discovery::source::kubernetes::convert_slice;
+//!
+//! let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+//!     "metadata": {
+//!         "name": "api-x1",
+//!         "labels": { "kubernetes.io/service-name": "api" }
+//!     },
+//!     "addressType": "IPv4",
+//!     "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+//!     "endpoints": [
+//!         { "addresses": ["10.0.0.1"], "zone": "a" },
+//!         { "addresses": ["10.0.0.2"], "conditions": { "ready": false } }
+//!     ]
+//! }))
+//! .unwrap();
+//!
+//! let port = PortSelector::Name("http".into());
+//! let contribution = convert_slice(&slice, "api", Some(&port)).unwrap();
+//! assert_eq!(contribution.port(), Some(8080));
+//! // The unready endpoint is neither ready nor serving-while-terminating: left out.
+//! assert_eq!(contribution.endpoints().len(), 1);
+//! assert_eq!(contribution.endpoints()[0].zone(), Some("a"));
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use k8s_openapi::api::discovery::v1::{Endpoint as ApiEndpoint, EndpointPort, EndpointSlice};
+
+use crate::endpoint::{Endpoint, Readiness};
+use crate::target::PortSelector;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What one EndpointSlice contributes to a target: the port it selected and the endpoints that
+/// can take traffic, each [`Ready`](Readiness::Ready) or
+/// [`Terminating`](Readiness::Terminating) (serving while it shuts down).
+///
+/// Made by [`convert_slice`]. Equal contributions mean an update of the slice changed nothing
+/// the target sees (labels, annotations, an unready endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceEndpoints {
+    port: Option<u16>,
+    endpoints: Vec<Endpoint>,
+    not_serving: usize,
+    offered_ports: Vec<String>,
+    fqdn: bool,
+}
+
+impl SliceEndpoints {
+    /// The slice's port the target selected; `None` when the slice has no such port (then it
+    /// contributes no endpoint), or for an `FQDN` slice.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The endpoints that can take traffic, in the slice's order: ready ones and ones that are
+    /// serving while terminating.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// How many endpoints of the slice were left out because they are neither ready nor
+    /// serving while terminating.
+    pub fn not_serving(&self) -> usize {
+        self.not_serving
+    }
+
+    /// The slice's usable ports, as `name:number` (or `number` for an unnamed port), for
+    /// messages that explain why no port matched.
+    pub fn offered_ports(&self) -> &[String] {
+        &self.offered_ports
+    }
+
+    /// `true` for a slice of the deprecated `FQDN` address type, which contributes nothing.
+    pub fn is_fqdn(&self) -> bool {
+        self.fqdn
+    }
+
+    /// `true` when any endpoint is ready.
+    pub fn has_ready(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|endpoint| endpoint.readiness().is_ready())
+    }
+}
+
+/// An EndpointSlice that contributes nothing because it breaks the API's rules, with the slice's
+/// name and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("EndpointSlice `{slice}` skipped: {reason}")]
+pub struct UnusableSlice {
+    slice: String,
+    reason: UnusableReason,
+}
+
+impl UnusableSlice {
+    fn new(slice: &str, reason: UnusableReason) -> Self {
+        UnusableSlice {
+            slice: slice.to_owned(),
+            reason,
+        }
+    }
+
+    /// The slice's name (`metadata.name`; empty when the slice has none).
+    pub fn slice(&self) -> &str {
+        &self.slice
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &UnusableReason {
+        &self.reason
+    }
+}
+
+/// Why an EndpointSlice is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnusableReason {
+    /// The slice has no `metadata.name`, so it cannot be tracked.
+    #[error("the slice has no name")]
+    MissingName,
+    /// The `kubernetes.io/service-name` label is missing.
+    #[error("no `kubernetes.io/service-name` label")]
+    MissingServiceLabel,
+    /// The `kubernetes.io/service-name` label names another Service.
+    #[error("it belongs to Service `{0}`")]
+    OtherService(String),
+    /// An `addressType` other than `IPv4`, `IPv6` or `FQDN`.
+    #[error("unknown address type `{0}`")]
+    UnknownAddressType(String),
+    /// No port with both a name and a number from 1 to 65535.
+    #[error("no usable port (a port needs a name, which may be empty, and a number)")]
+    MissingPorts,
+    /// An endpoint without any address.
+    #[error("endpoint {index} has no address")]
+    NoAddress {
+        /// The endpoint's position in the slice.
+        index: usize,
+    },
+    /// An address that is not an IP of the slice's address type.
+    #[error("`{address}` is not an {address_type} address")]
+    InvalidAddress {
+        /// The address as written.
+        address: String,
+        /// The slice's address type, `IPv4` or `IPv6`.
+        address_type: &'static str,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// Converts one EndpointSlice of Service `service` into what it contributes for a target that
+/// selects `port` (`None`: the slice's only port).
+///
+/// - The port is chosen by name, or by number against `ports[].port` (the pods' target port);
+///   without a selector a slice with a single port uses it. Ports without a name or a number
+///   are ignored; between two protocols on one number, TCP wins.
+/// - Each endpoint is its first address. `IPv4` and `IPv6` slices count; an `FQDN` slice
+///   contributes nothing ([`SliceEndpoints::is_fqdn`]).
+/// - Conditions: `ready` missing means true, `serving` missing means `ready`, `terminating`
+///   missing means false. Ready endpoints are [`Readiness::Ready`], serving-and-terminating ones
+///   [`Readiness::Terminating`], the others are left out.
+/// - Zone, node, hostname and `hints.forZones` are carried.
+///
+/// Returns an [`UnusableSlice`] when the slice breaks the API's rules (no name, missing or
+/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an endpoint
+/// without an address or with one that is not an IP of the slice's type). Never panics,
+/// whatever the slice holds.
+pub fn convert_slice(
+    slice: &EndpointSlice,
+    service: &str,
+    port: Option<&PortSelector>,
+) -> Result<SliceEndpoints, UnusableSlice> {
+    let name = slice.metadata.name.as_deref().unwrap_or_default();
+    let unusable = |reason| Err(UnusableSlice::new(name, reason));
+    if name.is_empty() {
+        return unusable(UnusableReason::MissingName);
+    }
+    match slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
+    {
+        None => return unusable(UnusableReason::MissingServiceLabel),
+        Some(owner) if owner != service => {
+            return unusable(UnusableReason::OtherService(owner.clone()));
+        }
+        Some(_) => {}
+    }
+    let family = match slice.address_type.as_str() {
+        "IPv4" => Family::V4,
+        "IPv6" => Family::V6,
+        "FQDN" => {
+            return Ok(SliceEndpoints {
+                port: None,
+                endpoints: Vec::new(),
+                not_serving: 0,
+                offered_ports: Vec::new(),
+                fqdn: true,
+            });
+        }
+        other => return unusable(UnusableReason::UnknownAddressType(other.to_owned())),
+    };
+    let ports: Vec<(&str, u16, bool)> = slice
+        .ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(usable_port)
+        .collect();
+    if ports.is_empty() {
+        return unusable(UnusableReason::MissingPorts);
+    }
+    let offered_ports = ports
+        .iter()
+        .map(|&(name, number, _)| {
+            if name.is_empty() {
+                number.to_string()
+            } else {
+                format!("{name}:{number}")
+            }
+        })
+        .collect();
+    // Every address is checked, whatever the port: a slice that breaks the rules is unusable
+    // for every target.
+    let api_endpoints = slice.endpoints.api_endpoints();
+    let mut addresses = Vec::with_capacity(api_endpoints.len());
+    for (index, api_endpoint) in api_endpoints.iter().enumerate() {
+        let Some(address) = api_endpoint.addresses.first() else {
+            return unusable(UnusableReason::NoAddress { index });
+        };
+        let Some(ip) = parse_ip(address, family) else {
+            return unusable(UnusableReason::InvalidAddress {
+                address: address.clone(),
+                address_type: family.name(),
+            });
+        };
+        addresses.push(ip);
+    }
+    let Some(number) = select_port(&ports, port) else {
+        return Ok(SliceEndpoints {
+            port: None,
+            endpoints: Vec::new(),
+            not_serving: 0,
+            offered_ports,
+            fqdn: false,
+        });
+    };
+
+    let mut endpoints = Vec::with_capacity(api_endpoints.len());
+    let mut not_serving = 0;
+    for (ip, api_endpoint) in addresses.into_iter().zip(api_endpoints) {
+        match usable_readiness(api_endpoint) {
+            Some(readiness) => {
+                endpoints.push(endpoint(
+                    SocketAddr::new(ip, number),
+                    readiness,
+                    api_endpoint,
+                ));
+            }
+            None => not_serving += 1,
+        }
+    }
+    Ok(SliceEndpoints {
+        port: Some(number),
+        endpoints,
+        not_serving,
+        offered_ports,
+        fqdn: false,
+    })
+}
+
+/// kube-proxy's `topologyModeFromHints` for zones: `true` when every ready endpoint carries zone
+/// hints and at least one is hinted for `zone`. Only then should a client prefer the endpoints
+/// hinted for its zone; otherwise hints are incomplete (the controller is still assigning them,
+/// or hints are off) and every endpoint is fair game.
+///
+/// Endpoints that are not ready are not looked at, as in kube-proxy. With no ready endpoint the
+/// answer is `false`.
+pub fn hints_prefer_zone(endpoints: &[Endpoint], zone: &str) -> bool {
+    let mut any_ready = false;
+    let mut hinted_for_zone = false;
+    for endpoint in endpoints.iter().filter(|e| e.readiness().is_ready()) {
+        any_ready = true;
+        if !endpoint.has_zone_hints() {
+            return false;
+        }
+        hinted_for_zone |= endpoint.is_hinted_for(zone);
+    }
+    any_ready && hinted_for_zone
+}
+
+/// The conditions rule: ready (missing = true) wins; else serving (missing = ready) and
+/// terminating (missing = false) together make a draining endpoint; else unusable.
+fn usable_readiness(endpoint: &ApiEndpoint) -> Option<Readiness> {
+    let conditions = endpoint.conditions.as_ref();
+    let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+    let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    if ready {
+        Some(Readiness::Ready)
+    } else if serving && terminating {
+        Some(Readiness::Terminating)
+    } else {
+        None
+    }
+}
+
+fn endpoint(address: SocketAddr, readiness: Readiness, api: &ApiEndpoint) -> Endpoint {
+    let mut endpoint = Endpoint::new(address).with_readiness(readiness);
+    if let Some(zone) = api.zone.as_deref().filter(|zone| !zone.is_empty()) {
+        endpoint = endpoint.with_zone(zone);
+    }
+    if let Some(node) = api.node_name.as_deref().filter(|node| !node.is_empty()) {
+        endpoint = endpoint.with_node(node);
+    }
+    if let Some(hostname) = api.hostname.as_deref().filter(|name| !name.is_empty()) {
+        endpoint = endpoint.with_hostname(hostname);
+    }
+    let hints = api
+        .hints
+        .as_ref()
+        .and_then(|hints| hints.for_zones.as_deref())
+        .unwrap_or_default();
+    if !hints.is_empty() {
+        endpoint = endpoint.with_zone_hints(hints.iter().map(|zone| zone.name.as_str()));
+    }
+    endpoint
+}
+
+/// A port with a name (possibly empty) and a number from 1 to 65535, as
+/// `(name, number, is_tcp)`; `None` for ports kube-proxy ignores.
+fn usable_port(port: &EndpointPort) -> Option<(&str, u16, bool)> {
+    let name = port.name.as_deref()?;
+    let number = u16::try_from(port.port?)
+        .ok()
+        .filter(|&number| number != 0)?;
+    let tcp = port.protocol.as_deref().is_none_or(|p| p == "TCP");
+    Some((name, number, tcp))
+}
+
+fn select_port(ports: &[(&str, u16, bool)], selector: Option<&PortSelector>) -> Option<u16> {
+    let matches = |&&(name, number, _): &&(&str, u16, bool)| match selector {
+        Some(PortSelector::Name(wanted)) => name == wanted,
+        Some(PortSelector::Number(wanted)) => number == *wanted,
+        None => true,
+    };
+    let mut candidates = ports.iter().filter(matches);
+    let first = candidates.next()?;
+    let mut chosen = first;
+    for candidate in candidates {
+        if selector.is_none() && candidate.1 != first.1 {
+            // Several different ports and the target names none: ambiguous.
+            return None;
+        }
+        if !chosen.2 && candidate.2 {
+            chosen = candidate;
+        }
+    }
+    Some(chosen.1)
+}
+
+fn parse_ip(address: &str, family: Family) -> Option<IpAddr> {
+    match family {
+        Family::V4 => address
+            .parse::<Ipv4Addr>()
+            .ok()
+            .or_else(|| parse_ipv4_leading_zeros(address))
+            .map(IpAddr::V4),
+        Family::V6 => match address.parse::<IpAddr>().ok()? {
+            IpAddr::V6(ip) => Some(IpAddr::V6(ip)),
+            IpAddr::V4(_) => None,
+        },
+    }
+}
+
+/// Kubernetes once accepted IPv4 octets with leading zeros (`010.000.000.001`) and reads them as
+/// decimal (Go's `ParseIPSloppy`); objects written then may still exist. Rust's parser rejects
+/// them, so they are read here the way Kubernetes reads them.
+fn parse_ipv4_leading_zeros(address: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = address.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *octet = part.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// `EndpointSlice.endpoints` is a `Vec` in k8s-openapi's `v1_33`..`v1_35` features and an
+/// `Option<Vec>` from `v1_36`; the application picks the feature, so both shapes are read.
+trait ApiEndpoints {
+    fn api_endpoints(&self) -> &[ApiEndpoint];
+}
+
+impl ApiEndpoints for Vec<ApiEndpoint> {
+    fn api_endpoints(&self) -> &[ApiEndpoint] {
+        self
+    }
+}
+
+impl ApiEndpoints for Option<Vec<ApiEndpoint>> {
+    fn api_endpoints(&self) -> &[ApiEndpoint] {
+        self.as_deref().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SliceEndpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(
+                f,
+                "{} endpoints on port {port} ({} not serving)",
+                self.endpoints.len(),
+                self.not_serving
+            ),
+            None if self.fqdn => f.write_str("FQDN slice, skipped"),
+            None => write!(f, "no matching port (offers {:?})", self.offered_ports),
+        }
+    }
+}
