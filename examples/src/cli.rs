@@ -63,13 +63,13 @@ where
     let timeout = Duration::from_secs(cli.timeout_secs);
     match &cli.command {
         Command::Resolve { target } => {
-            let endpoints = endpoints(target, cli.nameserver)?;
+            let endpoints = endpoints(target, cli.nameserver).await?;
             let set = first_answer(&endpoints, timeout).await?;
             write!(out, "{}", table(&set)).map_err(|e| e.to_string())?;
             Ok(())
         }
         Command::Watch { target, revisions } => {
-            let endpoints = endpoints(target, cli.nameserver)?;
+            let endpoints = endpoints(target, cli.nameserver).await?;
             let mut previous = first_answer(&endpoints, timeout).await?;
             writeln!(out, "revision {}", previous.revision()).map_err(|e| e.to_string())?;
             write!(out, "{}", table(&previous)).map_err(|e| e.to_string())?;
@@ -100,7 +100,7 @@ where
     }
 }
 
-fn endpoints(target: &str, nameserver: Option<SocketAddr>) -> Result<Endpoints, String> {
+async fn endpoints(target: &str, nameserver: Option<SocketAddr>) -> Result<Endpoints, String> {
     let mut builder = waypost::Builder::new(target).map_err(|error| {
         let cause = std::error::Error::source(&error)
             .map(|source| format!(": {source}"))
@@ -113,6 +113,13 @@ fn endpoints(target: &str, nameserver: Option<SocketAddr>) -> Result<Endpoints, 
                 .without_system_config()
                 .nameserver(nameserver),
         );
+    }
+    if matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
+        // In a pod or from a workstation: the in-cluster configuration, else the kubeconfig.
+        let client = waypost::discovery::source::kubernetes::default_client()
+            .await
+            .map_err(|error| error.to_string())?;
+        builder = builder.kube_client(client);
     }
     builder.endpoints().map_err(|error| error.to_string())
 }
