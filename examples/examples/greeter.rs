@@ -127,9 +127,7 @@ async fn client(
     interval_ms: u64,
     report_secs: u64,
 ) -> std::process::ExitCode {
-    let channel = match waypost::Builder::new(&target)
-        .and_then(|builder| builder.timeout(Duration::from_secs(5)).tonic_channel())
-    {
+    let channel = match channel(&target).await {
         Ok(channel) => channel,
         Err(error) => {
             eprintln!("error: {error}");
@@ -184,6 +182,21 @@ async fn client(
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// A waypost channel for `target`; `kubernetes:///` targets use the in-cluster configuration in
+/// a pod, else the local kubeconfig.
+async fn channel(target: &str) -> Result<waypost::tonic::Channel, String> {
+    let mut builder = waypost::Builder::new(target)
+        .map_err(|error| error.to_string())?
+        .timeout(Duration::from_secs(5));
+    if matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
+        let client = waypost::discovery::source::kubernetes::default_client()
+            .await
+            .map_err(|error| error.to_string())?;
+        builder = builder.kube_client(client);
+    }
+    builder.tonic_channel().map_err(|error| error.to_string())
 }
 
 fn report(window: &BTreeMap<String, u64>, errors: u64, endpoints: usize) {
