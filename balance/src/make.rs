@@ -66,6 +66,8 @@ where
 
 pub(crate) trait ConnectivityCell: Send + Sync {
     fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity;
+    /// Asks the discovery source to look again (an endpoint's connection was lost).
+    fn request_refresh(&self);
 }
 
 /// Reports an endpoint's connection state to its balancer. Cheap to clone; holds no strong
@@ -91,6 +93,7 @@ impl ConnectivityReporter {
             fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity {
                 connectivity
             }
+            fn request_refresh(&self) {}
         }
         ConnectivityReporter {
             cell: Weak::<Nothing>::new(),
@@ -100,16 +103,19 @@ impl ConnectivityReporter {
 
     /// Reports the connection state. A change wakes the balancer, which rebuilds its tables:
     /// a [`Disconnected`](Connectivity::Disconnected) endpoint is not picked (outside panic
-    /// mode) until it is reported [`Connected`](Connectivity::Connected) or its reconnect
-    /// backoff ends.
+    /// mode) until it is reported [`Connected`](Connectivity::Connected). Losing the connection
+    /// also asks discovery to look again early (the endpoint may be gone).
     pub fn report(&self, connectivity: Connectivity) {
         let Some(cell) = self.cell.upgrade() else {
             return;
         };
-        if cell.swap_connectivity(connectivity) != connectivity
-            && let Some(wake) = self.wake.upgrade()
-        {
-            wake.notify_one();
+        if cell.swap_connectivity(connectivity) != connectivity {
+            if connectivity == Connectivity::Disconnected {
+                cell.request_refresh();
+            }
+            if let Some(wake) = self.wake.upgrade() {
+                wake.notify_one();
+            }
         }
     }
 

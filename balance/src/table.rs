@@ -56,6 +56,10 @@ impl<S: Send + Sync> ConnectivityCell for Slot<S> {
     fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity {
         self.state.set_connectivity(connectivity)
     }
+
+    fn request_refresh(&self) {
+        self.context.endpoints.request_refresh();
+    }
 }
 
 /// Whether a table can serve picks.

@@ -592,3 +592,37 @@ async fn clones_pick_independently() {
         assert_eq!(picked.len(), 6, "seed {seed:?}: {picked:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_asks_discovery_to_look_again() {
+    let fleet = Fleet::default();
+    let publisher = publisher(1..=2);
+    let _balance = balance(&publisher, &fleet, BalanceConfig::default());
+    let asked = tokio::time::timeout(Duration::from_secs(1), publisher.refresh_requested());
+    fleet.report(1, Connectivity::Disconnected);
+    asked
+        .await
+        .expect("a refresh is requested when a connection is lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_clone_stops_the_background_task_and_releases_services() {
+    let fleet = Fleet::default();
+    let mut publisher = publisher(1..=2);
+    let balance = balance(&publisher, &fleet, BalanceConfig::default());
+    let clone = balance.clone();
+    settle().await;
+    let reporter = fleet.reporters.lock().unwrap()[&1].clone();
+    assert!(reporter.is_attached());
+    drop(balance);
+    drop(clone);
+    settle().await;
+    // The task is gone: nothing holds the endpoint slots any more.
+    assert!(!reporter.is_attached());
+    publisher.publish([Endpoint::new(addr(3))]);
+    settle().await;
+    assert!(
+        !fleet.reporters.lock().unwrap().contains_key(&3),
+        "no service is made after the end"
+    );
+}
