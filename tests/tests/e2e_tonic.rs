@@ -322,6 +322,14 @@ async fn all_endpoints_gone_fails_with_the_reason_then_recovers() {
         |current, _| current.is_empty(),
     )
     .await;
+    // The balancer takes the new set in on its own task; wait until it has.
+    tokio::time::timeout(PATIENCE, async {
+        while channel.usable_endpoints() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the balancer follows the empty set");
     let mut client = HealthClient::new(channel.clone());
     let status = client
         .check(HealthCheckRequest {
