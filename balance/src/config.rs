@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::policy::Policy;
+use crate::state::LatencyClock;
 
 /// Passive outlier detection: eject endpoints whose requests fail, for a time that grows with
 /// each ejection.
@@ -238,6 +239,9 @@ pub struct BalanceConfig {
     /// Seeds the random choices, for reproducible tests. Default: seeded from the thread's
     /// random generator.
     pub seed: Option<u64>,
+    /// The clock request latencies are measured with (Peak EWMA). Default
+    /// [`LatencyClock::Tsc`]; use [`LatencyClock::Tokio`] in tests that pause tokio's clock.
+    pub latency_clock: LatencyClock,
 }
 
 impl Default for BalanceConfig {
@@ -251,6 +255,7 @@ impl Default for BalanceConfig {
             wait_for_endpoints: Duration::from_secs(10),
             reconnect_backoff: ReconnectBackoff::default(),
             seed: None,
+            latency_clock: LatencyClock::default(),
         }
     }
 }

@@ -70,4 +70,4 @@ pub use layer::BalanceLayer;
 pub use make::{ConnectivityReporter, MakeEndpoint, WithConnectivity};
 pub use policy::{PeakEwma, Policy};
 pub use service::{Balance, Builder, ResponseFuture};
-pub use state::Connectivity;
+pub use state::{Connectivity, LatencyClock};

@@ -168,7 +168,7 @@ impl<K, C> Builder<K, C> {
         let context = Arc::new(table::Context {
             target,
             endpoints,
-            clock: Clock::new(),
+            clock: Clock::new(config.latency_clock),
             peak_ewma: config
                 .policy
                 .peak_ewma()
@@ -341,7 +341,8 @@ where
 /// Counts a request in flight on its endpoint until it completes or is dropped.
 struct InFlight<S> {
     slot: Arc<Slot<S>>,
-    started: Option<Instant>,
+    /// A reading of the balancer's clock, for Peak EWMA.
+    started: Option<u64>,
     finished: bool,
 }
 
@@ -352,7 +353,7 @@ impl<S> InFlight<S> {
         if let Some(total) = &slot.context.total_in_flight {
             total.fetch_add(1, Ordering::Relaxed);
         }
-        let started = slot.context.peak_ewma.map(|_| Instant::now());
+        let started = slot.context.peak_ewma.map(|_| slot.context.clock.now());
         InFlight {
             slot,
             started,
@@ -367,12 +368,12 @@ impl<S> InFlight<S> {
         let state = &slot.state;
         self.end();
         if let (Some(started), Some((tau, penalty))) = (self.started, context.peak_ewma) {
-            let now = Instant::now();
-            let mut latency = now.saturating_duration_since(started);
+            let now = context.clock.now();
+            let mut latency = context.clock.between(started, now);
             if outcome != Outcome::Success {
                 latency = latency.max(penalty);
             }
-            state.observe(latency, context.clock.millis(now), tau);
+            state.observe(latency, context.clock.millis_at(now), tau);
         }
         match outcome {
             Outcome::Success => {

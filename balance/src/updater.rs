@@ -96,7 +96,7 @@ impl<M: MakeEndpoint> Updater<M> {
     pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
         let now = Instant::now();
         let context = &self.context;
-        let now_ms = context.clock.millis(now);
+        let now_ms = context.clock.now_millis();
         let initial_estimate = self.initial_estimate(now_ms);
         let mut next = BTreeMap::new();
         for endpoint in set.iter() {
@@ -233,7 +233,7 @@ impl<M: MakeEndpoint> Updater<M> {
             self.next_interval += outlier.interval;
         }
         let context = &self.context;
-        let now_ms = context.clock.millis(now);
+        let now_ms = context.clock.now_millis();
         let mut judged = Vec::new();
         for (address, tracked) in self.tracked.iter_mut() {
             let (volume, failures) = tracked.slot.state.take_interval(&mut tracked.finished_mark);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tower::{Service, ServiceExt};
 use waypost_balance::{
-    Balance, BalanceConfig, Classify, Connectivity, ConnectivityReporter, ErrorKind, Outcome,
-    OutlierDetection, Policy, SlowStart, WithConnectivity, ZonePreference,
+    Balance, BalanceConfig, Classify, Connectivity, ConnectivityReporter, ErrorKind, LatencyClock,
+    Outcome, OutlierDetection, Policy, SlowStart, WithConnectivity, ZonePreference,
 };
 use waypost_discovery::{DiscoveryError, DiscoveryErrorKind, Endpoint, Publisher};
 
@@ -93,6 +93,8 @@ fn balance(publisher: &Publisher, fleet: &Fleet, config: BalanceConfig) -> Balan
     Balance::builder(publisher.endpoints())
         .config(BalanceConfig {
             seed: Some(7),
+            // The paused clock drives the simulated latencies.
+            latency_clock: LatencyClock::Tokio,
             ..config
         })
         .build(WithConnectivity(fleet.make()))
