@@ -230,16 +230,31 @@ async fn run() -> Result<(), String> {
     }
     dns.remove_address(NAME, ip(4));
     println!("\n== 5/5 one backend terminating: out of DNS, drained, shut down gracefully");
-    let mut watcher = client.endpoints().watch();
+    // Discovery drops it, then the balancer (on its own task); then the requests it still has
+    // finish before the server shuts down.
     let drained = tokio::time::timeout(Duration::from_secs(20), async {
-        while client.endpoints().load().contains(&leaving) {
-            let _ = watcher.changed().await;
+        while client.endpoints().load().contains(&leaving)
+            || client
+                .in_flight()
+                .iter()
+                .any(|(address, _)| *address == leaving)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        while fleet
+            .backends
+            .get(&leaving)
+            .is_some_and(|(backend, _)| backend.in_flight() > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Let the callers record the last answers it sent.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     })
     .await;
     check(
         drained.is_ok(),
-        "the terminating backend leaves the endpoint set",
+        "the terminating backend leaves the endpoint set and the balancer",
     )?;
     if let Some((backend, _)) = fleet.backends.remove(&leaving) {
         backend.shutdown().await;

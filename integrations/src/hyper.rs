@@ -374,6 +374,11 @@ where
         self.balance.usable_endpoints()
     }
 
+    /// Requests in flight per endpoint the balancer may pick now.
+    pub fn in_flight(&self) -> Vec<(SocketAddr, u32)> {
+        self.balance.in_flight()
+    }
+
     /// Sends `request` to the endpoint the balancer picks; see the [module docs](self) for
     /// retries and the timeout.
     pub async fn request(

@@ -77,6 +77,11 @@ impl Channel {
     pub fn usable_endpoints(&self) -> usize {
         self.balance.usable_endpoints()
     }
+
+    /// Calls in flight per endpoint the balancer may pick now.
+    pub fn in_flight(&self) -> Vec<(std::net::SocketAddr, u32)> {
+        self.balance.in_flight()
+    }
 }
 
 impl fmt::Debug for Channel {
