@@ -16,16 +16,37 @@
 //! Bodies must be `Clone` (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...), so that a request can
 //! be sent again.
 //!
-//! ```no_run
-//! use http_body_util::Empty;
-//! use bytes::Bytes;
+//! A runnable example: two hyper servers on loopback, and a GET through the balanced client.
 //!
-//! # async fn demo() -> Result<(), waypost::Error> {
-//! let client = waypost::Builder::new("dns:///api.prod.svc.cluster.local:8080")?
-//!     .http_client::<Empty<Bytes>>()?;
-//! let request = http::Request::get("/health").body(Empty::new()).unwrap();
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Empty};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut addresses = Vec::new();
+//! # for _ in 0..2 {
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! #     addresses.push(listener.local_addr()?.to_string());
+//! #     tokio::spawn(async move {
+//! #         loop {
+//! #             let (stream, _) = listener.accept().await.unwrap();
+//! #             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+//! #                 hyper_util::rt::TokioIo::new(stream),
+//! #                 hyper::service::service_fn(|_| async {
+//! #                     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+//! #                 }),
+//! #             ));
+//! #         }
+//! #     });
+//! # }
+//! let target = format!("static:///{}", addresses.join(","));   // or dns:///, kubernetes:///
+//! let client = waypost::Builder::new(&target)?.http_client::<Empty<Bytes>>()?;
+//! let request = http::Request::get("/health").body(Empty::new())?;
 //! let response = client.request(request).await?;
-//! # let _ = response; Ok(()) }
+//! assert!(response.status().is_success());
+//! let body = response.into_body().collect().await?.to_bytes();
+//! assert_eq!(body, "ok");
+//! # Ok(()) }
 //! ```
 
 use std::fmt;

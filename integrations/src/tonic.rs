@@ -15,13 +15,30 @@
 //!   could take the call (the message names the target and the reason), `DEADLINE_EXCEEDED` when
 //!   the deadline passed. The `waypost` [`Error`] is the status's source.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), waypost::Error> {
-//! // let mut client = GreeterClient::new(channel);
-//! let channel = waypost::Builder::new("dns:///greeter.prod.svc.cluster.local:50051")?
+//! A runnable example: two tonic servers on loopback (the standard health service), and the
+//! generated health client calling them through one channel.
+//!
+//! ```
+//! use tonic_health::pb::HealthCheckRequest;
+//! use tonic_health::pb::health_client::HealthClient;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut addresses = Vec::new();
+//! # for _ in 0..2 {
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! #     addresses.push(listener.local_addr()?.to_string());
+//! #     let (_reporter, health) = tonic_health::server::health_reporter();
+//! #     tokio::spawn(tonic::transport::Server::builder().add_service(health)
+//! #         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
+//! # }
+//! let target = format!("static:///{}", addresses.join(","));   // or dns:///, kubernetes:///
+//! let channel = waypost::Builder::new(&target)?
 //!     .timeout(std::time::Duration::from_secs(2))
 //!     .tonic_channel()?;
-//! # let _ = channel; Ok(()) }
+//! let mut client = HealthClient::new(channel);
+//! let response = client.check(HealthCheckRequest { service: String::new() }).await?;
+//! assert_eq!(response.get_ref().status, 1); // SERVING
+//! # Ok(()) }
 //! ```
 
 use std::fmt;
