@@ -74,8 +74,8 @@ pub struct Builder {
     keep_alive_interval: Option<Duration>,
     authority: Option<String>,
     http2_only: bool,
-    #[cfg(feature = "hyper")]
-    retry: Option<crate::hyper::RetryBudget>,
+    #[cfg(any(feature = "tonic", feature = "hyper"))]
+    retry: Option<crate::retry::RetryBudget>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
 }
@@ -123,7 +123,7 @@ impl Builder {
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
             authority: None,
             http2_only: false,
-            #[cfg(feature = "hyper")]
+            #[cfg(any(feature = "tonic", feature = "hyper"))]
             retry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -239,10 +239,12 @@ impl Builder {
         self
     }
 
-    /// Retries idempotent HTTP requests that failed after they may have been sent, within
-    /// `budget`. Requests that were never sent are always retried on another endpoint.
-    #[cfg(feature = "hyper")]
-    pub fn retry_idempotent(mut self, budget: crate::hyper::RetryBudget) -> Self {
+    /// Resends idempotent requests that failed after they may have reached a server, within
+    /// `budget`: HTTP requests with an idempotent method, and gRPC calls marked
+    /// [`tonic::Idempotent`](crate::tonic::Idempotent). Requests that were never sent are always
+    /// sent to another endpoint, budget or not.
+    #[cfg(any(feature = "tonic", feature = "hyper"))]
+    pub fn retry_idempotent(mut self, budget: crate::retry::RetryBudget) -> Self {
         self.retry = Some(budget);
         self
     }
@@ -401,6 +403,7 @@ impl Builder {
             balance,
             self.timeout,
             UNSENT_ATTEMPTS,
+            self.retry.map(crate::retry::Retries::new),
         ))
     }
 

@@ -61,7 +61,6 @@ use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Service, ServiceExt};
 use waypost_balance::{Balance, Classify, HttpStatus, Outcome};
 use waypost_discovery::Endpoints;
@@ -70,27 +69,8 @@ use crate::connect::{Connector, Stream};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::key::RequestKey;
 
-/// A retry budget for idempotent requests: retries may add at most `retry_percent` of the
-/// recent request rate, plus `min_per_second` (tower's `TpsBudget` over a 10 s window).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudget {
-    /// Extra retries allowed per second regardless of traffic. Default 10.
-    pub min_per_second: u32,
-    /// Retries allowed as a share of requests. Default 0.2.
-    pub retry_percent: f32,
-    /// Total attempts of one request, the first included. Default 3.
-    pub max_attempts: usize,
-}
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        RetryBudget {
-            min_per_second: 10,
-            retry_percent: 0.2,
-            max_attempts: 3,
-        }
-    }
-}
+use crate::retry::Retries;
+pub use crate::retry::RetryBudget;
 
 /// A connection made by [`Connector`], for hyper-util's pool.
 pub(crate) struct PooledStream {
@@ -313,7 +293,7 @@ pub(crate) type ClientBalance<B> = Balance<HyperEndpoint<B>, RequestKey, HyperCl
 pub struct HttpClient<B> {
     balance: ClientBalance<B>,
     timeout: Option<Duration>,
-    retry: Option<(Arc<TpsBudget>, usize)>,
+    retry: Option<Retries>,
 }
 
 impl<B> Clone for HttpClient<B> {
@@ -333,7 +313,7 @@ impl<B> fmt::Debug for HttpClient<B> {
             .field("timeout", &self.timeout)
             .field(
                 "retry_idempotent",
-                &self.retry.as_ref().map(|(_, attempts)| attempts),
+                &self.retry.as_ref().map(|retries| retries.max_attempts),
             )
             .finish()
     }
@@ -367,16 +347,7 @@ where
         HttpClient {
             balance,
             timeout,
-            retry: retry.map(|budget| {
-                (
-                    Arc::new(TpsBudget::new(
-                        Duration::from_secs(10),
-                        budget.min_per_second,
-                        budget.retry_percent,
-                    )),
-                    budget.max_attempts.max(1),
-                )
-            }),
+            retry: retry.map(Retries::new),
         }
     }
 
@@ -421,7 +392,7 @@ where
 
 async fn send<B>(
     mut balance: ClientBalance<B>,
-    retry: Option<(Arc<TpsBudget>, usize)>,
+    retry: Option<Retries>,
     request: http::Request<B>,
 ) -> Result<http::Response<Incoming>, Error>
 where
@@ -431,11 +402,11 @@ where
 {
     let idempotent = is_idempotent(request.method());
     let retry = retry.filter(|_| idempotent);
-    if let Some((budget, _)) = &retry {
-        budget.deposit();
+    if let Some(retries) = &retry {
+        retries.deposit();
     }
-    let max_attempts = retry.as_ref().map_or(UNSENT_ATTEMPTS, |(_, attempts)| {
-        (*attempts).max(UNSENT_ATTEMPTS)
+    let max_attempts = retry.as_ref().map_or(UNSENT_ATTEMPTS, |retries| {
+        retries.max_attempts.max(UNSENT_ATTEMPTS)
     });
     let mut attempt = 1;
     loop {
@@ -460,10 +431,10 @@ where
                     .map_err(Error::from_balance);
             }
         };
-        let may_retry = |budget: &Option<(Arc<TpsBudget>, usize)>| {
-            budget
+        let may_retry = |retry: &Option<Retries>| {
+            retry
                 .as_ref()
-                .is_some_and(|(budget, attempts)| attempt < *attempts && budget.withdraw())
+                .is_some_and(|retries| retries.may_retry(attempt))
         };
         match result {
             Ok(response)

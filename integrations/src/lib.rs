@@ -56,6 +56,8 @@ mod h2;
 pub mod hyper;
 mod key;
 mod resolve;
+#[cfg(any(feature = "tonic", feature = "hyper"))]
+mod retry;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tonic")]
@@ -66,5 +68,7 @@ mod unsent;
 pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
 pub use error::{BoxError, Error, ErrorKind};
 pub use key::RequestKey;
+#[cfg(any(feature = "tonic", feature = "hyper"))]
+pub use retry::RetryBudget;
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;

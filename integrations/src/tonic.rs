@@ -11,6 +11,10 @@
 //!   are never sent twice.
 //! - The call's deadline (its `grpc-timeout`, or the channel's timeout, the earlier) covers the
 //!   wait for an endpoint as well as the call.
+//! - Calls marked [`Idempotent`] (in the request's extensions) are sent again after a failure
+//!   that may have reached a server (a connection reset mid-call, an `UNAVAILABLE` answer)
+//!   when [`retry_idempotent`](crate::Builder::retry_idempotent) set a budget; their message
+//!   is buffered for that (up to 4 MiB).
 //! - Failures come back as [`tonic::Status`]: `UNAVAILABLE` when no endpoint
 //!   could take the call (the message names the target and the reason), `DEADLINE_EXCEEDED` when
 //!   the deadline passed. The `waypost` [`Error`] is the status's source.
@@ -57,8 +61,23 @@ use waypost_discovery::Endpoints;
 use crate::error::{Error, ErrorKind};
 use crate::h2::{H2Classify, H2Endpoint};
 use crate::key::RequestKey;
+use crate::retry::Retries;
 
 pub(crate) type ChannelBalance = Balance<H2Endpoint<Body>, RequestKey, H2Classify>;
+
+/// Marks a call as safe to send twice (the method has no side effects, or they are idempotent),
+/// so that the channel may resend it after a failure that may have reached a server, within the
+/// budget set with [`retry_idempotent`](crate::Builder::retry_idempotent).
+///
+/// ```
+/// let mut request = tonic::Request::new(());
+/// request.extensions_mut().insert(waypost::tonic::Idempotent);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Idempotent;
+
+/// The largest message an idempotent call buffers for resending.
+pub const MAX_BUFFERED_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// A balanced tonic channel. Cheap to clone; every clone shares one balancer and one set of
 /// connections.
@@ -68,15 +87,22 @@ pub struct Channel {
     target: Arc<str>,
     timeout: Option<Duration>,
     attempts: usize,
+    retries: Option<Retries>,
 }
 
 impl Channel {
-    pub(crate) fn new(balance: ChannelBalance, timeout: Option<Duration>, attempts: usize) -> Self {
+    pub(crate) fn new(
+        balance: ChannelBalance,
+        timeout: Option<Duration>,
+        attempts: usize,
+        retries: Option<Retries>,
+    ) -> Self {
         Channel {
             target: Arc::from(balance.target()),
             balance,
             timeout,
             attempts,
+            retries,
         }
     }
 
@@ -131,8 +157,17 @@ impl Service<http::Request<Body>> for Channel {
         let balance = self.balance.clone();
         let target = Arc::clone(&self.target);
         let attempts = self.attempts;
+        let retries = self
+            .retries
+            .clone()
+            .filter(|_| request.extensions().get::<Idempotent>().is_some());
         Box::pin(async move {
-            let send = crate::unsent::send(balance, request, attempts);
+            let send = async move {
+                match retries {
+                    Some(retries) => send_idempotent(balance, request, attempts, retries).await,
+                    None => crate::unsent::send(balance, request, attempts).await,
+                }
+            };
             let result = match deadline {
                 Some(deadline) => tokio::time::timeout(deadline, send)
                     .await
@@ -142,6 +177,55 @@ impl Service<http::Request<Body>> for Channel {
             result.map_err(status)
         })
     }
+}
+
+/// Sends an idempotent call, again after failures that may have reached a server, within the
+/// budget.
+async fn send_idempotent(
+    balance: ChannelBalance,
+    request: http::Request<Body>,
+    attempts: usize,
+    retries: Retries,
+) -> Result<http::Response<Incoming>, Error> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let target = Arc::from(balance.target());
+    let (parts, body) = request.into_parts();
+    let message = match Limited::new(body, MAX_BUFFERED_MESSAGE).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "an idempotent call's message could not be buffered for resending \
+                 (larger than waypost::tonic::MAX_BUFFERED_MESSAGE?)",
+            )
+            .with_target(target)
+            .with_source(error));
+        }
+    };
+    retries.deposit();
+    let mut attempt = 1;
+    loop {
+        let request =
+            http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
+        let result = crate::unsent::send(balance.clone(), request, attempts).await;
+        let retry = match &result {
+            Ok(response) => is_unavailable(response),
+            Err(error) => !error.is_unavailable() && !error.is_timeout(),
+        };
+        if !(retry && retries.may_retry(attempt)) {
+            return result;
+        }
+        tracing::debug!(target: "waypost::retry", target = %target, attempt, "retrying an idempotent call");
+        attempt += 1;
+    }
+}
+
+/// `true` for a trailers-only `UNAVAILABLE` answer (a server refusing work).
+fn is_unavailable(response: &http::Response<Incoming>) -> bool {
+    response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"14")
 }
 
 /// The gRPC status for a `waypost` error, with the error as its source.

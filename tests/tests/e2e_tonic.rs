@@ -427,3 +427,53 @@ async fn bad_input_gives_clear_errors_without_hanging() {
     let error = result.expect("no hang").unwrap_err();
     assert!(error.contains("Unavailable"), "{error}");
 }
+
+/// One idempotent call: the address of the backend that answered, or the status text.
+async fn check_idempotent(channel: Channel) -> Result<SocketAddr, String> {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.extensions_mut().insert(waypost::tonic::Idempotent);
+    match HealthClient::new(channel).check(request).await {
+        Ok(response) => answered_by(&response).ok_or_else(|| "no x-backend".to_owned()),
+        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_calls_survive_a_killed_backend_and_unavailable_answers() {
+    let mut backends = waypost_tests::grpc::start_many(3).await.unwrap();
+    for backend in &backends {
+        backend.set_latency(Duration::from_millis(20));
+    }
+    let target = format!(
+        "static:///{}",
+        backends
+            .iter()
+            .map(|b| b.address().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let channel = waypost::Builder::new(&target)
+        .unwrap()
+        .retry_idempotent(waypost::RetryBudget::default())
+        .tonic_channel()
+        .unwrap();
+    let load = {
+        let channel = channel.clone();
+        Load::start(6, Duration::ZERO, move || check_idempotent(channel.clone()))
+    };
+    load.wait_for(100).await;
+    // A backend answering UNAVAILABLE: its calls are resent elsewhere until it is ejected.
+    backends[1].set_unavailable(true);
+    load.wait_for(200).await;
+    // A backend killed with calls in flight: they are resent elsewhere.
+    backends.remove(0).kill();
+    load.wait_for(300).await;
+    let tally = load.stop().await;
+    assert_eq!(
+        tally.failed, 0,
+        "idempotent calls are resent: {:?}",
+        tally.failures
+    );
+}
