@@ -235,6 +235,16 @@ impl<S, K, C> Balance<S, K, C> {
     /// count as a request. `None` when no endpoint is usable.
     #[inline]
     pub fn pick(&mut self, key: Option<u64>) -> Option<std::net::SocketAddr> {
+        self.pick_slot(key, |slot| slot.address())
+    }
+
+    /// Picks from the current table and hands the slot to `with` while the table is loaded.
+    #[inline]
+    fn pick_slot<T>(
+        &mut self,
+        key: Option<u64>,
+        with: impl FnOnce(&Arc<Slot<S>>) -> T,
+    ) -> Option<T> {
         let shared = &self.shared;
         let table = shared.table.load();
         table
@@ -244,7 +254,7 @@ impl<S, K, C> Balance<S, K, C> {
                 &shared.stripes,
                 shared.context.total_in_flight.as_deref(),
             )
-            .map(|slot| slot.address())
+            .map(with)
     }
 
     /// Requests in flight per usable endpoint, for diagnostics and tests.
@@ -313,22 +323,10 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let key = self.key.hash_key(&request);
-        let shared = &self.shared;
-        let picked = {
-            let table = shared.table.load();
-            table
-                .pick(
-                    key,
-                    &mut self.rng,
-                    &shared.stripes,
-                    shared.context.total_in_flight.as_deref(),
-                )
-                .cloned()
-        };
-        match picked {
+        match self.pick_slot(key, Arc::clone) {
             Some(slot) => ResponseFuture::calling(slot, request, self.classify.clone()),
             None => ResponseFuture::waiting(
-                Arc::clone(shared),
+                Arc::clone(&self.shared),
                 key,
                 self.rng.fork(),
                 request,

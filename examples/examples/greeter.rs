@@ -187,16 +187,11 @@ async fn client(
 /// A waypost channel for `target`; `kubernetes:///` targets use the in-cluster configuration in
 /// a pod, else the local kubeconfig.
 async fn channel(target: &str) -> Result<waypost::tonic::Channel, String> {
-    let mut builder = waypost::Builder::new(target)
-        .map_err(|error| error.to_string())?
-        .timeout(Duration::from_secs(5));
-    if matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
-        let client = waypost::discovery::source::kubernetes::default_client()
-            .await
-            .map_err(|error| error.to_string())?;
-        builder = builder.kube_client(client);
-    }
-    builder.tonic_channel().map_err(|error| error.to_string())
+    waypost_examples::builder(target)
+        .await?
+        .timeout(Duration::from_secs(5))
+        .tonic_channel()
+        .map_err(|error| error.to_string())
 }
 
 fn report(window: &BTreeMap<String, u64>, errors: u64, endpoints: usize) {

@@ -101,25 +101,13 @@ where
 }
 
 async fn endpoints(target: &str, nameserver: Option<SocketAddr>) -> Result<Endpoints, String> {
-    let mut builder = waypost::Builder::new(target).map_err(|error| {
-        let cause = std::error::Error::source(&error)
-            .map(|source| format!(": {source}"))
-            .unwrap_or_default();
-        format!("{error}{cause}")
-    })?;
+    let mut builder = crate::builder(target).await?;
     if let Some(nameserver) = nameserver {
         builder = builder.dns_options(
             waypost::discovery::source::dns::DnsOptions::default()
                 .without_system_config()
                 .nameserver(nameserver),
         );
-    }
-    if matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
-        // In a pod or from a workstation: the in-cluster configuration, else the kubeconfig.
-        let client = waypost::discovery::source::kubernetes::default_client()
-            .await
-            .map_err(|error| error.to_string())?;
-        builder = builder.kube_client(client);
     }
     builder.endpoints().map_err(|error| error.to_string())
 }

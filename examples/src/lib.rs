@@ -13,3 +13,21 @@
 
 pub mod cli;
 pub mod greeter;
+
+/// A [`waypost::Builder`] for `target`. A `kubernetes:///` target gets a client from the
+/// in-cluster configuration in a pod, else from the local kubeconfig.
+pub async fn builder(target: &str) -> Result<waypost::Builder, String> {
+    let builder = waypost::Builder::new(target).map_err(|error| {
+        let cause = std::error::Error::source(&error)
+            .map(|source| format!(": {source}"))
+            .unwrap_or_default();
+        format!("{error}{cause}")
+    })?;
+    if !matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
+        return Ok(builder);
+    }
+    let client = waypost::discovery::source::kubernetes::default_client()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(builder.kube_client(client))
+}

@@ -63,3 +63,25 @@ impl Connector {
         Ok(Box::new(tcp))
     }
 }
+
+/// Points `request` at an endpoint: its scheme and authority replace the URI's, the path and
+/// query stay the caller's (`/` when there is none).
+pub(crate) fn aim<B>(
+    request: &mut http::Request<B>,
+    scheme: &http::uri::Scheme,
+    authority: &http::uri::Authority,
+    endpoint: SocketAddr,
+) -> Result<(), Error> {
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|error| {
+        Error::new(ErrorKind::Transport, "the request URI is invalid")
+            .with_endpoint(endpoint)
+            .with_source(error)
+    })?;
+    Ok(())
+}

@@ -307,21 +307,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let cell = Arc::clone(&self.cell);
-        // The endpoint decides the origin; the path and query stay the caller's.
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        parts.scheme = Some(cell.scheme.clone());
-        parts.authority = Some(cell.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        match http::Uri::from_parts(parts) {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(error) => {
-                let error = Error::new(ErrorKind::Transport, "the request URI is invalid")
-                    .with_endpoint(cell.address)
-                    .with_source(error);
-                return Box::pin(std::future::ready(Err(EndpointError::Failed(error))));
-            }
+        if let Err(error) =
+            crate::connect::aim(&mut request, &cell.scheme, &cell.authority, cell.address)
+        {
+            return Box::pin(std::future::ready(Err(EndpointError::Failed(error))));
         }
         Box::pin(async move {
             let mut sender = match current_sender(&cell).await {

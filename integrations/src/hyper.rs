@@ -233,20 +233,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let address = self.address;
-        let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        parts.scheme = Some(self.origin.0.clone());
-        parts.authority = Some(self.origin.1.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        match http::Uri::from_parts(parts) {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(error) => {
-                let error = Error::new(ErrorKind::Transport, "the request URI is invalid")
-                    .with_endpoint(address)
-                    .with_source(error);
-                return Box::pin(std::future::ready(Err(error)));
-            }
+        if let Err(error) =
+            crate::connect::aim(&mut request, &self.origin.0, &self.origin.1, address)
+        {
+            return Box::pin(std::future::ready(Err(error)));
         }
         let response = self.client.request(request);
         Box::pin(async move {
@@ -379,12 +369,11 @@ where
     ) -> Result<http::Response<Incoming>, Error> {
         let balance = self.balance.clone();
         let retry = self.retry.clone();
-        let target: Arc<str> = Arc::from(self.balance.target());
         let send = send(balance, retry, request);
         match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
-                .unwrap_or_else(|_| Err(Error::timeout(target, timeout))),
+                .unwrap_or_else(|_| Err(Error::timeout(Arc::from(self.balance.target()), timeout))),
             None => send.await,
         }
     }

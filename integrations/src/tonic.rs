@@ -155,7 +155,8 @@ impl Service<http::Request<Body>> for Channel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let deadline = crate::grpc_timeout::deadline(request.headers(), self.timeout);
         let balance = self.balance.clone();
-        let target = Arc::clone(&self.target);
+        // Only a timeout needs the target; the common path leaves the shared count alone.
+        let target = deadline.map(|_| Arc::clone(&self.target));
         let attempts = self.attempts;
         let retries = self
             .retries
@@ -168,11 +169,11 @@ impl Service<http::Request<Body>> for Channel {
                     None => crate::unsent::send(balance, request, attempts).await,
                 }
             };
-            let result = match deadline {
-                Some(deadline) => tokio::time::timeout(deadline, send)
+            let result = match (deadline, target) {
+                (Some(deadline), Some(target)) => tokio::time::timeout(deadline, send)
                     .await
-                    .unwrap_or_else(|_| Err(Error::timeout(Arc::clone(&target), deadline))),
-                None => send.await,
+                    .unwrap_or_else(|_| Err(Error::timeout(target, deadline))),
+                _ => send.await,
             };
             result.map_err(status)
         })
@@ -188,7 +189,6 @@ async fn send_idempotent(
     retries: Retries,
 ) -> Result<http::Response<Incoming>, Error> {
     use http_body_util::{BodyExt, Full, Limited};
-    let target = Arc::from(balance.target());
     let (parts, body) = request.into_parts();
     let message = match Limited::new(body, MAX_BUFFERED_MESSAGE).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -198,7 +198,7 @@ async fn send_idempotent(
                 "an idempotent call's message could not be buffered for resending \
                  (larger than waypost::tonic::MAX_BUFFERED_MESSAGE?)",
             )
-            .with_target(target)
+            .with_target(balance.target())
             .with_source(error));
         }
     };
@@ -215,7 +215,7 @@ async fn send_idempotent(
         if !(retry && retries.may_retry(attempt)) {
             return result;
         }
-        tracing::debug!(target: "waypost::retry", target = %target, attempt, "retrying an idempotent call");
+        tracing::debug!(target: "waypost::retry", target = balance.target(), attempt, "retrying an idempotent call");
         attempt += 1;
     }
 }

@@ -15,9 +15,8 @@ use std::time::Duration;
 use waypost_discovery::source::dns::DnsOptions;
 use waypost_discovery::{Endpoints, Health};
 
-/// How long a test waits for a condition that should hold within a second or two. Generous:
-/// the machines that run the suite are small and shared.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a test waits for a condition: the rigs' one deadline, [`crate::PATIENCE`].
+pub use crate::PATIENCE;
 
 /// Options for a source that asks only `nameserver`, never the system configuration, with
 /// short query timeouts and retries so fault tests move quickly.
