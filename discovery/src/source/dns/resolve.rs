@@ -280,16 +280,8 @@ pub(crate) enum Addresses {
     Failed(NetError),
 }
 
-/// The answer for one record type.
-enum Family {
-    Found {
-        ips: Vec<IpAddr>,
-        ttl: Duration,
-        name: String,
-    },
-    Missing(Negative),
-    Failed(NetError),
-}
+/// The answer for one record type: the same cases as the combined answer.
+type Family = Addresses;
 
 /// Looks up the A and/or AAAA records of `name`. A family that failed is left out only when
 /// the caller holds no address of it (`has_v4`/`has_v6`) and the other family answered.
