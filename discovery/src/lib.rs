@@ -16,6 +16,7 @@
 //! - [`source`]: the sources that publish sets: the static source, the DNS source
 //!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh,
 //!   and the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`).
+//! - [`backoff`]: the jittered exponential backoff every waypost retry loop shares.
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
 //!
@@ -45,6 +46,7 @@
 //!   (kube with its runtime's watcher, k8s-openapi; the application picks the k8s-openapi
 //!   version feature).
 
+pub mod backoff;
 mod discover;
 mod endpoint;
 mod endpoints;
