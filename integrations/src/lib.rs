@@ -72,3 +72,15 @@ pub use key::RequestKey;
 pub use retry::RetryBudget;
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;
+
+/// The README's code blocks, compiled (and the self-contained ones run) as doc tests so that
+/// they cannot drift from the API.
+#[cfg(all(
+    doctest,
+    feature = "dns",
+    feature = "tonic",
+    feature = "hyper",
+    feature = "kubernetes"
+))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

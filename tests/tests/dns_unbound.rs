@@ -22,9 +22,7 @@ const WITHIN_TTL: Duration = Duration::from_millis(1100 + 8000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_scale_up_and_down_with_ipv6() {
-    let Some(binaries) = Unbound::require("unbound_scale_up_and_down_with_ipv6") else {
-        return;
-    };
+    let binaries = Unbound::require("unbound_scale_up_and_down_with_ipv6");
     let mut unbound = Unbound::start(
         binaries,
         &[
@@ -83,9 +81,7 @@ async fn unbound_scale_up_and_down_with_ipv6() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_srv_priorities_and_weights() {
-    let Some(binaries) = Unbound::require("unbound_srv_priorities_and_weights") else {
-        return;
-    };
+    let binaries = Unbound::require("unbound_srv_priorities_and_weights");
     let mut unbound = Unbound::start(
         binaries,
         &[
@@ -129,9 +125,7 @@ async fn unbound_srv_priorities_and_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_nxdomain_confirmation_and_restart() {
-    let Some(binaries) = Unbound::require("unbound_nxdomain_confirmation_and_restart") else {
-        return;
-    };
+    let binaries = Unbound::require("unbound_nxdomain_confirmation_and_restart");
     let mut unbound = Unbound::start(binaries, &["api.waypost.test. 1 IN A 127.0.0.2"])
         .await
         .unwrap();

@@ -9,9 +9,9 @@
 //! and NODATA for known names without the asked type, like an authoritative server.
 //!
 //! [`Unbound::require`] finds the binaries (`unbound` and `unbound-control` on `PATH` or in
-//! `/usr/sbin`). When they are missing it returns `None` after printing why, so the test can
-//! skip, except when the environment variable `CI` is `true`: then it panics, because CI
-//! installs unbound (`.ci/run`) and a skip there would hide a broken setup.
+//! `/usr/sbin`). When they are missing it panics with what to install: a test that needs a real
+//! DNS server fails without one instead of passing as a skip. `.ci/test`, the README's test
+//! command, installs unbound first.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -69,17 +69,13 @@ pub struct Unbound {
 }
 
 impl Unbound {
-    /// The binaries, or `None` after printing why the calling test is skipped. Panics instead
-    /// when `CI=true`.
-    pub fn require(test: &str) -> Option<Binaries> {
+    /// The binaries, or a panic that names the calling test and what is missing: a test that
+    /// needs unbound never passes without it (`.ci/test` installs it).
+    pub fn require(test: &str) -> Binaries {
         match Binaries::find() {
-            Ok(binaries) => Some(binaries),
-            Err(reason) if std::env::var("CI").is_ok_and(|value| value == "true") => {
-                panic!("{test}: {reason}; CI must install it (APT_PACKAGES in .ci/run)")
-            }
+            Ok(binaries) => binaries,
             Err(reason) => {
-                eprintln!("skipping {test}: {reason}");
-                None
+                panic!("{test}: {reason}; `.ci/test` installs it (or `apt-get install unbound`)")
             }
         }
     }

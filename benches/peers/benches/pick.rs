@@ -6,7 +6,7 @@
 //! `LoadBalancer::select(key, 256)`. Times are per pick, per thread.
 //!
 //! ```text
-//! cargo bench -p waypost-benches --bench pick
+//! cargo bench --manifest-path benches/peers/Cargo.toml --bench pick
 //! ```
 
 use std::convert::Infallible;

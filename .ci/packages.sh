@@ -1,0 +1,21 @@
+# Sourced by the scripts in .ci/: installs Debian packages that are missing, so that a fresh
+# machine needs nothing installed by hand.
+#
+#     install_packages unbound stress-ng
+
+install_packages() {
+    local missing=() package
+    for package in "$@"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    ((${#missing[@]})) || return 0
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    printf '==> installing %s\n' "${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The Debian packages the test suite needs:
+# - unbound: the real DNS server the DNS source tests run against (tests/src/dns/unbound.rs).
+TEST_PACKAGES=(unbound)
