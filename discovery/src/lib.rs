@@ -16,6 +16,8 @@
 //! - [`source`]: the sources that publish sets: the static source, the DNS source
 //!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh,
 //!   and the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`).
+//! - [`topology`]: the topology-hints rule (kube-proxy's) and zone-aware routing's locality
+//!   test, shared with the balancer.
 //! - [`backoff`]: the jittered exponential backoff every waypost retry loop shares.
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
@@ -54,6 +56,7 @@ mod error;
 mod set;
 pub mod source;
 mod target;
+pub mod topology;
 
 pub use discover::DiscoverEndpoints;
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint, Readiness};

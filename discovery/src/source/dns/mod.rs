@@ -175,11 +175,12 @@ impl DnsSource {
             target = %publisher.target(),
             "DNS source started"
         );
+        let schedule = schedule::Schedule::from_options(&self.options);
         runtime.spawn(schedule::run(
             publisher,
             lookup,
-            schedule::Schedule::from_options(&self.options),
-            schedule::Jitter::new(),
+            schedule,
+            schedule.backoff(None),
         ));
         Ok(endpoints)
     }

@@ -147,7 +147,8 @@ impl DnsOptions {
         self
     }
 
-    /// The wait after a first failed lookup, doubled after each further failure up to `max`.
+    /// The wait after a first failed lookup, doubled after each further failure up to `max`;
+    /// each wait is jittered into `[wait / 2, wait]` ([`Backoff`](crate::backoff::Backoff)).
     #[must_use]
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_initial = initial.max(Duration::from_millis(10));

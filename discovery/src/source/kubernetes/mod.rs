@@ -75,10 +75,10 @@
 //! # }
 //! ```
 
-mod backoff;
 mod cache;
 mod convert;
 mod namespace;
+mod retry;
 mod watch;
 
 use std::path::PathBuf;
@@ -88,10 +88,11 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 
+/// The topology-hints rule, also at [`topology::hints_prefer_zone`](crate::topology::hints_prefer_zone).
+pub use crate::topology::hints_prefer_zone;
 pub use cache::{Applied, CacheStatus, SliceCache};
 pub use convert::{
     SERVICE_NAME_LABEL, SliceEndpoints, UnusableReason, UnusableSlice, convert_slice,
-    hints_prefer_zone,
 };
 pub use namespace::{DEFAULT_NAMESPACE, NamespaceOrigin, SERVICE_ACCOUNT_NAMESPACE_FILE};
 
@@ -275,8 +276,9 @@ impl KubernetesSource {
             publisher,
             api,
             config,
-            cache: SliceCache::new(self.target.service(), self.target.port().cloned()),
-            backoff: backoff::Backoff::new(self.backoff_min, self.backoff_max),
+            cache: SliceCache::new(self.target.service(), self.target.port().cloned())
+                .in_namespace(namespace.clone()),
+            retry: retry::Retry::new(self.backoff_min, self.backoff_max),
             probe,
             namespace,
             watch_failing: false,
