@@ -312,6 +312,7 @@ pub struct Health {
     consecutive_failures: u32,
     failures: u64,
     last_error: Option<DiscoveryError>,
+    gone: bool,
 }
 
 impl Health {
@@ -323,6 +324,7 @@ impl Health {
             consecutive_failures: 0,
             failures: 0,
             last_error: None,
+            gone: false,
         }
     }
 
@@ -361,9 +363,17 @@ impl Health {
         self.failures
     }
 
-    /// The most recent failure, kept after recovery for diagnostics.
+    /// The most recent failure, kept after recovery for diagnostics; after
+    /// [`is_gone`](Self::is_gone), the confirmation that the target does not exist.
     pub fn last_error(&self) -> Option<&DiscoveryError> {
         self.last_error.as_ref()
+    }
+
+    /// `true` when the source confirmed that its target does not exist (for DNS: the negative
+    /// answer came `empty_confirmations` times in a row) and published the empty set for it.
+    /// [`last_error`](Self::last_error) says why. The next set with endpoints clears it.
+    pub fn is_gone(&self) -> bool {
+        self.gone
     }
 }
 
@@ -453,27 +463,53 @@ impl Publisher {
 
     /// Like [`publish`](Self::publish), with a set already built; its revision is replaced.
     pub fn publish_set(&mut self, set: EndpointSet) -> Publication {
+        self.publish_with(set, None)
+    }
+
+    /// Publishes the empty set because the source confirmed that the target does not exist
+    /// (a name deleted from DNS): the health is current, [`Health::is_gone`] is `true` and
+    /// [`Health::last_error`] is `why`. Logged once as "gone", not as a recovery; publishing it
+    /// again while gone only refreshes the health.
+    pub fn publish_gone(&mut self, why: DiscoveryError) -> Publication {
+        self.publish_with(EndpointSet::default(), Some(why))
+    }
+
+    fn publish_with(&mut self, set: EndpointSet, gone: Option<DiscoveryError>) -> Publication {
         let current = self.shared.current.load_full();
         let now = Instant::now();
         let was = self.shared.health.load();
+        let is_gone = gone.is_some();
+        let newly_gone = is_gone && !(was.gone && was.status == Status::Current);
+        if let (true, Some(why)) = (newly_gone, &gone) {
+            tracing::warn!(
+                target: "waypost::discovery",
+                target = %self.shared.target,
+                dropped = current.len(),
+                reason = %why.detail(),
+                "the service is gone; endpoint set emptied"
+            );
+        }
         let health = Health {
             status: Status::Current,
             last_update: Some(now),
             failing_since: None,
             consecutive_failures: 0,
             failures: was.failures,
-            last_error: was.last_error.clone(),
+            last_error: gone.or_else(|| was.last_error.clone()),
+            gone: is_gone,
         };
-        let status_changed = was.status != Status::Current;
+        let status_changed = was.status != Status::Current || was.gone != is_gone;
         if current.revision() > 0 && current.same_endpoints(&set) {
             self.shared.health.store(Arc::new(health));
             if status_changed {
-                tracing::info!(
-                    target: "waypost::discovery",
-                    target = %self.shared.target,
-                    revision = current.revision(),
-                    "discovery recovered; endpoint set unchanged"
-                );
+                if !is_gone {
+                    tracing::info!(
+                        target: "waypost::discovery",
+                        target = %self.shared.target,
+                        revision = current.revision(),
+                        "discovery recovered; endpoint set unchanged"
+                    );
+                }
                 self.wake();
             }
             return Publication::Unchanged(current.revision());
@@ -493,7 +529,7 @@ impl Publisher {
                 "endpoint set updated"
             );
         }
-        if was.status == Status::Failing {
+        if was.status == Status::Failing && !is_gone {
             tracing::info!(
                 target: "waypost::discovery",
                 target = %self.shared.target,
@@ -536,6 +572,7 @@ impl Publisher {
             consecutive_failures,
             failures: was.failures + 1,
             last_error: Some(error),
+            gone: was.gone,
         }));
         self.wake();
     }

@@ -63,6 +63,6 @@ pub use endpoint::{DEFAULT_WEIGHT, Endpoint, Readiness};
 pub use endpoints::{
     CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, Watcher,
 };
-pub use error::{DiscoveryError, DiscoveryErrorKind, InvalidTarget, TargetErrorReason};
+pub use error::{DiscoveryError, DiscoveryErrorKind, ECHO_LIMIT, InvalidTarget, TargetErrorReason};
 pub use set::{Diff, EndpointSet};
 pub use target::{DnsHost, DnsTarget, KubernetesTarget, PortSelector, StaticTarget, Target};

@@ -192,15 +192,20 @@ impl DnsOptions {
         self
     }
 
-    /// How long one query waits for an answer before it is retried (the system's `timeout`,
-    /// 5 s when unset).
+    /// How long one try of a query waits for an answer (the system's `timeout`, 5 s when
+    /// unset).
     #[must_use]
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = Some(timeout);
         self
     }
 
-    /// How many times one query is tried (the system's `attempts`, 2 when unset). At least 1.
+    /// How many times one query is tried in all, the first try included, as resolv.conf's
+    /// `attempts` means (the system's value, 2 when unset). At least 1.
+    ///
+    /// A lookup that gets no answer fails after about `query_timeout` x `attempts`: with the
+    /// defaults, 5 s x 2 = 10 s (A and AAAA are asked at the same time, so asking both takes no
+    /// longer). The source then keeps the last good set and retries after its backoff.
     #[must_use]
     pub fn query_attempts(mut self, attempts: usize) -> Self {
         self.query_attempts = Some(attempts.max(1));

@@ -218,19 +218,23 @@ impl State {
         );
         let current = publisher.current();
         let already_empty = current.revision() > 0 && current.is_empty();
-        if already_empty {
-            publisher.publish([]);
-        } else if self.negatives >= schedule.confirmations {
-            let dropped = current.len();
-            let publication = publisher.publish([]);
-            tracing::warn!(
+        if already_empty || self.negatives >= schedule.confirmations {
+            // Confirmed (or nothing left to lose): the service is gone, and health says so
+            // instead of "recovered" with an error about kept endpoints.
+            let publication = publisher.publish_gone(DiscoveryError::new(
+                publisher.target_arc(),
+                DiscoveryErrorKind::NotFound,
+                format!(
+                    "{}, {} negative answers in a row: the service is gone",
+                    negative.detail, self.negatives
+                ),
+            ));
+            tracing::debug!(
                 target: "waypost::discovery::dns",
                 target = %publisher.target(),
-                answer = %negative.detail,
                 confirmations = self.negatives,
-                dropped,
                 revision = publication.revision(),
-                "negative DNS answer confirmed; endpoint set emptied"
+                "negative DNS answer confirmed"
             );
         } else {
             let kept = if current.revision() > 0 {
@@ -468,21 +472,30 @@ mod tests {
         assert!(error.is_not_found());
         assert!(error.detail().contains("1 of the 2"), "{error}");
 
-        // A failure in between neither counts nor resets.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A failure in between (at 2 s) neither counts nor resets.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(ports(&endpoints), [1, 2]);
         assert!(endpoints.health().last_error().unwrap().is_resolve());
+        assert!(!endpoints.health().is_gone());
 
-        // Second NXDOMAIN (after the 1 s backoff): confirmed, emptied, current.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Second NXDOMAIN (after the backoff, at most 1 s): confirmed, emptied, current, and
+        // the health says the service is gone rather than that endpoints are kept.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
         assert!(endpoints.load().is_empty());
-        assert!(endpoints.health().is_current());
+        let health = endpoints.health();
+        assert!(health.is_current());
+        assert!(health.is_gone());
+        let error = health.last_error().unwrap();
+        assert!(error.is_not_found());
+        assert!(error.detail().contains("the service is gone"), "{error}");
+        assert!(!error.detail().contains("keeping"), "{error}");
         let emptied = endpoints.revision();
 
         // The name comes back.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(ports(&endpoints), [3]);
         assert_eq!(endpoints.revision(), emptied + 1);
+        assert!(!endpoints.health().is_gone());
     }
 
     #[tokio::test(start_paused = true)]
