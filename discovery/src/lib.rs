@@ -61,7 +61,8 @@ pub mod topology;
 pub use discover::DiscoverEndpoints;
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint, Readiness};
 pub use endpoints::{
-    CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, Watcher,
+    CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, StopSignal,
+    Watcher,
 };
 pub use error::{DiscoveryError, DiscoveryErrorKind, ECHO_LIMIT, InvalidTarget, TargetErrorReason};
 pub use set::{Diff, EndpointSet};

@@ -651,6 +651,37 @@ async fn the_source_stops_when_every_reader_is_gone() {
     assert_eq!(server.query_count(), count);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_stops_on_request_while_handles_remain() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let target: DnsTarget = "dns:///api.waypost.test.:80".parse().unwrap();
+    let (endpoints, handle) = DnsSource::new(target)
+        .with_options(options_for(server.address()))
+        .start()
+        .unwrap();
+    endpoints.resolved().await.unwrap();
+    let mut watcher = endpoints.watch();
+    assert!(!handle.is_finished());
+
+    handle.shutdown().await;
+    // The task has ended: the handle keeps the last set, watchers see the source closed, and
+    // no lookup follows.
+    assert!(endpoints.is_closed());
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)]);
+    assert!(watcher.changed().await.unwrap_err().is_closed());
+    let count = server.query_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.query_count(), count);
+
+    // An IP literal has no task; its handle is finished from the start.
+    let literal: DnsTarget = "dns:///127.0.0.9:80".parse().unwrap();
+    let (endpoints, handle) = DnsSource::new(literal).start().unwrap();
+    assert!(handle.is_finished());
+    handle.shutdown().await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.9", 80)]);
+}
+
 #[tokio::test]
 async fn a_cluster_ip_service_name_is_warned_about_once() {
     let capture = Capture::new();

@@ -447,3 +447,28 @@ async fn the_source_stops_when_nobody_reads() {
     tokio::time::sleep(TEST_BACKOFF_MIN * 5).await;
     assert_eq!((rig.watch_count(), rig.list_count()), (watches, lists));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_stops_on_request_while_handles_remain() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let (endpoints, handle) = rig.source("kubernetes:///api:http").await.start();
+    endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+    let mut watcher = endpoints.watch();
+
+    handle.shutdown().await;
+    assert!(endpoints.is_closed());
+    assert_eq!(endpoints.load().len(), 1, "the last set stays readable");
+    assert!(watcher.changed().await.unwrap_err().is_closed());
+    eventually("the watch closed", || rig.live_watches() == 0).await;
+    let requests = rig.requests().len();
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rig.requests().len(),
+        requests,
+        "no request after the shutdown"
+    );
+    assert_eq!(endpoints.load().len(), 1);
+}

@@ -107,6 +107,7 @@ pub use options::{
     DnsOptions, IpFamilies,
 };
 
+use super::SourceHandle;
 use crate::endpoints::{Endpoints, Publisher};
 use crate::target::DnsTarget;
 
@@ -158,9 +159,24 @@ impl DnsSource {
     /// cannot be read (and no nameserver was given), there is no nameserver, or a name is not
     /// valid. Lookup failures are not errors here: they show in the handle's health.
     pub fn spawn(self) -> Result<Endpoints, DnsSourceError> {
+        self.start().map(|(endpoints, _)| endpoints)
+    }
+
+    /// Like [`spawn`](Self::spawn), and also returns a [`SourceHandle`] whose
+    /// [`shutdown`](SourceHandle::shutdown) stops the task and waits for it. Without it the
+    /// task runs while any handle or watcher exists; dropping the `SourceHandle` changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    pub fn start(self) -> Result<(Endpoints, SourceHandle), DnsSourceError> {
         let target_name: Arc<str> = Arc::from(self.target.to_string());
         if let Some(address) = self.target.socket_addr() {
-            return Ok(super::from_addresses(target_name, [address]));
+            return Ok((
+                super::from_addresses(target_name, [address]),
+                SourceHandle::finished(),
+            ));
         }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DnsSourceError::NoRuntime {
@@ -176,13 +192,14 @@ impl DnsSource {
             "DNS source started"
         );
         let schedule = schedule::Schedule::from_options(&self.options);
-        runtime.spawn(schedule::run(
+        let stop = publisher.stop_signal();
+        let task = runtime.spawn(schedule::run(
             publisher,
             lookup,
             schedule,
             schedule.backoff(None),
         ));
-        Ok(endpoints)
+        Ok((endpoints, SourceHandle::new(stop, task)))
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) async fn run<R: Resolve>(
         loop {
             tokio::select! {
                 biased;
-                () = publisher.readers_gone() => return stopped(&publisher),
+                () = publisher.should_stop() => return stopped(&publisher),
                 () = sleep_until(next) => break,
                 () = publisher.refresh_requested() => {
                     if backoff.failures() > 0 {
@@ -129,7 +129,7 @@ pub(crate) async fn run<R: Resolve>(
         let current = publisher.current();
         let outcome = tokio::select! {
             biased;
-            () = publisher.readers_gone() => return stopped(&publisher),
+            () = publisher.should_stop() => return stopped(&publisher),
             outcome = resolver.resolve(&current) => outcome,
         };
         let wait = state.apply(outcome, &mut publisher, &schedule, &mut backoff);

@@ -41,7 +41,8 @@
 //! - [`Endpoints::request_refresh`](crate::Endpoints::request_refresh) is ignored: the watch
 //!   pushes every change as it happens, and a connection failure to one endpoint says nothing
 //!   about the API server's view.
-//! - The task stops when every handle and watcher is dropped.
+//! - The task stops when every handle and watcher is dropped, or when the [`SourceHandle`]
+//!   from [`KubernetesSource::start`] is shut down.
 //!
 //! # Permissions
 //!
@@ -105,6 +106,7 @@ pub use k8s_openapi;
 
 use crate::endpoints::{Endpoints, Publisher};
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
+use crate::source::SourceHandle;
 use crate::target::KubernetesTarget;
 
 /// The default shortest wait after a failure.
@@ -247,6 +249,18 @@ impl KubernetesSource {
     ///
     /// Outside a tokio runtime, as [`tokio::spawn`] does.
     pub fn spawn(self) -> Endpoints {
+        self.start().0
+    }
+
+    /// Like [`spawn`](Self::spawn), and also returns a [`SourceHandle`] whose
+    /// [`shutdown`](SourceHandle::shutdown) ends the watch and waits for the task. Without it
+    /// the task runs while any handle or watcher exists; dropping the `SourceHandle` changes
+    /// nothing.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`tokio::spawn`] does.
+    pub fn start(self) -> (Endpoints, SourceHandle) {
         let (namespace, origin) = self.namespace();
         let name = self
             .name
@@ -283,8 +297,9 @@ impl KubernetesSource {
             namespace,
             watch_failing: false,
         };
-        tokio::spawn(task.run());
-        endpoints
+        let stop = task.publisher.stop_signal();
+        let task = tokio::spawn(task.run());
+        (endpoints, SourceHandle::new(stop, task))
     }
 }
 

@@ -25,7 +25,9 @@
 //!   `ExternalName`, or selectorless with nobody writing slices), or whose slices lack the
 //!   target's port, publishes the empty set and reports a
 //!   [`NotFound`](DiscoveryErrorKind::NotFound) error in health instead of silently waiting.
-//! - **It stops when nobody reads.** The task ends when [`Publisher::readers_gone`] completes.
+//! - **It stops when nobody reads, or when asked.** The task ends when
+//!   [`Publisher::should_stop`] completes: every reader is gone, or its `SourceHandle` was shut
+//!   down.
 //!
 //! Refresh requests ([`Endpoints::request_refresh`](crate::Endpoints::request_refresh)) are
 //! ignored: the watch pushes every change as it happens, and a connection failure to one
@@ -71,7 +73,7 @@ impl WatchTask {
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.publisher.readers_gone() => break,
+                () = self.publisher.should_stop() => break,
                 () = self.probe.succeeded() => {
                     self.watch_established();
                     continue;
@@ -86,7 +88,7 @@ impl WatchTask {
                         events = self.watch();
                     }
                     tokio::select! {
-                        () = self.publisher.readers_gone() => break,
+                        () = self.publisher.should_stop() => break,
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
