@@ -141,7 +141,7 @@ fn stopped(publisher: &Publisher) {
     tracing::debug!(
         target: "waypost::discovery::dns",
         target = %publisher.target(),
-        "every reader is gone; DNS source stopped"
+        "DNS source stopped (no readers left, or shut down)"
     );
 }
 

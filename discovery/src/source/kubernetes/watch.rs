@@ -101,7 +101,7 @@ impl WatchTask {
         tracing::debug!(
             target: "waypost::discovery",
             target = %self.publisher.target(),
-            "no readers left; EndpointSlice watch stopped"
+            "EndpointSlice watch stopped (no readers left, or shut down)"
         );
     }
 
