@@ -32,11 +32,17 @@
 //! Nothing to the set. A timeout, SERVFAIL, REFUSED or an unreachable nameserver keeps the last
 //! good set, shows in the handle's [`Health`](crate::Health) as a
 //! [`DiscoveryError`](crate::DiscoveryError) naming the target and the cause, and is retried
-//! with exponential backoff (1 s doubling to 30 s). A negative answer (NXDOMAIN, or no record of
-//! the asked type) empties the set only when it is confirmed by several answers in a row (2 by
-//! default), never on the first: a DNS server restarting with an empty zone must not take every
-//! endpoint away. If the very first lookup fails, [`Endpoints::resolved`] returns that error
-//! at once, so a client that waits for its first set learns why there is none.
+//! with exponential backoff (1 s doubling to 30 s, jittered). A lookup that gets no answer fails
+//! after the query timeout times the tries (`DnsOptions::query_attempts`): about 10 s with the
+//! defaults (5 s, 2 tries). A negative answer (NXDOMAIN, or no record of the asked type) empties
+//! the set only when it is confirmed by several answers in a row (2 by default), never on the
+//! first: a DNS server restarting with an empty zone must not take every endpoint away. The
+//! confirmed empty set is published as gone ([`Health::is_gone`](crate::Health::is_gone)), with
+//! an error that says the service is gone. If the very first lookup fails,
+//! [`Endpoints::resolved`] returns that error at once, so a client that waits for its first set
+//! learns why there is none.
+//!
+//! [`DnsSource::start`] also returns a [`SourceHandle`] that stops the task on request.
 //!
 //! # Resolver configuration
 //!
