@@ -528,3 +528,22 @@ async fn slices_of_another_namespace_are_ignored() {
         expected(["10.0.0.1".into(), "10.0.0.3".into()], 8080)
     );
 }
+
+/// An endpoint without an address is skipped alone: the rest of its slice still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_addresses_costs_only_itself() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        http_slice("api-a")
+            .endpoint(ep("10.0.0.1"))
+            .endpoint(ep("10.0.0.9").without_addresses())
+            .endpoint(ep("10.0.0.2")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.2".into()], 8080)
+    );
+    assert!(endpoints.health().is_current());
+}
