@@ -156,28 +156,60 @@ impl SlowStart {
     }
 }
 
-/// Prefer endpoints in the client's own zone.
+/// Prefer endpoints in the client's own zone, by one of two rules ([`ZoneMode`]).
 ///
-/// Local endpoints are those whose zone is `zone`, or, when every endpoint carries Kubernetes
-/// zone hints and some are hinted for `zone`, those hinted for it (kube-proxy's topology-aware
-/// routing). While at least `min_healthy_percent` of the local endpoints are healthy, all
-/// traffic stays local; below that, the local share shrinks in proportion and the rest spills
-/// over to the other zones. Not applied in panic mode nor by the hashing policies.
+/// - [`ZoneMode::ZoneAware`] (the default, what [`ZonePreference::new`] gives): local endpoints
+///   are those whose `zone` is `zone`. While at least `min_healthy_percent` of them are healthy,
+///   all traffic stays local; below that, the local share shrinks in proportion and the rest
+///   spills over to the other zones (Envoy's zone-aware routing). Zone hints play no part.
+/// - [`ZoneMode::Hints`] ([`ZonePreference::hints`]): Kubernetes topology hints, exactly
+///   kube-proxy's rule ([`waypost_discovery::topology`]): when every ready endpoint carries
+///   hints and some are hinted for `zone`, only the ready endpoints hinted for `zone` are used;
+///   otherwise, and always for the serving-and-terminating fallback, every endpoint is.
+///   `min_healthy_percent` does not apply; only when none of the hinted endpoints is healthy
+///   do the others take the traffic, rather than failing it.
+///
+/// Zone preference as a whole is off by default ([`BalanceConfig::zone_preference`]), and it is
+/// not applied in panic mode nor by the hashing policies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZonePreference {
     /// The client's zone.
     pub zone: String,
     /// The share of healthy local endpoints under which traffic starts spilling over, in
-    /// percent. Default 70.
+    /// percent, in [`ZoneMode::ZoneAware`]. Default 70.
     pub min_healthy_percent: u8,
+    /// Which rule decides what is local. Default [`ZoneMode::ZoneAware`].
+    pub mode: ZoneMode,
+}
+
+/// How [`ZonePreference`] decides which endpoints are local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ZoneMode {
+    /// By the endpoint's `zone` field, with spill-over when the local zone is short of healthy
+    /// endpoints (Envoy's zone-aware routing). The default.
+    #[default]
+    ZoneAware,
+    /// By Kubernetes topology hints (`hints.forZones`), exactly as kube-proxy uses them.
+    Hints,
 }
 
 impl ZonePreference {
-    /// Prefer `zone`, spilling over below 70% healthy.
+    /// Prefer `zone` by the endpoints' zone field ([`ZoneMode::ZoneAware`]), spilling over
+    /// below 70% healthy.
     pub fn new(zone: impl Into<String>) -> Self {
         ZonePreference {
             zone: zone.into(),
             min_healthy_percent: 70,
+            mode: ZoneMode::ZoneAware,
+        }
+    }
+
+    /// Prefer `zone` by Kubernetes topology hints ([`ZoneMode::Hints`]).
+    pub fn hints(zone: impl Into<String>) -> Self {
+        ZonePreference {
+            mode: ZoneMode::Hints,
+            ..Self::new(zone)
         }
     }
 

@@ -63,7 +63,9 @@ mod table;
 mod updater;
 
 pub use classify::{Classify, ErrorIsFailure, HttpStatus, Outcome};
-pub use config::{BalanceConfig, OutlierDetection, ReconnectBackoff, SlowStart, ZonePreference};
+pub use config::{
+    BalanceConfig, OutlierDetection, ReconnectBackoff, SlowStart, ZoneMode, ZonePreference,
+};
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
 pub use key::{ExtensionKey, HashKey, HeaderKey, KeyFn, NoHashKey, RequestHashKey, hash_key_bytes};
 pub use layer::BalanceLayer;

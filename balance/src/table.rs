@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
+use waypost_discovery::topology::{hints_prefer_zone, is_hinted_local, is_in_zone};
 use waypost_discovery::{Endpoint, Endpoints};
 
-use crate::config::BalanceConfig;
+use crate::config::{BalanceConfig, ZoneMode};
 use crate::error::ErrorKind;
 use crate::make::ConnectivityCell;
 use crate::metrics::EndpointMetrics;
@@ -211,29 +212,35 @@ pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) ->
             .iter()
             .filter(|entry| entry.endpoint.accepts_new_requests())
             .collect();
-        let use_hints = all.iter().all(|entry| entry.endpoint.has_zone_hints())
-            && all
-                .iter()
-                .any(|entry| entry.endpoint.is_hinted_for(&zone.zone));
-        let is_local = |entry: &BuildEntry<'_, S>| {
-            if use_hints {
-                entry.endpoint.is_hinted_for(&zone.zone)
-            } else {
-                entry.endpoint.zone() == Some(zone.zone.as_str())
+        match zone.mode {
+            ZoneMode::Hints => {
+                if hints_prefer_zone(all.iter().map(|entry| entry.endpoint), &zone.zone) {
+                    let local: Vec<_> = chosen
+                        .iter()
+                        .copied()
+                        .filter(|entry| is_hinted_local(entry.endpoint, &zone.zone))
+                        .collect();
+                    if !local.is_empty() {
+                        ordered = local;
+                    }
+                }
             }
-        };
-        let local_total = all.iter().filter(|entry| is_local(entry)).count();
-        let (local, remote): (Vec<_>, Vec<_>) =
-            chosen.iter().copied().partition(|entry| is_local(entry));
-        if local_total > 0 && !local.is_empty() {
-            let healthy_percent = local.len() as f64 * 100.0 / local_total as f64;
-            let wanted = f64::from(zone.min_healthy_percent);
-            local_len = local.len();
-            if healthy_percent >= wanted || remote.is_empty() {
-                ordered = local;
-            } else {
-                local_share = Some(healthy_percent / wanted);
-                ordered = local.into_iter().chain(remote).collect();
+            ZoneMode::ZoneAware => {
+                let is_local = |entry: &BuildEntry<'_, S>| is_in_zone(entry.endpoint, &zone.zone);
+                let local_total = all.iter().filter(|entry| is_local(entry)).count();
+                let (local, remote): (Vec<_>, Vec<_>) =
+                    chosen.iter().copied().partition(|entry| is_local(entry));
+                if local_total > 0 && !local.is_empty() {
+                    let healthy_percent = local.len() as f64 * 100.0 / local_total as f64;
+                    let wanted = f64::from(zone.min_healthy_percent);
+                    local_len = local.len();
+                    if healthy_percent >= wanted || remote.is_empty() {
+                        ordered = local;
+                    } else {
+                        local_share = Some(healthy_percent / wanted);
+                        ordered = local.into_iter().chain(remote).collect();
+                    }
+                }
             }
         }
     }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tower::{Service, ServiceExt};
 use waypost_balance::{
     Balance, BalanceConfig, Classify, Connectivity, ConnectivityReporter, ErrorKind, LatencyClock,
-    Outcome, OutlierDetection, Policy, SlowStart, WithConnectivity, ZonePreference,
+    Outcome, OutlierDetection, Policy, SlowStart, WithConnectivity, ZoneMode, ZonePreference,
 };
-use waypost_discovery::{DiscoveryError, DiscoveryErrorKind, Endpoint, Publisher};
+use waypost_discovery::topology::hints_prefer_zone;
+use waypost_discovery::{DiscoveryError, DiscoveryErrorKind, Endpoint, Publisher, Readiness};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -330,18 +331,57 @@ async fn zone_hints_decide_locality_when_every_endpoint_has_them() {
     let fleet = Fleet::default();
     let mut publisher = Publisher::new("hints");
     // Zones say a/b, but the topology controller hinted endpoints 1 and 3 for zone-a.
+    let hinted = || {
+        (1..=4).map(|p| {
+            Endpoint::new(addr(p))
+                .with_zone(if p <= 2 { "zone-a" } else { "zone-b" })
+                .with_zone_hints([if p % 2 == 1 { "zone-a" } else { "zone-b" }])
+        })
+    };
+    publisher.publish(hinted());
+    let picked = |publisher: &Publisher, preference| {
+        let config = BalanceConfig {
+            zone_preference: Some(preference),
+            ..BalanceConfig::with_policy(Policy::round_robin())
+        };
+        let mut balance = balance(publisher, &fleet, config);
+        shares(&mut balance, 100)
+            .keys()
+            .copied()
+            .collect::<Vec<u16>>()
+    };
+    // Hints mode follows the hints; zone-aware mode the zone field, ignoring the hints.
+    assert_eq!(picked(&publisher, ZonePreference::hints("zone-a")), [1, 3]);
+    assert_eq!(picked(&publisher, ZonePreference::new("zone-a")), [1, 2]);
+    assert_eq!(ZonePreference::new("zone-a").mode, ZoneMode::ZoneAware);
+
+    // Incomplete hints: the hints mode uses every endpoint (and never the zone field).
+    publisher.publish(hinted().chain([Endpoint::new(addr(5)).with_zone("zone-a")]));
+    assert_eq!(
+        picked(&publisher, ZonePreference::hints("zone-a")),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+/// kube-proxy never filters the serving-and-terminating fallback by hints: with no ready
+/// endpoint, the hints do not apply.
+#[tokio::test(start_paused = true)]
+async fn zone_hints_never_filter_the_draining_fallback() {
+    let fleet = Fleet::default();
+    let mut publisher = Publisher::new("draining");
     publisher.publish((1..=4).map(|p| {
         Endpoint::new(addr(p))
-            .with_zone(if p <= 2 { "zone-a" } else { "zone-b" })
+            .with_readiness(Readiness::Terminating)
             .with_zone_hints([if p % 2 == 1 { "zone-a" } else { "zone-b" }])
     }));
+    assert!(!hints_prefer_zone(&*publisher.current(), "zone-a"));
     let config = BalanceConfig {
-        zone_preference: Some(ZonePreference::new("zone-a")),
+        zone_preference: Some(ZonePreference::hints("zone-a")),
         ..BalanceConfig::with_policy(Policy::round_robin())
     };
     let mut balance = balance(&publisher, &fleet, config);
     let picked: Vec<u16> = shares(&mut balance, 100).keys().copied().collect();
-    assert_eq!(picked, [1, 3]);
+    assert_eq!(picked, [1, 2, 3, 4]);
 }
 
 #[tokio::test(start_paused = true)]

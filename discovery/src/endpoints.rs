@@ -118,6 +118,7 @@ impl Endpoints {
         let mut notify = self.notify.clone();
         notify.borrow_and_update();
         Watcher {
+            seen_health: self.shared.health.load().generation,
             shared: Arc::clone(&self.shared),
             seen: self.revision(),
             notify,
@@ -214,6 +215,7 @@ impl fmt::Debug for CachedEndpoints {
 pub struct Watcher {
     shared: Arc<Shared>,
     seen: u64,
+    seen_health: u64,
     notify: watch::Receiver<u64>,
 }
 
@@ -241,6 +243,33 @@ impl Watcher {
                 return Err(DiscoveryError::closed(&self.shared.target));
             }
         }
+    }
+
+    /// Waits for a change of the source's health since the last one this watcher returned (or
+    /// since it was made): it turned current, failing or [gone](Health::is_gone), or failed
+    /// again. A refresh that changes nothing is not a change. After the source closes, returns
+    /// a [`Closed`](crate::DiscoveryErrorKind::Closed) error once the newest health was
+    /// returned.
+    pub async fn health_changed(&mut self) -> Result<Health, DiscoveryError> {
+        loop {
+            self.notify.borrow_and_update();
+            if let Some(health) = self.unseen_health() {
+                return Ok(health);
+            }
+            if self.notify.changed().await.is_err() {
+                return self
+                    .unseen_health()
+                    .ok_or_else(|| DiscoveryError::closed(&self.shared.target));
+            }
+        }
+    }
+
+    fn unseen_health(&mut self) -> Option<Health> {
+        let health = self.shared.health.load();
+        (health.generation > self.seen_health).then(|| {
+            self.seen_health = health.generation;
+            Health::clone(&health)
+        })
     }
 
     /// Returns the current set and marks it seen, so [`changed`](Self::changed) waits for a
@@ -312,6 +341,9 @@ pub struct Health {
     consecutive_failures: u32,
     failures: u64,
     last_error: Option<DiscoveryError>,
+    gone: bool,
+    /// Counts changes of status, failures and the gone flag, for [`Watcher::health_changed`].
+    generation: u64,
 }
 
 impl Health {
@@ -323,6 +355,8 @@ impl Health {
             consecutive_failures: 0,
             failures: 0,
             last_error: None,
+            gone: false,
+            generation: 0,
         }
     }
 
@@ -361,9 +395,17 @@ impl Health {
         self.failures
     }
 
-    /// The most recent failure, kept after recovery for diagnostics.
+    /// The most recent failure, kept after recovery for diagnostics; after
+    /// [`is_gone`](Self::is_gone), the confirmation that the target does not exist.
     pub fn last_error(&self) -> Option<&DiscoveryError> {
         self.last_error.as_ref()
+    }
+
+    /// `true` when the source confirmed that its target does not exist (for DNS: the negative
+    /// answer came `empty_confirmations` times in a row) and published the empty set for it.
+    /// [`last_error`](Self::last_error) says why. The next set with endpoints clears it.
+    pub fn is_gone(&self) -> bool {
+        self.gone
     }
 }
 
@@ -373,6 +415,7 @@ impl Health {
 pub struct Publisher {
     shared: Arc<Shared>,
     notify: watch::Sender<u64>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 /// What [`Publisher::publish`] did.
@@ -412,6 +455,7 @@ impl Publisher {
                 refresh: Notify::new(),
             }),
             notify,
+            stop: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -453,27 +497,54 @@ impl Publisher {
 
     /// Like [`publish`](Self::publish), with a set already built; its revision is replaced.
     pub fn publish_set(&mut self, set: EndpointSet) -> Publication {
+        self.publish_with(set, None)
+    }
+
+    /// Publishes the empty set because the source confirmed that the target does not exist
+    /// (a name deleted from DNS): the health is current, [`Health::is_gone`] is `true` and
+    /// [`Health::last_error`] is `why`. Logged once as "gone", not as a recovery; publishing it
+    /// again while gone only refreshes the health.
+    pub fn publish_gone(&mut self, why: DiscoveryError) -> Publication {
+        self.publish_with(EndpointSet::default(), Some(why))
+    }
+
+    fn publish_with(&mut self, set: EndpointSet, gone: Option<DiscoveryError>) -> Publication {
         let current = self.shared.current.load_full();
         let now = Instant::now();
         let was = self.shared.health.load();
+        let is_gone = gone.is_some();
+        let newly_gone = is_gone && !(was.gone && was.status == Status::Current);
+        if let (true, Some(why)) = (newly_gone, &gone) {
+            tracing::warn!(
+                target: "waypost::discovery",
+                target = %self.shared.target,
+                dropped = current.len(),
+                reason = %why.detail(),
+                "the service is gone; endpoint set emptied"
+            );
+        }
+        let status_changed = was.status != Status::Current || was.gone != is_gone;
         let health = Health {
             status: Status::Current,
             last_update: Some(now),
             failing_since: None,
             consecutive_failures: 0,
             failures: was.failures,
-            last_error: was.last_error.clone(),
+            last_error: gone.or_else(|| was.last_error.clone()),
+            gone: is_gone,
+            generation: was.generation + u64::from(status_changed),
         };
-        let status_changed = was.status != Status::Current;
         if current.revision() > 0 && current.same_endpoints(&set) {
             self.shared.health.store(Arc::new(health));
             if status_changed {
-                tracing::info!(
-                    target: "waypost::discovery",
-                    target = %self.shared.target,
-                    revision = current.revision(),
-                    "discovery recovered; endpoint set unchanged"
-                );
+                if !is_gone {
+                    tracing::info!(
+                        target: "waypost::discovery",
+                        target = %self.shared.target,
+                        revision = current.revision(),
+                        "discovery recovered; endpoint set unchanged"
+                    );
+                }
                 self.wake();
             }
             return Publication::Unchanged(current.revision());
@@ -493,7 +564,7 @@ impl Publisher {
                 "endpoint set updated"
             );
         }
-        if was.status == Status::Failing {
+        if was.status == Status::Failing && !is_gone {
             tracing::info!(
                 target: "waypost::discovery",
                 target = %self.shared.target,
@@ -536,6 +607,8 @@ impl Publisher {
             consecutive_failures,
             failures: was.failures + 1,
             last_error: Some(error),
+            gone: was.gone,
+            generation: was.generation + 1,
         }));
         self.wake();
     }
@@ -557,9 +630,55 @@ impl Publisher {
         self.notify.closed().await
     }
 
+    /// Completes when a [`StopSignal`] of this publisher asked the source to stop.
+    pub async fn stop_requested(&self) {
+        let mut stop = self.stop.subscribe();
+        // The publisher holds a sender, so the channel never closes while it waits.
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    /// Completes when the source should end: every reader is gone
+    /// ([`readers_gone`](Self::readers_gone)) or a stop was requested
+    /// ([`stop_requested`](Self::stop_requested)). What a source task selects on.
+    pub async fn should_stop(&self) {
+        let readers_gone = std::pin::pin!(self.readers_gone());
+        let stop_requested = std::pin::pin!(self.stop_requested());
+        futures_util::future::select(readers_gone, stop_requested).await;
+    }
+
+    /// A signal that asks the source owning this publisher to stop
+    /// ([`stop_requested`](Self::stop_requested)); the sources' `SourceHandle` holds one.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal(Arc::clone(&self.stop))
+    }
+
     fn wake(&self) {
         self.notify
             .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+    }
+}
+
+/// Asks a source to stop: made by [`Publisher::stop_signal`]. Dropping it asks nothing.
+#[derive(Clone)]
+pub struct StopSignal(Arc<watch::Sender<bool>>);
+
+impl StopSignal {
+    /// Asks the source to stop; [`Publisher::stop_requested`] completes.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// `true` once [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+impl fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopSignal")
+            .field("stopped", &self.is_stopped())
+            .finish()
     }
 }
 
@@ -711,5 +830,64 @@ mod tests {
         drop(watcher);
         publisher.readers_gone().await;
         assert!(!publisher.has_readers());
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_ends_should_stop_while_readers_remain() {
+        let publisher = Publisher::new("t");
+        let _endpoints = publisher.endpoints();
+        let signal = publisher.stop_signal();
+        let pending = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            publisher.should_stop(),
+        );
+        assert!(pending.await.is_err(), "readers and no request: keep going");
+        assert!(!signal.is_stopped());
+        signal.stop();
+        publisher.should_stop().await;
+        publisher.stop_requested().await;
+        assert!(signal.is_stopped());
+    }
+
+    #[tokio::test]
+    async fn watchers_wait_for_health_changes() {
+        let mut publisher = Publisher::new("t");
+        let endpoints = publisher.endpoints();
+        let mut watcher = endpoints.watch();
+        let failure = || DiscoveryError::new("t", DiscoveryErrorKind::Resolve, "timeout");
+
+        publisher.report_failure(failure());
+        assert!(watcher.health_changed().await.unwrap().is_failing());
+        publisher.report_failure(failure());
+        assert_eq!(
+            watcher
+                .health_changed()
+                .await
+                .unwrap()
+                .consecutive_failures(),
+            2
+        );
+        publisher.publish([ep(1)]);
+        assert!(watcher.health_changed().await.unwrap().is_current());
+        // The set watcher still sees the set it has not returned yet.
+        assert_eq!(watcher.changed().await.unwrap().revision(), 1);
+
+        // A refresh that changes nothing is not a health change; a later failure is.
+        publisher.publish([ep(1)]);
+        let quiet = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            watcher.health_changed(),
+        );
+        assert!(quiet.await.is_err());
+        publisher.report_failure(failure());
+        assert!(watcher.health_changed().await.unwrap().is_failing());
+
+        let gone = DiscoveryError::new("t", DiscoveryErrorKind::NotFound, "gone");
+        publisher.publish_gone(gone);
+        let health = watcher.health_changed().await.unwrap();
+        assert!(health.is_gone() && health.is_current());
+
+        drop(publisher);
+        assert!(watcher.health_changed().await.unwrap_err().is_closed());
     }
 }

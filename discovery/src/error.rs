@@ -11,18 +11,36 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A target string that cannot be parsed, with the part that is wrong.
+///
+/// Its message echoes the target and the offending part at most [`ECHO_LIMIT`] bytes each
+/// (longer ones are cut, with their length noted), so a huge input does not make a huge error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid target `{target}`: {reason}")]
+#[error("invalid target `{}`: {reason}", echo(target))]
 pub struct InvalidTarget {
     target: String,
     reason: TargetErrorReason,
+}
+
+/// The most of one input string, in bytes, that an [`InvalidTarget`] message repeats.
+pub const ECHO_LIMIT: usize = 128;
+
+/// `text`, cut to [`ECHO_LIMIT`] bytes (at a character boundary) with a note of its length.
+fn echo(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= ECHO_LIMIT {
+        return text.into();
+    }
+    let mut end = ECHO_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len()).into()
 }
 
 impl InvalidTarget {
     pub(crate) fn new(target: &str, reason: TargetErrorReason) -> Self {
         InvalidTarget {
             target: target.to_owned(),
-            reason,
+            reason: reason.capped(),
         }
     }
 
@@ -31,7 +49,7 @@ impl InvalidTarget {
         &self.target
     }
 
-    /// What is wrong with it.
+    /// What is wrong with it. Parts of the input it quotes are cut to [`ECHO_LIMIT`] bytes.
     pub fn reason(&self) -> &TargetErrorReason {
         &self.reason
     }
@@ -128,6 +146,70 @@ pub enum TargetErrorReason {
     /// An entry of a `static:///` list that is not `ip:port`.
     #[error("invalid address `{0}`: expected `ip:port`, with IPv6 in brackets (`[::1]:80`)")]
     InvalidAddress(String),
+    /// An SRV name with nothing after `_service._proto.` (`dns:///_grpc._tcp.`).
+    #[error(
+        "missing host after the SRV prefix `{0}`: write `dns:///{0}HOST`, such as `dns:///{0}api.prod.svc.cluster.local`"
+    )]
+    MissingSrvHost(String),
+    /// An IP address that cannot be a destination: unspecified (`0.0.0.0`, `::`), broadcast
+    /// (`255.255.255.255`) or multicast.
+    #[error("`{address}` cannot be an endpoint: {detail}")]
+    UnusableAddress {
+        /// The address as written.
+        address: String,
+        /// Why not.
+        detail: &'static str,
+    },
+}
+
+impl TargetErrorReason {
+    /// The same reason with every quoted part of the input cut to [`ECHO_LIMIT`] bytes.
+    fn capped(self) -> Self {
+        let cap = |text: String| match echo(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
+        use TargetErrorReason as R;
+        match self {
+            R::UnknownScheme(scheme) => R::UnknownScheme(cap(scheme)),
+            R::InvalidAuthority { authority, detail } => R::InvalidAuthority {
+                authority: cap(authority),
+                detail,
+            },
+            R::InvalidHostName { name, detail } => R::InvalidHostName {
+                name: cap(name),
+                detail,
+            },
+            R::InvalidPort(port) => R::InvalidPort(cap(port)),
+            R::MissingPort(name) => R::MissingPort(cap(name)),
+            R::PortOnSrvName(name) => R::PortOnSrvName(cap(name)),
+            R::InvalidServiceName { name, detail } => R::InvalidServiceName {
+                name: cap(name),
+                detail,
+            },
+            R::InvalidNamespace { name, detail } => R::InvalidNamespace {
+                name: cap(name),
+                detail,
+            },
+            R::InvalidPortName { name, detail } => R::InvalidPortName {
+                name: cap(name),
+                detail,
+            },
+            R::ConflictingNamespace(a, b) => R::ConflictingNamespace(cap(a), cap(b)),
+            R::UnexpectedServiceLabels(labels) => R::UnexpectedServiceLabels(cap(labels)),
+            R::InvalidAddress(address) => R::InvalidAddress(cap(address)),
+            R::MissingSrvHost(prefix) => R::MissingSrvHost(cap(prefix)),
+            R::UnusableAddress { address, detail } => R::UnusableAddress {
+                address: cap(address),
+                detail,
+            },
+            other @ (R::Empty
+            | R::MissingScheme
+            | R::InvalidCharacter { .. }
+            | R::MissingName(_)
+            | R::EmptyAddressList) => other,
+        }
+    }
 }
 
 /// What kind of failure a [`DiscoveryError`] reports.

@@ -16,6 +16,8 @@
 //! - [`source`]: the sources that publish sets: the static source, the DNS source
 //!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh,
 //!   and the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`).
+//! - [`topology`]: the topology-hints rule (kube-proxy's) and zone-aware routing's locality
+//!   test, shared with the balancer.
 //! - [`backoff`]: the jittered exponential backoff every waypost retry loop shares.
 //! - [`DiscoverEndpoints`]: a [`tower::discover::Discover`] over a handle, for tower's own
 //!   balancers.
@@ -54,12 +56,14 @@ mod error;
 mod set;
 pub mod source;
 mod target;
+pub mod topology;
 
 pub use discover::DiscoverEndpoints;
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint, Readiness};
 pub use endpoints::{
-    CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, Watcher,
+    CachedEndpoints, Endpoints, Health, Publication, Publisher, SetGuard, Status, StopSignal,
+    Watcher,
 };
-pub use error::{DiscoveryError, DiscoveryErrorKind, InvalidTarget, TargetErrorReason};
+pub use error::{DiscoveryError, DiscoveryErrorKind, ECHO_LIMIT, InvalidTarget, TargetErrorReason};
 pub use set::{Diff, EndpointSet};
 pub use target::{DnsHost, DnsTarget, KubernetesTarget, PortSelector, StaticTarget, Target};

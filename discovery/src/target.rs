@@ -158,6 +158,94 @@ pub struct KubernetesTarget {
 }
 
 impl KubernetesTarget {
+    /// A target for Service `service` (a DNS-1035 label), in the source's default namespace and
+    /// with no port: a Service with one port uses it. Add the rest with
+    /// [`with_namespace`](Self::with_namespace), [`with_port`](Self::with_port) and
+    /// [`with_port_name`](Self::with_port_name); nothing is formatted and parsed again.
+    ///
+    /// ```
+    /// use waypost_discovery::{KubernetesTarget, PortSelector};
+    ///
+    /// let target = KubernetesTarget::new("api")?
+    ///     .with_namespace("payments")?
+    ///     .with_port_name("grpc")?;
+    /// assert_eq!(target.to_string(), "kubernetes:///api.payments:grpc");
+    /// assert_eq!(target, "kubernetes:///api.payments:grpc".parse()?);
+    ///
+    /// // The unnamed port of a Service, as its EndpointSlices write it.
+    /// let unnamed = KubernetesTarget::new("api")?.with_port_name("")?;
+    /// assert_eq!(unnamed.port(), Some(&PortSelector::Name(String::new())));
+    /// assert_eq!(unnamed, unnamed.to_string().parse()?);
+    ///
+    /// assert!(KubernetesTarget::new("API").is_err());
+    /// # Ok::<(), waypost_discovery::InvalidTarget>(())
+    /// ```
+    pub fn new(service: impl Into<String>) -> Result<Self, InvalidTarget> {
+        let service = service.into();
+        validate_service(&service)
+            .map_err(|reason| InvalidTarget::new(&format!("kubernetes:///{service}"), reason))?;
+        Ok(KubernetesTarget {
+            service,
+            namespace: None,
+            port: None,
+        })
+    }
+
+    /// The same target in `namespace` (a DNS-1123 label).
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Result<Self, InvalidTarget> {
+        let namespace = namespace.into();
+        if let Err(reason) = validate_namespace(&namespace) {
+            self.namespace = Some(namespace);
+            return Err(InvalidTarget::new(&self.to_string(), reason));
+        }
+        self.namespace = Some(namespace);
+        Ok(self)
+    }
+
+    /// The same target on port number `port` (matched against the EndpointSlices' ports, which
+    /// carry the pods' target ports); 0 is an error.
+    pub fn with_port(mut self, port: u16) -> Result<Self, InvalidTarget> {
+        self.port = Some(PortSelector::Number(port));
+        if port == 0 {
+            return Err(InvalidTarget::new(
+                &self.to_string(),
+                Reason::InvalidPort("0".into()),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The same target on the port named `name` (a DNS-1123 label, or `""` for a Service's
+    /// unnamed port).
+    pub fn with_port_name(mut self, name: impl Into<String>) -> Result<Self, InvalidTarget> {
+        let name = name.into();
+        let checked = if name.is_empty() {
+            Ok(())
+        } else if name.bytes().all(|b| b.is_ascii_digit()) {
+            Err("a port name cannot be all digits: use `with_port` for a number")
+        } else {
+            validate_label(&name, false)
+        }
+        .map_err(|detail| Reason::InvalidPortName {
+            name: name.clone(),
+            detail,
+        });
+        self.port = Some(PortSelector::Name(name));
+        match checked {
+            Ok(()) => Ok(self),
+            Err(reason) => Err(InvalidTarget::new(&self.to_string(), reason)),
+        }
+    }
+
+    /// The same target with `port` as given, checked as [`with_port`](Self::with_port) and
+    /// [`with_port_name`](Self::with_port_name) check it.
+    pub fn with_port_selector(self, port: PortSelector) -> Result<Self, InvalidTarget> {
+        match port {
+            PortSelector::Number(number) => self.with_port(number),
+            PortSelector::Name(name) => self.with_port_name(name),
+        }
+    }
+
     /// The Service name.
     pub fn service(&self) -> &str {
         &self.service
@@ -194,10 +282,15 @@ pub struct StaticTarget {
 }
 
 impl StaticTarget {
-    /// A static target over `addresses`; `None` when the list is empty or holds port 0.
+    /// A static target over `addresses`; `None` when the list is empty, holds port 0, or an
+    /// address that cannot be a destination (unspecified, broadcast, multicast).
     pub fn new(addresses: impl IntoIterator<Item = SocketAddr>) -> Option<Self> {
         let addresses: Vec<SocketAddr> = addresses.into_iter().collect();
-        if addresses.is_empty() || addresses.iter().any(|address| address.port() == 0) {
+        if addresses.is_empty()
+            || addresses
+                .iter()
+                .any(|address| address.port() == 0 || check_destination(address.ip(), "").is_err())
+        {
             return None;
         }
         Some(StaticTarget { addresses })
@@ -355,7 +448,13 @@ fn parse_dns(authority: Option<&str>, path: Option<&str>) -> Result<DnsTarget, R
     }
     let (host, port) = split_host_port(path)?;
     let port = port.map(parse_port).transpose()?;
+    if let Some(prefix) = srv_prefix_without_host(host) {
+        return Err(Reason::MissingSrvHost(prefix));
+    }
     let host = parse_dns_host(host)?;
+    if let DnsHost::Ip(ip) = &host {
+        check_destination(*ip, path)?;
+    }
     if let DnsHost::Name(name) = &host {
         if is_srv_name(name) {
             if port.is_some() {
@@ -491,6 +590,40 @@ fn parse_dns_host(host: &str) -> Result<DnsHost, Reason> {
     Ok(DnsHost::Name(host.to_owned()))
 }
 
+/// `_service._proto` or `_service._proto.` with no host after it: the prefix, with its dot.
+fn srv_prefix_without_host(host: &str) -> Option<String> {
+    let mut labels = host.split('.');
+    match (labels.next(), labels.next(), labels.next(), labels.next()) {
+        (Some(service), Some(proto), None | Some(""), None)
+            if service.len() > 1
+                && proto.len() > 1
+                && service.starts_with('_')
+                && proto.starts_with('_') =>
+        {
+            Some(format!("{service}.{proto}."))
+        }
+        _ => None,
+    }
+}
+
+/// Rejects addresses that no connection can go to: `0.0.0.0` and `::` mean "any" (and reach
+/// the local host on some systems), broadcast and multicast are not for TCP.
+fn check_destination(ip: IpAddr, written: &str) -> Result<(), Reason> {
+    let detail = if ip.is_unspecified() {
+        "the unspecified address (`0.0.0.0`, `::`) means \"any\" and is not a destination"
+    } else if ip.is_multicast() {
+        "a multicast address is not a destination for TCP"
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        "the broadcast address is not a destination for TCP"
+    } else {
+        return Ok(());
+    };
+    Err(Reason::UnusableAddress {
+        address: written.to_owned(),
+        detail,
+    })
+}
+
 fn is_srv_name(name: &str) -> bool {
     let mut labels = name.split('.');
     matches!(
@@ -553,7 +686,11 @@ fn parse_kubernetes(
 }
 
 fn parse_port_selector(port: &str) -> Result<PortSelector, Reason> {
-    if port.is_empty() || port.bytes().all(|b| b.is_ascii_digit()) {
+    if port.is_empty() {
+        // `svc:` names the unnamed port (a Service's only port may have the empty name).
+        return Ok(PortSelector::Name(String::new()));
+    }
+    if port.bytes().all(|b| b.is_ascii_digit()) {
         return parse_port(port).map(PortSelector::Number);
     }
     validate_label(port, false).map_err(|detail| Reason::InvalidPortName {
@@ -615,7 +752,10 @@ fn parse_static(authority: Option<&str>, path: Option<&str>) -> Result<StaticTar
             let addresses = list
                 .split(',')
                 .map(|entry| match entry.parse::<SocketAddr>() {
-                    Ok(address) if address.port() != 0 => Ok(address),
+                    Ok(address) if address.port() != 0 => {
+                        check_destination(address.ip(), entry)?;
+                        Ok(address)
+                    }
                     _ => Err(Reason::InvalidAddress(entry.to_owned())),
                 })
                 .collect::<Result<Vec<_>, _>>()?;

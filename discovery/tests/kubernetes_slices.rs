@@ -298,15 +298,6 @@ fn malformed_slices_are_named_and_explained() {
             },
         ),
         (
-            slice_json(
-                "no-address",
-                "IPv4",
-                http_port(),
-                json!([{ "addresses": [] }]),
-            ),
-            UnusableReason::NoAddress { index: 0 },
-        ),
-        (
             slice_json("no-ports", "IPv4", Value::Null, one.clone()),
             UnusableReason::MissingPorts,
         ),
@@ -528,6 +519,141 @@ fn without_ready_endpoints_the_draining_ones_serve() {
     assert_eq!(cache.status(), CacheStatus::Ready);
     cache.delete("api-a");
     assert_eq!(cache.status(), CacheStatus::NoSlices);
+}
+
+/// kubernetes issue 135266: a new pod got the IP of a draining one and is not ready yet. The
+/// address must not be used, not even as the draining fallback, whichever slice lists which.
+#[test]
+fn an_unready_address_shadows_its_draining_duplicate() {
+    let draining = || endpoint_json("10.0.0.1", Some(false), Some(true), Some(true));
+    let unready = || endpoint_json("10.0.0.1", Some(false), Some(false), Some(false));
+    let other_draining = || endpoint_json("10.0.0.2", Some(false), Some(true), Some(true));
+
+    // In one slice, in either order.
+    for endpoints in [
+        json!([draining(), unready(), other_draining()]),
+        json!([unready(), draining(), other_draining()]),
+    ] {
+        let cache = cache_with_one(endpoints);
+        assert_eq!(addresses(&cache), [addr("10.0.0.2:8080")]);
+    }
+    // Across slices, in either order of names and events.
+    for (first, second) in [("api-a", "api-b"), ("api-b", "api-a")] {
+        let mut cache = cache();
+        cache.apply(&parse(slice_json(
+            first,
+            "IPv4",
+            http_port(),
+            json!([draining(), other_draining()]),
+        )));
+        cache.apply(&parse(slice_json(
+            second,
+            "IPv4",
+            http_port(),
+            json!([unready()]),
+        )));
+        assert_eq!(
+            addresses(&cache),
+            [addr("10.0.0.2:8080")],
+            "{first}, {second}"
+        );
+    }
+    // A ready duplicate still wins over an unready one; a terminating, not serving entry
+    // (the old pod, gone) does not shadow anything.
+    let cache = cache_with_one(json!([
+        unready(),
+        endpoint_json("10.0.0.1", Some(true), None, None)
+    ]));
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    let cache = cache_with_one(json!([
+        draining(),
+        endpoint_json("10.0.0.1", Some(false), Some(false), Some(true))
+    ]));
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+
+    let contribution = convert_slice(
+        &parse(slice_json(
+            "api-a",
+            "IPv4",
+            http_port(),
+            json!([unready(), draining()]),
+        )),
+        "api",
+        Some(&http()),
+    )
+    .unwrap();
+    assert_eq!(contribution.unready(), [addr("10.0.0.1:8080")]);
+    assert_eq!(contribution.not_serving(), 1);
+}
+
+#[test]
+fn an_endpoint_without_an_address_is_skipped_alone() {
+    let slice = parse(slice_json(
+        "api-a",
+        "IPv4",
+        http_port(),
+        json!([
+            { "addresses": [] },
+            { "addresses": ["10.0.0.1"] },
+            { "addresses": [], "conditions": { "ready": true } },
+            { "addresses": ["10.0.0.2"] },
+        ]),
+    ));
+    let contribution = convert_slice(&slice, "api", Some(&http())).unwrap();
+    assert_eq!(contribution.without_address(), 2);
+    assert_eq!(
+        contribution
+            .endpoints()
+            .iter()
+            .map(Endpoint::address)
+            .collect::<Vec<_>>(),
+        [addr("10.0.0.1:8080"), addr("10.0.0.2:8080")]
+    );
+    let mut cache = cache();
+    cache.apply(&slice);
+    assert_eq!(addresses(&cache).len(), 2);
+}
+
+fn in_namespace(namespace: &str, name: &str, ip: &str) -> EndpointSlice {
+    let mut value = slice_json(name, "IPv4", http_port(), json!([{ "addresses": [ip] }]));
+    value["metadata"]["namespace"] = json!(namespace);
+    parse(value)
+}
+
+#[test]
+fn slices_are_keyed_by_namespace_and_foreign_ones_are_ignored() {
+    let mut cache = SliceCache::new("api", Some(http())).in_namespace("prod");
+    cache.finish_relist();
+    assert!(
+        cache
+            .apply(&in_namespace("prod", "api-a", "10.0.0.1"))
+            .is_changed()
+    );
+    // Same name in another namespace: ignored, even for deletion.
+    let applied = cache.apply(&in_namespace("staging", "api-a", "10.0.0.9"));
+    match applied {
+        Applied::Unusable { error, changed } => {
+            assert!(!changed);
+            assert_eq!(
+                error.reason(),
+                &UnusableReason::OtherNamespace("staging".into())
+            );
+            assert!(error.to_string().contains("staging"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    assert!(!cache.delete_slice(&in_namespace("staging", "api-a", "10.0.0.9")));
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    assert_eq!(cache.slice_count(), 1);
+
+    // Without a namespace, the cache keys by namespace and name: two namespaces, two slices.
+    let mut cache = self::cache();
+    cache.apply(&in_namespace("prod", "api-a", "10.0.0.1"));
+    cache.apply(&in_namespace("staging", "api-a", "10.0.0.2"));
+    assert_eq!(cache.slice_count(), 2);
+    assert!(cache.delete_slice(&in_namespace("staging", "api-a", "10.0.0.2")));
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
 }
 
 fn cache_with_one(endpoints: Value) -> SliceCache {
@@ -791,12 +917,26 @@ proptest! {
             .collect();
         prop_assert!(sets.windows(2).all(|pair| pair[0].same_endpoints(&pair[1])));
 
-        let usable: Vec<Endpoint> = slices
+        let contributions: Vec<_> = slices
             .iter()
             .filter_map(|slice| convert_slice(slice, "api", selector.as_ref()).ok())
+            .collect();
+        let unready: Vec<SocketAddr> = contributions
+            .iter()
+            .flat_map(|contribution| contribution.unready().to_vec())
+            .collect();
+        let usable: Vec<Endpoint> = contributions
+            .iter()
             .flat_map(|contribution| contribution.endpoints().to_vec())
             .collect();
-        prop_assert_eq!(sets[0].is_empty(), usable.is_empty());
+        let any_ready = usable.iter().any(|e| e.readiness().is_ready());
+        let expected_empty = !usable
+            .iter()
+            .any(|e| any_ready || !unready.contains(&e.address()));
+        prop_assert_eq!(sets[0].is_empty(), expected_empty);
+        for endpoint in sets[0].iter() {
+            prop_assert!(endpoint.readiness().is_ready() || !unready.contains(&endpoint.address()));
+        }
         if usable.iter().any(|e| e.readiness().is_ready()) {
             prop_assert!(sets[0].iter().all(|e| e.readiness().is_ready()));
         }

@@ -338,7 +338,6 @@ fn invalid_targets_name_the_wrong_part() {
             },
         ),
         ("kubernetes:///api:0", InvalidPort("0".into())),
-        ("kubernetes:///api:", InvalidPort("".into())),
         (
             "kubernetes:///api:http_port",
             InvalidPortName {
@@ -386,6 +385,137 @@ fn invalid_targets_name_the_wrong_part() {
 }
 
 #[test]
+fn an_srv_prefix_without_a_host_fails_at_parse_time() {
+    for (input, prefix) in [
+        ("dns:///_grpc._tcp.", "_grpc._tcp."),
+        ("dns:///_grpc._tcp", "_grpc._tcp."),
+        ("dns://10.0.0.10/_http._udp.", "_http._udp."),
+    ] {
+        let error = input.parse::<Target>().unwrap_err();
+        assert_eq!(error.reason(), &R::MissingSrvHost(prefix.into()), "{input}");
+        let message = error.to_string();
+        assert!(message.contains("missing host"), "{message}");
+        assert!(
+            message.contains(&format!("dns:///{prefix}HOST")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn addresses_that_are_no_destination_are_rejected() {
+    for (input, address, what) in [
+        ("static:///0.0.0.0:80", "0.0.0.0:80", "unspecified"),
+        ("static:///10.0.0.1:80,[::]:80", "[::]:80", "unspecified"),
+        (
+            "static:///255.255.255.255:80",
+            "255.255.255.255:80",
+            "broadcast",
+        ),
+        ("static:///224.0.0.1:80", "224.0.0.1:80", "multicast"),
+        ("static:///[ff02::1]:80", "[ff02::1]:80", "multicast"),
+        ("dns:///0.0.0.0:80", "0.0.0.0:80", "unspecified"),
+        ("dns:///[ff02::1]:80", "[ff02::1]:80", "multicast"),
+    ] {
+        match reason(input) {
+            R::UnusableAddress {
+                address: written,
+                detail,
+            } => {
+                assert_eq!(written, address, "{input}");
+                assert!(detail.contains(what), "{input}: {detail}");
+            }
+            other => panic!("{input}: {other:?}"),
+        }
+    }
+    use waypost_discovery::StaticTarget;
+    assert!(StaticTarget::new(["0.0.0.0:80".parse().unwrap()]).is_none());
+    assert!(StaticTarget::new(["239.1.1.1:80".parse().unwrap()]).is_none());
+    assert!(StaticTarget::new(["10.0.0.1:80".parse().unwrap()]).is_some());
+    // A broadcast address of a subnet is an ordinary address to the parser.
+    assert!("static:///10.0.0.255:80".parse::<Target>().is_ok());
+}
+
+#[test]
+fn a_huge_rejected_target_is_echoed_capped() {
+    let huge = format!("static:///{}", "1".repeat(100_000));
+    let error = huge.parse::<Target>().unwrap_err();
+    assert_eq!(error.target(), huge, "the accessor keeps the input");
+    let message = error.to_string();
+    assert!(message.len() < 1_000, "{} bytes", message.len());
+    assert!(message.contains("bytes in all"), "{message}");
+    // Multi-byte characters are cut at a boundary.
+    let wide = format!("dns:///{}:80", "é".repeat(50_000));
+    let message = wide.parse::<Target>().unwrap_err().to_string();
+    assert!(message.len() < 1_000, "{} bytes", message.len());
+}
+
+#[test]
+fn kubernetes_targets_are_built_without_strings() {
+    use waypost_discovery::KubernetesTarget;
+    let target = KubernetesTarget::new("api")
+        .and_then(|t| t.with_namespace("prod"))
+        .and_then(|t| t.with_port(8080))
+        .unwrap();
+    assert_eq!(target.service(), "api");
+    assert_eq!(target.namespace(), Some("prod"));
+    assert_eq!(target.port(), Some(&PortSelector::Number(8080)));
+    assert_eq!(target, parse_kubernetes("kubernetes:///api.prod:8080"));
+
+    let named = KubernetesTarget::new("api")
+        .unwrap()
+        .with_port_name("grpc")
+        .unwrap();
+    assert_eq!(named, parse_kubernetes("kubernetes:///api:grpc"));
+    assert_eq!(
+        named
+            .clone()
+            .with_port_selector(PortSelector::Number(9))
+            .unwrap(),
+        parse_kubernetes("kubernetes:///api:9")
+    );
+
+    // The empty port name: built, shown and parsed back.
+    let unnamed = KubernetesTarget::new("api")
+        .unwrap()
+        .with_port_name("")
+        .unwrap();
+    assert_eq!(unnamed.port(), Some(&PortSelector::Name(String::new())));
+    assert_eq!(unnamed.to_string(), "kubernetes:///api:");
+    assert_eq!(parse_kubernetes("kubernetes:///api:"), unnamed);
+
+    // Each part is checked as the parser checks it, and the error names it.
+    let error = KubernetesTarget::new("Api").unwrap_err();
+    assert!(matches!(error.reason(), R::InvalidServiceName { name, .. } if name == "Api"));
+    let error = KubernetesTarget::new("").unwrap_err();
+    assert_eq!(error.reason(), &R::MissingName("service name"));
+    let error = KubernetesTarget::new("api")
+        .unwrap()
+        .with_namespace("a.b")
+        .unwrap_err();
+    assert!(matches!(error.reason(), R::InvalidNamespace { name, .. } if name == "a.b"));
+    let error = KubernetesTarget::new("api")
+        .unwrap()
+        .with_port(0)
+        .unwrap_err();
+    assert_eq!(error.reason(), &R::InvalidPort("0".into()));
+    for bad in ["Grpc", "-grpc", "123"] {
+        let error = KubernetesTarget::new("api")
+            .unwrap()
+            .with_port_name(bad)
+            .unwrap_err();
+        assert!(
+            matches!(error.reason(), R::InvalidPortName { name, .. } if name == bad),
+            "{bad}: {error}"
+        );
+    }
+}
+
+fn parse_kubernetes(input: &str) -> waypost_discovery::KubernetesTarget {
+    input.parse().unwrap()
+}
+
+#[test]
 fn typed_parsers_reject_other_schemes() {
     use waypost_discovery::{DnsTarget, KubernetesTarget, StaticTarget};
     assert!("dns:///api:80".parse::<DnsTarget>().is_ok());
@@ -406,8 +536,15 @@ fn k8s_label() -> impl Strategy<Value = String> {
     "[a-z]([a-z0-9-]{0,10}[a-z0-9])?"
 }
 
+/// Addresses a connection can go to (not unspecified, broadcast or multicast).
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
-    (any::<IpAddr>(), 1..=u16::MAX).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+    (any::<IpAddr>(), 1..=u16::MAX)
+        .prop_filter("a destination", |(ip, _)| {
+            !ip.is_unspecified()
+                && !ip.is_multicast()
+                && !matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+        })
+        .prop_map(|(ip, port)| SocketAddr::new(ip, port))
 }
 
 fn target_string() -> impl Strategy<Value = String> {

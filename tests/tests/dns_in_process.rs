@@ -278,6 +278,33 @@ async fn servfail_refused_and_silence_keep_the_last_good_set() {
     }
 }
 
+/// `query_attempts(n)` means n tries in all (hickory's own `attempts` counts the retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_attempts_counts_every_try() {
+    for tries in [1, 3] {
+        let server = DnsServer::start().await.unwrap();
+        server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+        server.set_mode(Mode::Silent);
+        let endpoints = spawn(
+            "dns:///api.waypost.test.:80",
+            options_for(server.address())
+                .ip_families(IpFamilies::V4Only)
+                .query_timeout(Duration::from_millis(300))
+                .query_attempts(tries)
+                // No second lookup while the test counts the first one's queries.
+                .retry_backoff(Duration::from_secs(600), Duration::from_secs(600)),
+        );
+        let error = endpoints.resolved().await.unwrap_err();
+        assert!(error.is_resolve(), "{error}");
+        let asked = server
+            .queries()
+            .into_iter()
+            .filter(|(name, kind)| name == "api.waypost.test." && *kind == RecordType::A)
+            .count();
+        assert_eq!(asked, tries, "query_attempts({tries})");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out_then_recover() {
     let server = DnsServer::start().await.unwrap();
@@ -350,6 +377,54 @@ async fn nxdomain_empties_the_set_only_when_confirmed() {
     // The name comes back.
     server.set_addresses(name, &[ip("127.0.0.4")], 1);
     wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.4", 80)]).await;
+}
+
+/// The messages of a deleted name: the NXDOMAIN detail once (A and AAAA agree), and after the
+/// confirmation "gone", not "recovered" with an error about kept endpoints. A current-thread
+/// runtime, so the source's events reach the capture.
+#[tokio::test]
+async fn a_deleted_name_is_reported_gone() {
+    let capture = Capture::new();
+    let _guard = capture.install();
+    let server = DnsServer::start().await.unwrap();
+    let name = "api.waypost.test";
+    server.set_addresses(name, &[ip("127.0.0.2")], 1);
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address())
+            .refresh_bounds(Duration::from_secs(1), Duration::from_secs(30)),
+    );
+    endpoints.resolved().await.unwrap();
+    server.remove(name);
+    wait_until(&endpoints, PATIENCE, "the first negative answer", |_, h| {
+        h.last_error().is_some_and(|e| e.is_not_found())
+    })
+    .await;
+    let health = endpoints.health();
+    let detail = health.last_error().unwrap().detail().to_owned();
+    assert_eq!(
+        detail.matches("does not exist (NXDOMAIN)").count(),
+        1,
+        "{detail}"
+    );
+
+    wait_until(&endpoints, PATIENCE, "the confirmation", |set, h| {
+        set.is_empty() && h.is_current()
+    })
+    .await;
+    let health = endpoints.health();
+    assert!(health.is_gone());
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("the service is gone"), "{error}");
+    assert!(!error.detail().contains("keeping"), "{error}");
+    assert_eq!(error.detail().matches("NXDOMAIN").count(), 1, "{error}");
+    assert!(
+        capture.matching(Level::INFO, "recovered").is_empty(),
+        "{:?}",
+        capture.events()
+    );
+    assert_eq!(capture.matching(Level::WARN, "gone").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,6 +649,37 @@ async fn the_source_stops_when_every_reader_is_gone() {
     let count = server.query_count();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(server.query_count(), count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_stops_on_request_while_handles_remain() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let target: DnsTarget = "dns:///api.waypost.test.:80".parse().unwrap();
+    let (endpoints, handle) = DnsSource::new(target)
+        .with_options(options_for(server.address()))
+        .start()
+        .unwrap();
+    endpoints.resolved().await.unwrap();
+    let mut watcher = endpoints.watch();
+    assert!(!handle.is_finished());
+
+    handle.shutdown().await;
+    // The task has ended: the handle keeps the last set, watchers see the source closed, and
+    // no lookup follows.
+    assert!(endpoints.is_closed());
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 80)]);
+    assert!(watcher.changed().await.unwrap_err().is_closed());
+    let count = server.query_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.query_count(), count);
+
+    // An IP literal has no task; its handle is finished from the start.
+    let literal: DnsTarget = "dns:///127.0.0.9:80".parse().unwrap();
+    let (endpoints, handle) = DnsSource::new(literal).start().unwrap();
+    assert!(handle.is_finished());
+    handle.shutdown().await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.9", 80)]);
 }
 
 #[tokio::test]

@@ -464,3 +464,86 @@ async fn slices_with_null_endpoints_are_a_service_scaled_to_zero() {
     // Scaled to zero is an answer, not a failure.
     assert!(endpoints.health().is_current());
 }
+
+/// kubernetes issue 135266: a draining pod's IP went to a new pod that is not ready yet. The
+/// address takes no traffic, not even as the draining fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unready_pod_on_a_draining_address_takes_no_traffic() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        http_slice("api-a")
+            .endpoint(ep("10.0.0.1").draining())
+            .endpoint(ep("10.0.0.2").draining()),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.2".into()], 8080)
+    );
+
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.1").unready()));
+    let set = wait_for_set(&endpoints, "the shadowed address gone", |set| {
+        set.len() == 1
+    })
+    .await;
+    assert_eq!(addresses(&set), expected(["10.0.0.2".into()], 8080));
+    assert!(set.iter().all(|e| e.readiness() == Readiness::Terminating));
+}
+
+/// A server (or proxy) that ignores the request's namespace sends slices of another namespace,
+/// one of them with the same name as ours: they are ignored, their deletion too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_of_another_namespace_are_ignored() {
+    let rig = FakeApiServer::start().await;
+    rig.ignore_namespaces(true);
+    rig.apply(
+        http_slice("api-a")
+            .namespace("prod")
+            .endpoint(ep("10.0.0.1")),
+    );
+    rig.apply(
+        http_slice("api-a")
+            .namespace("staging")
+            .endpoint(ep("10.0.0.9")),
+    );
+    rig.apply(
+        http_slice("api-b")
+            .namespace("staging")
+            .endpoint(ep("10.0.0.8")),
+    );
+    let endpoints = rig.source("kubernetes:///api.prod:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 8080));
+
+    rig.delete("staging", "api-a");
+    rig.apply(
+        http_slice("api-c")
+            .namespace("prod")
+            .endpoint(ep("10.0.0.3")),
+    );
+    let set = wait_for_set(&endpoints, "the next change", |set| set.len() == 2).await;
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.3".into()], 8080)
+    );
+}
+
+/// An endpoint without an address is skipped alone: the rest of its slice still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_addresses_costs_only_itself() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        http_slice("api-a")
+            .endpoint(ep("10.0.0.1"))
+            .endpoint(ep("10.0.0.9").without_addresses())
+            .endpoint(ep("10.0.0.2")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.2".into()], 8080)
+    );
+    assert!(endpoints.health().is_current());
+}

@@ -151,6 +151,49 @@ async fn an_expired_watch_relists_without_flapping() {
     assert_eq!(endpoints.health().total_failures(), 0);
 }
 
+/// kube's default backoff escalates on every in-stream 410 and resets only on a watch event, so
+/// after a few compactions each change took seconds to show (0.4, 1.0, 1.8, 3.4 ... 27.8 s). The
+/// source's backoff returns to its minimum after each successful relist: with a minimum of
+/// 500 ms and no practical maximum, an escalating backoff would wait 2^9 x 500 ms (over a
+/// minute, beyond the rig's patience) before the tenth change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_compactions_do_not_escalate_the_backoff() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let endpoints = rig
+        .source("kubernetes:///api:http")
+        .await
+        .backoff(Duration::from_millis(500), Duration::from_secs(3600))
+        .spawn();
+    endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+
+    for change in 2..=11u8 {
+        // The watch is held down while the slice changes and the history is compacted; the
+        // released watch gets the in-stream 410 and the source relists.
+        let lists = rig.list_count();
+        rig.hold_watches(true);
+        rig.drop_watches();
+        eventually("the watch gone", || rig.live_watches() == 0).await;
+        let address: std::net::SocketAddr = format!("10.0.0.{change}:8080").parse().unwrap();
+        rig.apply(http_slice("api-a").endpoint(ep(&address.ip().to_string())));
+        rig.compact();
+        rig.hold_watches(false);
+        let set = wait_for_set(&endpoints, &format!("change {change}"), |set| {
+            set.contains(&address)
+        })
+        .await;
+        assert_eq!(set.len(), 1);
+        assert_eq!(rig.list_count(), lists + 1, "one relist per compaction");
+        eventually("the watch back", || rig.live_watches() == 1).await;
+    }
+    assert_eq!(
+        endpoints.health().total_failures(),
+        0,
+        "compactions are routine"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paginated_relist_swaps_at_the_end_and_never_publishes_half_a_service() {
     let rig = FakeApiServer::start().await;
@@ -403,4 +446,29 @@ async fn the_source_stops_when_nobody_reads() {
     rig.drop_watches();
     tokio::time::sleep(TEST_BACKOFF_MIN * 5).await;
     assert_eq!((rig.watch_count(), rig.list_count()), (watches, lists));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_stops_on_request_while_handles_remain() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let (endpoints, handle) = rig.source("kubernetes:///api:http").await.start();
+    endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+    let mut watcher = endpoints.watch();
+
+    handle.shutdown().await;
+    assert!(endpoints.is_closed());
+    assert_eq!(endpoints.load().len(), 1, "the last set stays readable");
+    assert!(watcher.changed().await.unwrap_err().is_closed());
+    eventually("the watch closed", || rig.live_watches() == 0).await;
+    let requests = rig.requests().len();
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rig.requests().len(),
+        requests,
+        "no request after the shutdown"
+    );
+    assert_eq!(endpoints.load().len(), 1);
 }

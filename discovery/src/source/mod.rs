@@ -7,7 +7,8 @@
 //! - a failure keeps the last good set and is reported through
 //!   [`Publisher::report_failure`](crate::Publisher::report_failure), so it shows in the handle's
 //!   [`Health`](crate::Health); the source owns its retries and backoff;
-//! - it stops when the last handle is gone ([`Publisher::readers_gone`](crate::Publisher::readers_gone)).
+//! - it stops when the last handle is gone, or when asked to through its `SourceHandle`
+//!   ([`Publisher::should_stop`](crate::Publisher::should_stop)).
 //!
 //! This module holds the static source, for `static:///` targets and fixed lists, the DNS
 //! source (`dns`, feature `dns`), and the EndpointSlice source for `kubernetes:///` targets
@@ -16,7 +17,11 @@
 #[cfg(feature = "dns")]
 pub mod dns;
 mod fixed;
+#[cfg(any(feature = "dns", feature = "kubernetes"))]
+mod handle;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
 pub use fixed::{from_addresses, from_static};
+#[cfg(any(feature = "dns", feature = "kubernetes"))]
+pub use handle::SourceHandle;

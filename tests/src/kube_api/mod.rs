@@ -121,6 +121,7 @@ struct Faults {
     list_status: Option<(u16, usize)>,
     watch_http_gone: usize,
     ignore_label_selector: bool,
+    ignore_namespace: bool,
 }
 
 struct Shared {
@@ -391,6 +392,12 @@ impl FakeApiServer {
     /// Serves every object of the namespace, whatever the label selector says.
     pub fn ignore_label_selectors(&self, ignore: bool) {
         self.shared.faults().ignore_label_selector = ignore;
+    }
+
+    /// Serves the objects of every namespace to namespaced requests, as a server or proxy that
+    /// ignores the request's scope would.
+    pub fn ignore_namespaces(&self, ignore: bool) {
+        self.shared.faults().ignore_namespace = ignore;
     }
 
     /// Ends every injected fault.

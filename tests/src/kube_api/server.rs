@@ -214,6 +214,7 @@ fn selected(
 }
 
 fn list(shared: &Shared, namespace: Option<&str>, query: &Query) -> Response<Body> {
+    let namespace = namespace.filter(|_| !shared.faults().ignore_namespace);
     if let Some(code) = shared.take_list_fault() {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return status_response(
@@ -317,6 +318,7 @@ fn line(event: &Value) -> Bytes {
 }
 
 fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Response<Body> {
+    let namespace = namespace.filter(|_| !shared.faults().ignore_namespace);
     let exact = match query.exact_resource_version() {
         Ok(rv) => rv,
         Err(bad) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &bad.0),

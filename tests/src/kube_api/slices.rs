@@ -213,4 +213,10 @@ impl EndpointBuilder {
         }
         self
     }
+
+    /// Empties `addresses`, which the API forbids and a broken writer may still send.
+    pub fn without_addresses(mut self) -> Self {
+        self.value["addresses"] = json!([]);
+        self
+    }
 }

@@ -32,11 +32,17 @@
 //! Nothing to the set. A timeout, SERVFAIL, REFUSED or an unreachable nameserver keeps the last
 //! good set, shows in the handle's [`Health`](crate::Health) as a
 //! [`DiscoveryError`](crate::DiscoveryError) naming the target and the cause, and is retried
-//! with exponential backoff (1 s doubling to 30 s). A negative answer (NXDOMAIN, or no record of
-//! the asked type) empties the set only when it is confirmed by several answers in a row (2 by
-//! default), never on the first: a DNS server restarting with an empty zone must not take every
-//! endpoint away. If the very first lookup fails, [`Endpoints::resolved`] returns that error
-//! at once, so a client that waits for its first set learns why there is none.
+//! with exponential backoff (1 s doubling to 30 s, jittered). A lookup that gets no answer fails
+//! after the query timeout times the tries (`DnsOptions::query_attempts`): about 10 s with the
+//! defaults (5 s, 2 tries). A negative answer (NXDOMAIN, or no record of the asked type) empties
+//! the set only when it is confirmed by several answers in a row (2 by default), never on the
+//! first: a DNS server restarting with an empty zone must not take every endpoint away. The
+//! confirmed empty set is published as gone ([`Health::is_gone`](crate::Health::is_gone)), with
+//! an error that says the service is gone. If the very first lookup fails,
+//! [`Endpoints::resolved`] returns that error at once, so a client that waits for its first set
+//! learns why there is none.
+//!
+//! [`DnsSource::start`] also returns a [`SourceHandle`] that stops the task on request.
 //!
 //! # Resolver configuration
 //!
@@ -107,6 +113,7 @@ pub use options::{
     DnsOptions, IpFamilies,
 };
 
+use super::SourceHandle;
 use crate::endpoints::{Endpoints, Publisher};
 use crate::target::DnsTarget;
 
@@ -158,9 +165,24 @@ impl DnsSource {
     /// cannot be read (and no nameserver was given), there is no nameserver, or a name is not
     /// valid. Lookup failures are not errors here: they show in the handle's health.
     pub fn spawn(self) -> Result<Endpoints, DnsSourceError> {
+        self.start().map(|(endpoints, _)| endpoints)
+    }
+
+    /// Like [`spawn`](Self::spawn), and also returns a [`SourceHandle`] whose
+    /// [`shutdown`](SourceHandle::shutdown) stops the task and waits for it. Without it the
+    /// task runs while any handle or watcher exists; dropping the `SourceHandle` changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Self::spawn).
+    pub fn start(self) -> Result<(Endpoints, SourceHandle), DnsSourceError> {
         let target_name: Arc<str> = Arc::from(self.target.to_string());
         if let Some(address) = self.target.socket_addr() {
-            return Ok(super::from_addresses(target_name, [address]));
+            return Ok((
+                super::from_addresses(target_name, [address]),
+                SourceHandle::finished(),
+            ));
         }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DnsSourceError::NoRuntime {
@@ -175,13 +197,15 @@ impl DnsSource {
             target = %publisher.target(),
             "DNS source started"
         );
-        runtime.spawn(schedule::run(
+        let schedule = schedule::Schedule::from_options(&self.options);
+        let stop = publisher.stop_signal();
+        let task = runtime.spawn(schedule::run(
             publisher,
             lookup,
-            schedule::Schedule::from_options(&self.options),
-            schedule::Jitter::new(),
+            schedule,
+            schedule.backoff(None),
         ));
-        Ok(endpoints)
+        Ok((endpoints, SourceHandle::new(stop, task)))
     }
 }
 

@@ -147,7 +147,8 @@ impl DnsOptions {
         self
     }
 
-    /// The wait after a first failed lookup, doubled after each further failure up to `max`.
+    /// The wait after a first failed lookup, doubled after each further failure up to `max`;
+    /// each wait is jittered into `[wait / 2, wait]` ([`Backoff`](crate::backoff::Backoff)).
     #[must_use]
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_initial = initial.max(Duration::from_millis(10));
@@ -191,15 +192,20 @@ impl DnsOptions {
         self
     }
 
-    /// How long one query waits for an answer before it is retried (the system's `timeout`,
-    /// 5 s when unset).
+    /// How long one try of a query waits for an answer (the system's `timeout`, 5 s when
+    /// unset).
     #[must_use]
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = Some(timeout);
         self
     }
 
-    /// How many times one query is tried (the system's `attempts`, 2 when unset). At least 1.
+    /// How many times one query is tried in all, the first try included, as resolv.conf's
+    /// `attempts` means (the system's value, 2 when unset). At least 1.
+    ///
+    /// A lookup that gets no answer fails after about `query_timeout` x `attempts`: with the
+    /// defaults, 5 s x 2 = 10 s (A and AAAA are asked at the same time, so asking both takes no
+    /// longer). The source then keeps the last good set and retries after its backoff.
     #[must_use]
     pub fn query_attempts(mut self, attempts: usize) -> Self {
         self.query_attempts = Some(attempts.max(1));

@@ -179,6 +179,9 @@ pub(crate) fn parse_name(host: &str) -> Result<Name, NetError> {
     Name::from_str_relaxed(host).map_err(NetError::from)
 }
 
+/// How many times a query is tried when neither the options nor the system say.
+pub(crate) const DEFAULT_QUERY_TRIES: usize = 2;
+
 /// Builds the resolver: the system configuration (unless turned off), with the nameserver of
 /// the target or of the options in place of the system's, and the search domains, ndots,
 /// timeout and attempts of the options where given.
@@ -243,9 +246,14 @@ pub(crate) fn build_resolver(
     if let Some(timeout) = options.query_timeout {
         resolver_options.timeout = timeout;
     }
-    if let Some(attempts) = options.query_attempts {
-        resolver_options.attempts = attempts;
-    }
+    // hickory's `attempts` counts the retries after the first try (its default 2 makes three
+    // tries); ours, like resolv.conf's, counts the tries. The system value came from resolv.conf.
+    let tries = match options.query_attempts {
+        Some(tries) => tries,
+        None if options.system_config => resolver_options.attempts,
+        None => DEFAULT_QUERY_TRIES,
+    };
+    resolver_options.attempts = tries.max(1) - 1;
     // The source refreshes on its own schedule and clears the cache before each lookup; a
     // small cache still serves the follow-up lookups of one SRV answer.
     resolver_options.cache_size = 64;
@@ -369,11 +377,14 @@ fn combine(name: &Name, families: [(Option<Family>, bool); 2]) -> Addresses {
     }
     let nxdomain = negatives.iter().any(|negative| negative.nxdomain);
     let ttl = negatives.iter().filter_map(|negative| negative.ttl).min();
-    let detail = negatives
-        .iter()
-        .map(|negative| negative.detail.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
+    // A and AAAA agreeing on NXDOMAIN say the same thing: once.
+    let mut details: Vec<&str> = Vec::with_capacity(negatives.len());
+    for negative in &negatives {
+        if !details.contains(&negative.detail.as_str()) {
+            details.push(&negative.detail);
+        }
+    }
+    let detail = details.join("; ");
     Addresses::Missing(Negative {
         nxdomain,
         ttl,

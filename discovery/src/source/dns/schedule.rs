@@ -9,8 +9,8 @@
 //!   current). Before that the set stays and the handle's health reports the negative answer.
 //!   The wait is the negative TTL from the SOA (clamped the same way), or the floor;
 //! - after a failure (timeout, SERVFAIL, refused, unreachable), keeps the set, reports the
-//!   failure, and waits with exponential backoff (`retry_initial`, doubling up to `retry_max`,
-//!   with jitter);
+//!   failure, and waits with the crate's [`Backoff`] (`retry_initial`, doubling up to
+//!   `retry_max`, each wait jittered into `[wait / 2, wait]`);
 //! - when a reader calls [`Endpoints::request_refresh`](crate::Endpoints::request_refresh),
 //!   moves the next lookup forward to no sooner than `early_refresh_interval` after the start
 //!   of the previous one. While the source is failing, requests do not shorten the backoff:
@@ -22,14 +22,13 @@
 //! Service (one virtual IP; kube-proxy spreads connections, not requests). It says so once, as a
 //! warning.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
 use super::options::DnsOptions;
 use super::resolve::{Answer, Negative, Outcome, Resolve};
+use crate::backoff::Backoff;
 use crate::endpoints::Publisher;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
 
@@ -65,45 +64,13 @@ impl Schedule {
         ttl.clamp(self.floor, self.ceiling)
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(20);
-        self.retry_initial
-            .saturating_mul(1 << doublings)
-            .min(self.retry_max)
-    }
-}
-
-/// A small random source for jitter: xorshift64*, seeded from the standard library's
-/// per-process random hasher keys, or fixed for reproducible tests.
-#[derive(Debug, Clone)]
-pub(crate) struct Jitter {
-    state: u64,
-}
-
-impl Jitter {
-    pub(crate) fn new() -> Self {
-        Self::seeded(RandomState::new().hash_one("waypost dns jitter"))
-    }
-
-    pub(crate) fn seeded(seed: u64) -> Self {
-        Jitter { state: seed | 1 }
-    }
-
-    /// A number in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        let value = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (value >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// `wait` stretched by up to `fraction` of itself.
-    pub(crate) fn stretch(&mut self, wait: Duration, fraction: f64) -> Duration {
-        if fraction <= 0.0 {
-            return wait;
+    /// The failure backoff, also the random source for the TTL jitter; `seed` makes both
+    /// reproducible.
+    pub(crate) fn backoff(&self, seed: Option<u64>) -> Backoff {
+        match seed {
+            Some(seed) => Backoff::seeded(self.retry_initial, self.retry_max, seed),
+            None => Backoff::new(self.retry_initial, self.retry_max),
         }
-        wait + wait.mul_f64(fraction * self.unit())
     }
 }
 
@@ -112,8 +79,6 @@ impl Jitter {
 struct State {
     /// Negative answers in a row (failures in between do not reset it).
     negatives: u32,
-    /// Failed lookups in a row.
-    failures: u32,
     /// Single-address answers in a row for a Service name.
     single_address_answers: u32,
     cluster_ip_warned: bool,
@@ -124,7 +89,7 @@ pub(crate) async fn run<R: Resolve>(
     mut publisher: Publisher,
     mut resolver: R,
     schedule: Schedule,
-    mut jitter: Jitter,
+    mut backoff: Backoff,
 ) {
     let mut state = State::default();
     let mut next = Instant::now();
@@ -133,10 +98,10 @@ pub(crate) async fn run<R: Resolve>(
         loop {
             tokio::select! {
                 biased;
-                () = publisher.readers_gone() => return stopped(&publisher),
+                () = publisher.should_stop() => return stopped(&publisher),
                 () = sleep_until(next) => break,
                 () = publisher.refresh_requested() => {
-                    if state.failures > 0 {
+                    if backoff.failures() > 0 {
                         tracing::debug!(
                             target: "waypost::discovery::dns",
                             target = %publisher.target(),
@@ -164,10 +129,10 @@ pub(crate) async fn run<R: Resolve>(
         let current = publisher.current();
         let outcome = tokio::select! {
             biased;
-            () = publisher.readers_gone() => return stopped(&publisher),
+            () = publisher.should_stop() => return stopped(&publisher),
             outcome = resolver.resolve(&current) => outcome,
         };
-        let wait = state.apply(outcome, &mut publisher, &schedule, &mut jitter);
+        let wait = state.apply(outcome, &mut publisher, &schedule, &mut backoff);
         next = Instant::now() + wait;
     }
 }
@@ -176,7 +141,7 @@ fn stopped(publisher: &Publisher) {
     tracing::debug!(
         target: "waypost::discovery::dns",
         target = %publisher.target(),
-        "every reader is gone; DNS source stopped"
+        "DNS source stopped (no readers left, or shut down)"
     );
 }
 
@@ -187,7 +152,7 @@ impl State {
         outcome: Outcome,
         publisher: &mut Publisher,
         schedule: &Schedule,
-        jitter: &mut Jitter,
+        backoff: &mut Backoff,
     ) -> Duration {
         match outcome {
             Outcome::Found(answer) if answer.endpoints.is_empty() => {
@@ -196,14 +161,13 @@ impl State {
                     ttl: Some(answer.ttl),
                     detail: format!("`{}` answered no usable address", answer.name),
                 };
-                self.missing(negative, publisher, schedule, jitter)
+                self.missing(negative, publisher, schedule, backoff)
             }
-            Outcome::Found(answer) => self.found(answer, publisher, schedule, jitter),
-            Outcome::Missing(negative) => self.missing(negative, publisher, schedule, jitter),
+            Outcome::Found(answer) => self.found(answer, publisher, schedule, backoff),
+            Outcome::Missing(negative) => self.missing(negative, publisher, schedule, backoff),
             Outcome::Failed(error) => {
-                self.failures = self.failures.saturating_add(1);
                 publisher.report_failure(error);
-                jitter.stretch(schedule.backoff(self.failures), schedule.jitter)
+                backoff.next_delay()
             }
         }
     }
@@ -213,12 +177,12 @@ impl State {
         answer: Answer,
         publisher: &mut Publisher,
         schedule: &Schedule,
-        jitter: &mut Jitter,
+        backoff: &mut Backoff,
     ) -> Duration {
         self.negatives = 0;
-        self.failures = 0;
+        backoff.reset();
         let count = answer.endpoints.len();
-        let wait = jitter.stretch(schedule.clamp(answer.ttl), schedule.jitter);
+        let wait = backoff.stretch(schedule.clamp(answer.ttl), schedule.jitter);
         let service_name = match answer.endpoints.as_slice() {
             [only] => Some(only.hostname().unwrap_or(&answer.name).to_owned()),
             _ => None,
@@ -243,30 +207,34 @@ impl State {
         negative: Negative,
         publisher: &mut Publisher,
         schedule: &Schedule,
-        jitter: &mut Jitter,
+        backoff: &mut Backoff,
     ) -> Duration {
         self.negatives = self.negatives.saturating_add(1);
-        self.failures = 0;
+        backoff.reset();
         self.single_address_answers = 0;
-        let wait = jitter.stretch(
+        let wait = backoff.stretch(
             schedule.clamp(negative.ttl.unwrap_or(schedule.floor)),
             schedule.jitter,
         );
         let current = publisher.current();
         let already_empty = current.revision() > 0 && current.is_empty();
-        if already_empty {
-            publisher.publish([]);
-        } else if self.negatives >= schedule.confirmations {
-            let dropped = current.len();
-            let publication = publisher.publish([]);
-            tracing::warn!(
+        if already_empty || self.negatives >= schedule.confirmations {
+            // Confirmed (or nothing left to lose): the service is gone, and health says so
+            // instead of "recovered" with an error about kept endpoints.
+            let publication = publisher.publish_gone(DiscoveryError::new(
+                publisher.target_arc(),
+                DiscoveryErrorKind::NotFound,
+                format!(
+                    "{}, {} negative answers in a row: the service is gone",
+                    negative.detail, self.negatives
+                ),
+            ));
+            tracing::debug!(
                 target: "waypost::discovery::dns",
                 target = %publisher.target(),
-                answer = %negative.detail,
                 confirmations = self.negatives,
-                dropped,
                 revision = publication.revision(),
-                "negative DNS answer confirmed; endpoint set emptied"
+                "negative DNS answer confirmed"
             );
         } else {
             let kept = if current.revision() > 0 {
@@ -409,7 +377,12 @@ mod tests {
     fn start(script: &Script, schedule: Schedule) -> Endpoints {
         let publisher = Publisher::new("dns:///api.test:80");
         let endpoints = publisher.endpoints();
-        tokio::spawn(run(publisher, script.clone(), schedule, Jitter::seeded(7)));
+        tokio::spawn(run(
+            publisher,
+            script.clone(),
+            schedule,
+            schedule.backoff(Some(7)),
+        ));
         endpoints
     }
 
@@ -499,21 +472,30 @@ mod tests {
         assert!(error.is_not_found());
         assert!(error.detail().contains("1 of the 2"), "{error}");
 
-        // A failure in between neither counts nor resets.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A failure in between (at 2 s) neither counts nor resets.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(ports(&endpoints), [1, 2]);
         assert!(endpoints.health().last_error().unwrap().is_resolve());
+        assert!(!endpoints.health().is_gone());
 
-        // Second NXDOMAIN (after the 1 s backoff): confirmed, emptied, current.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Second NXDOMAIN (after the backoff, at most 1 s): confirmed, emptied, current, and
+        // the health says the service is gone rather than that endpoints are kept.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
         assert!(endpoints.load().is_empty());
-        assert!(endpoints.health().is_current());
+        let health = endpoints.health();
+        assert!(health.is_current());
+        assert!(health.is_gone());
+        let error = health.last_error().unwrap();
+        assert!(error.is_not_found());
+        assert!(error.detail().contains("the service is gone"), "{error}");
+        assert!(!error.detail().contains("keeping"), "{error}");
         let emptied = endpoints.revision();
 
         // The name comes back.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(ports(&endpoints), [3]);
         assert_eq!(endpoints.revision(), emptied + 1);
+        assert!(!endpoints.health().is_gone());
     }
 
     #[tokio::test(start_paused = true)]
@@ -583,12 +565,20 @@ mod tests {
         }
         let endpoints = start(&script, schedule());
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let gaps: Vec<u64> = script
+        let gaps: Vec<Duration> = script
             .asked()
             .windows(2)
-            .map(|pair| (pair[1] - pair[0]).as_secs())
+            .map(|pair| pair[1] - pair[0])
             .collect();
-        assert_eq!(gaps[..7], [1, 2, 4, 8, 8, 8, 8]);
+        // 1 s doubling to 8 s, each jittered into [delay / 2, delay].
+        for (gap, nominal) in gaps.iter().zip([1, 2, 4, 8, 8, 8, 8]) {
+            let nominal = Duration::from_secs(nominal);
+            assert!(
+                *gap <= nominal && *gap >= nominal / 2,
+                "{gap:?} for {nominal:?} in {gaps:?}"
+            );
+        }
+        assert_eq!(gaps.len(), 7);
         assert_eq!(endpoints.health().consecutive_failures(), 7);
     }
 
@@ -649,12 +639,14 @@ mod tests {
         }
         let endpoints = start(&script, schedule());
         endpoints.resolved().await.unwrap();
-        // Four failures (at 1, 2, 4 and 8 s): the next try is 8 s after the fourth.
-        tokio::time::sleep(Duration::from_millis(8500)).await;
-        assert_eq!(script.asked().len(), 5);
+        // Four failures: the next try waits the fourth delay, 8 s jittered into [4 s, 8 s].
+        while script.asked().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         endpoints.request_refresh();
         settle().await;
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // An early refresh would come 2 s after the last lookup at the latest.
+        tokio::time::sleep(Duration::from_millis(3900)).await;
         assert_eq!(script.asked().len(), 5, "the request waits for the backoff");
     }
 
@@ -694,18 +686,5 @@ mod tests {
             other.watch_cluster_ip(Some("api.example.com"), "t");
         }
         assert!(!other.cluster_ip_warned);
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        let mut jitter = Jitter::new();
-        for _ in 0..1000 {
-            let wait = jitter.stretch(Duration::from_secs(10), 0.1);
-            assert!(wait >= Duration::from_secs(10) && wait < Duration::from_secs(11));
-        }
-        assert_eq!(
-            jitter.stretch(Duration::from_secs(10), 0.0),
-            Duration::from_secs(10)
-        );
     }
 }

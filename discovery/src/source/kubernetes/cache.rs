@@ -14,9 +14,14 @@
 //! - the merge uses the ready endpoints of all slices; only when none is ready anywhere does it
 //!   fall back to the endpoints that are serving while terminating (kube-proxy's graceful
 //!   drain). An endpoint listed by two slices at once (normal while the controller rebalances)
-//!   appears once, and a ready entry wins over a terminating one; among equal entries the slice
-//!   whose name sorts first wins, so the result depends only on the slices, not on the order of
-//!   events.
+//!   appears once, and a ready entry wins over a terminating one; an entry that is neither
+//!   ready nor terminating (a new pod that got the IP of a draining one) wins over a
+//!   terminating one, so that address is not used even as the draining fallback (kube-proxy
+//!   since kubernetes PR 135593). Among equal entries the slice whose key sorts first wins, so
+//!   the result depends only on the slices, not on the order of events;
+//! - slices are keyed by namespace and name; a cache made
+//!   [`in_namespace`](SliceCache::in_namespace) ignores slices from any other namespace, as
+//!   kube-proxy does (a defence against a server or proxy that ignores the request's scope).
 //!
 //! Slices are converted once, when they arrive ([`convert_slice`]); a rebuild only clones the
 //! converted endpoints (one reference-count increment each) and sorts them. The cache is plain
@@ -52,11 +57,12 @@
 //! assert_eq!(cache.status(), CacheStatus::Ready);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::convert::{SliceEndpoints, UnusableSlice, convert_slice};
+use super::convert::{SliceEndpoints, UnusableReason, UnusableSlice, convert_slice};
 use crate::endpoint::Endpoint;
 use crate::set::EndpointSet;
 use crate::target::PortSelector;
@@ -68,7 +74,8 @@ enum Entry {
     Unusable(UnusableSlice),
 }
 
-type Slices = BTreeMap<String, Entry>;
+/// Slices by namespace, then name.
+type Slices = BTreeMap<(String, String), Entry>;
 
 /// Every EndpointSlice of one Service, as contributions for one target, and their merge.
 ///
@@ -81,14 +88,18 @@ type Slices = BTreeMap<String, Entry>;
 ///   current one in one step at the end, so a half-listed Service is never merged;
 /// - the merge ([`endpoint_set`](Self::endpoint_set)) takes the ready endpoints of every slice,
 ///   or, only when none is ready anywhere, the ones serving while terminating; an address listed
-///   by several slices appears once (ready before terminating, then the slice whose name sorts
-///   first), so the result depends only on the slices, not on the order of events.
+///   by several slices appears once (ready before terminating, then the slice whose key sorts
+///   first), and an address that some slice lists as neither ready nor terminating is never a
+///   draining fallback, so the result depends only on the slices, not on the order of events;
+/// - slices are keyed by namespace and name; with [`in_namespace`](Self::in_namespace) a slice
+///   of another namespace is ignored.
 ///
 /// The cache is plain data without I/O: the watch task feeds it, and so can any other source of
 /// slices (a reflector of your own, a test).
 #[derive(Debug, Clone)]
 pub struct SliceCache {
     service: String,
+    namespace: Option<String>,
     port: Option<PortSelector>,
     slices: Slices,
     relist: Option<Slices>,
@@ -156,6 +167,7 @@ impl SliceCache {
     pub fn new(service: impl Into<String>, port: Option<PortSelector>) -> Self {
         SliceCache {
             service: service.into(),
+            namespace: None,
             port,
             slices: Slices::new(),
             relist: None,
@@ -163,9 +175,39 @@ impl SliceCache {
         }
     }
 
+    /// Only slices of `namespace` count: a slice that names another namespace is ignored (its
+    /// [`apply`](Self::apply) returns [`Applied::Unusable`] and changes nothing). Slices that name
+    /// no namespace are taken to be in it.
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
     /// The Service.
     pub fn service(&self) -> &str {
         &self.service
+    }
+
+    /// The namespace set with [`in_namespace`](Self::in_namespace).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The key of `slice`, or the error when it belongs to another namespace.
+    fn key(&self, slice: &EndpointSlice) -> Result<(String, String), UnusableSlice> {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        match (
+            slice.metadata.namespace.as_deref(),
+            self.namespace.as_deref(),
+        ) {
+            (Some(theirs), Some(ours)) if theirs != ours => Err(UnusableSlice::new(
+                &name,
+                UnusableReason::OtherNamespace(theirs.to_owned()),
+            )),
+            (Some(theirs), _) => Ok((theirs.to_owned(), name)),
+            (None, ours) => Ok((ours.unwrap_or_default().to_owned(), name)),
+        }
     }
 
     /// Adds or replaces a slice (a watch `Apply` event).
@@ -174,7 +216,15 @@ impl SliceCache {
     /// list being built instead, and the result says whether it differs from the slice's entry
     /// in the current map.
     pub fn apply(&mut self, slice: &EndpointSlice) -> Applied {
-        let name = slice.metadata.name.clone().unwrap_or_default();
+        let name = match self.key(slice) {
+            Ok(key) => key,
+            Err(error) => {
+                return Applied::Unusable {
+                    error,
+                    changed: false,
+                };
+            }
+        };
         let entry = match convert_slice(slice, &self.service, self.port.as_ref()) {
             Ok(contribution) => Entry::Usable(contribution),
             Err(error) => Entry::Unusable(error),
@@ -198,12 +248,26 @@ impl SliceCache {
     }
 
     /// Removes a slice (a watch `Delete` event); `true` when it was there. Only that slice's
-    /// contribution goes: an endpoint that another slice also lists stays.
+    /// contribution goes: an endpoint that another slice also lists stays. A slice of another
+    /// namespace removes nothing.
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> bool {
+        let Ok(key) = self.key(slice) else {
+            return false;
+        };
+        let slices = self.relist.as_mut().unwrap_or(&mut self.slices);
+        slices.remove(&key).is_some()
+    }
+
+    /// Removes the slice named `name` in the cache's namespace (in every namespace when the
+    /// cache has none); `true` when one was there. See [`delete_slice`](Self::delete_slice).
     pub fn delete(&mut self, name: &str) -> bool {
-        match &mut self.relist {
-            Some(relist) => relist.remove(name).is_some(),
-            None => self.slices.remove(name).is_some(),
-        }
+        let namespace = self.namespace.clone();
+        let slices = self.relist.as_mut().unwrap_or(&mut self.slices);
+        let before = slices.len();
+        slices.retain(|(ns, slice), _| {
+            slice != name || namespace.as_deref().is_some_and(|ours| ours != ns)
+        });
+        slices.len() != before
     }
 
     /// Starts a relist (the watcher's `Init`): slices applied from now on fill a new map, and the
@@ -250,8 +314,8 @@ impl SliceCache {
         EndpointSet::new(self.merged_endpoints())
     }
 
-    /// The endpoints [`endpoint_set`](Self::endpoint_set) is built from, in slice-name order,
-    /// before sorting and deduplication.
+    /// The endpoints [`endpoint_set`](Self::endpoint_set) is built from, in slice order
+    /// (namespace, then name), before sorting and deduplication.
     pub fn merged_endpoints(&self) -> Vec<Endpoint> {
         let usable = || {
             self.slices.values().filter_map(|entry| match entry {
@@ -260,6 +324,12 @@ impl SliceCache {
             })
         };
         let any_ready = usable().any(SliceEndpoints::has_ready);
+        // Addresses a not-yet-ready pod owns: never a draining fallback.
+        let unready: HashSet<SocketAddr> = if any_ready {
+            HashSet::new()
+        } else {
+            usable().flat_map(|c| c.unready().iter().copied()).collect()
+        };
         let total = usable().map(|c| c.endpoints().len()).sum();
         let mut endpoints = Vec::with_capacity(total);
         for contribution in usable() {
@@ -267,7 +337,10 @@ impl SliceCache {
                 contribution
                     .endpoints()
                     .iter()
-                    .filter(|endpoint| endpoint.readiness().is_ready() == any_ready)
+                    .filter(|endpoint| {
+                        endpoint.readiness().is_ready() == any_ready
+                            && !unready.contains(&endpoint.address())
+                    })
                     .cloned(),
             );
         }

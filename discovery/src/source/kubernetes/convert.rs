@@ -18,15 +18,20 @@
 //!   `terminating` missing means not terminating. A ready endpoint is
 //!   [`Readiness::Ready`]; one that is serving and terminating is
 //!   [`Readiness::Terminating`] (used by the merge only when nothing is ready: kube-proxy's
-//!   graceful-drain fallback); any other endpoint cannot take traffic and is left out.
+//!   graceful-drain fallback); any other endpoint cannot take traffic and is left out. The
+//!   address of one that is neither ready nor terminating is remembered
+//!   ([`SliceEndpoints::unready`]): it usually belongs to a new pod that got the IP of a
+//!   draining one, and the merge then uses that address not even as a draining fallback
+//!   (kube-proxy since kubernetes PR 135593).
+//! - **Endpoints without an address** break the API's rules; each is skipped alone
+//!   ([`SliceEndpoints::without_address`]) and the rest of the slice is kept.
 //! - **Topology.** Zone, node, hostname and zone hints (`hints.forZones`) are carried on every
-//!   endpoint. The source does not filter by hints; [`hints_prefer_zone`] answers kube-proxy's
-//!   question "do the hints apply to this zone?" for the balancer, which decides with its own
-//!   thresholds.
+//!   endpoint. The source does not filter by hints; the balancer does, in its hints mode, with
+//!   the rule in [`topology`](crate::topology) (kube-proxy's).
 //!
 //! A slice that breaks the API's own rules (an address that is not an IP of the slice's family,
-//! an endpoint without addresses, no usable port, an unknown address type, a missing or foreign
-//! `kubernetes.io/service-name` label) contributes nothing: the result is an [`UnusableSlice`]
+//! no usable port, an unknown address type, a missing or foreign `kubernetes.io/service-name`
+//! label) contributes nothing: the result is an [`UnusableSlice`]
 //! that names the slice and says what is wrong, and the caller logs it and keeps every other
 //! slice.
 //!
@@ -79,6 +84,8 @@ pub struct SliceEndpoints {
     port: Option<u16>,
     endpoints: Vec<Endpoint>,
     not_serving: usize,
+    unready: Vec<SocketAddr>,
+    without_address: usize,
     offered_ports: Vec<String>,
     fqdn: bool,
 }
@@ -100,6 +107,18 @@ impl SliceEndpoints {
     /// serving while terminating.
     pub fn not_serving(&self) -> usize {
         self.not_serving
+    }
+
+    /// The addresses of the endpoints that are neither ready nor terminating (a pod that is not
+    /// ready yet), in the slice's order. The merge never uses these addresses as a draining
+    /// fallback, whichever slice lists them as draining.
+    pub fn unready(&self) -> &[SocketAddr] {
+        &self.unready
+    }
+
+    /// How many endpoints of the slice were skipped because they have no address.
+    pub fn without_address(&self) -> usize {
+        self.without_address
     }
 
     /// The slice's usable ports, as `name:number` (or `number` for an unnamed port), for
@@ -131,7 +150,7 @@ pub struct UnusableSlice {
 }
 
 impl UnusableSlice {
-    fn new(slice: &str, reason: UnusableReason) -> Self {
+    pub(super) fn new(slice: &str, reason: UnusableReason) -> Self {
         UnusableSlice {
             slice: slice.to_owned(),
             reason,
@@ -162,18 +181,16 @@ pub enum UnusableReason {
     /// The `kubernetes.io/service-name` label names another Service.
     #[error("it belongs to Service `{0}`")]
     OtherService(String),
+    /// The slice is in another namespace than the target's (a server or proxy that ignores
+    /// the request's scope).
+    #[error("it is in namespace `{0}`, not the target's")]
+    OtherNamespace(String),
     /// An `addressType` other than `IPv4`, `IPv6` or `FQDN`.
     #[error("unknown address type `{0}`")]
     UnknownAddressType(String),
     /// No port with both a name and a number from 1 to 65535.
     #[error("no usable port (a port needs a name, which may be empty, and a number)")]
     MissingPorts,
-    /// An endpoint without any address.
-    #[error("endpoint {index} has no address")]
-    NoAddress {
-        /// The endpoint's position in the slice.
-        index: usize,
-    },
     /// An address that is not an IP of the slice's address type.
     #[error("`{address}` is not an {address_type} address")]
     InvalidAddress {
@@ -209,12 +226,14 @@ impl Family {
 ///   contributes nothing ([`SliceEndpoints::is_fqdn`]).
 /// - Conditions: `ready` missing means true, `serving` missing means `ready`, `terminating`
 ///   missing means false. Ready endpoints are [`Readiness::Ready`], serving-and-terminating ones
-///   [`Readiness::Terminating`], the others are left out.
+///   [`Readiness::Terminating`], the others are left out; the addresses of those neither ready
+///   nor terminating are kept in [`SliceEndpoints::unready`].
+/// - An endpoint without an address is skipped alone.
 /// - Zone, node, hostname and `hints.forZones` are carried.
 ///
 /// Returns an [`UnusableSlice`] when the slice breaks the API's rules (no name, missing or
-/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an endpoint
-/// without an address or with one that is not an IP of the slice's type). Never panics,
+/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an address
+/// that is not an IP of the slice's type). Never panics,
 /// whatever the slice holds.
 pub fn convert_slice(
     slice: &EndpointSlice,
@@ -246,6 +265,8 @@ pub fn convert_slice(
                 port: None,
                 endpoints: Vec::new(),
                 not_serving: 0,
+                unready: Vec::new(),
+                without_address: 0,
                 offered_ports: Vec::new(),
                 fqdn: true,
             });
@@ -273,12 +294,14 @@ pub fn convert_slice(
         })
         .collect();
     // Every address is checked, whatever the port: a slice that breaks the rules is unusable
-    // for every target.
+    // for every target. An endpoint without any address is skipped alone.
     let api_endpoints = slice.endpoints.api_endpoints();
-    let mut addresses = Vec::with_capacity(api_endpoints.len());
-    for (index, api_endpoint) in api_endpoints.iter().enumerate() {
+    let mut addressed = Vec::with_capacity(api_endpoints.len());
+    let mut without_address = 0;
+    for api_endpoint in api_endpoints {
         let Some(address) = api_endpoint.addresses.first() else {
-            return unusable(UnusableReason::NoAddress { index });
+            without_address += 1;
+            continue;
         };
         let Some(ip) = parse_ip(address, family) else {
             return unusable(UnusableReason::InvalidAddress {
@@ -286,74 +309,73 @@ pub fn convert_slice(
                 address_type: family.name(),
             });
         };
-        addresses.push(ip);
+        addressed.push((ip, api_endpoint));
     }
     let Some(number) = select_port(&ports, port) else {
         return Ok(SliceEndpoints {
             port: None,
             endpoints: Vec::new(),
             not_serving: 0,
+            unready: Vec::new(),
+            without_address,
             offered_ports,
             fqdn: false,
         });
     };
 
-    let mut endpoints = Vec::with_capacity(api_endpoints.len());
+    let mut endpoints = Vec::with_capacity(addressed.len());
     let mut not_serving = 0;
-    for (ip, api_endpoint) in addresses.into_iter().zip(api_endpoints) {
-        match usable_readiness(api_endpoint) {
-            Some(readiness) => {
-                endpoints.push(endpoint(
-                    SocketAddr::new(ip, number),
-                    readiness,
-                    api_endpoint,
-                ));
+    let mut unready = Vec::new();
+    for (ip, api_endpoint) in addressed {
+        let address = SocketAddr::new(ip, number);
+        match conditions(api_endpoint) {
+            Conditions::Usable(readiness) => {
+                endpoints.push(endpoint(address, readiness, api_endpoint));
             }
-            None => not_serving += 1,
+            Conditions::Unready => {
+                not_serving += 1;
+                unready.push(address);
+            }
+            Conditions::Gone => not_serving += 1,
         }
     }
     Ok(SliceEndpoints {
         port: Some(number),
         endpoints,
         not_serving,
+        unready,
+        without_address,
         offered_ports,
         fqdn: false,
     })
 }
 
-/// kube-proxy's `topologyModeFromHints` for zones: `true` when every ready endpoint carries zone
-/// hints and at least one is hinted for `zone`. Only then should a client prefer the endpoints
-/// hinted for its zone; otherwise hints are incomplete (the controller is still assigning them,
-/// or hints are off) and every endpoint is fair game.
-///
-/// Endpoints that are not ready are not looked at, as in kube-proxy. With no ready endpoint the
-/// answer is `false`.
-pub fn hints_prefer_zone(endpoints: &[Endpoint], zone: &str) -> bool {
-    let mut any_ready = false;
-    let mut hinted_for_zone = false;
-    for endpoint in endpoints.iter().filter(|e| e.readiness().is_ready()) {
-        any_ready = true;
-        if !endpoint.has_zone_hints() {
-            return false;
-        }
-        hinted_for_zone |= endpoint.is_hinted_for(zone);
-    }
-    any_ready && hinted_for_zone
+/// What an endpoint's conditions make of it.
+enum Conditions {
+    /// Ready, or serving while terminating.
+    Usable(Readiness),
+    /// Neither ready nor terminating: a pod that is not ready yet. Its address shadows a
+    /// draining duplicate.
+    Unready,
+    /// Terminating and no longer serving.
+    Gone,
 }
 
 /// The conditions rule: ready (missing = true) wins; else serving (missing = ready) and
 /// terminating (missing = false) together make a draining endpoint; else unusable.
-fn usable_readiness(endpoint: &ApiEndpoint) -> Option<Readiness> {
+fn conditions(endpoint: &ApiEndpoint) -> Conditions {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
     let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
     let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
     if ready {
-        Some(Readiness::Ready)
+        Conditions::Usable(Readiness::Ready)
     } else if serving && terminating {
-        Some(Readiness::Terminating)
+        Conditions::Usable(Readiness::Terminating)
+    } else if terminating {
+        Conditions::Gone
     } else {
-        None
+        Conditions::Unready
     }
 }
 

@@ -41,7 +41,8 @@
 //! - [`Endpoints::request_refresh`](crate::Endpoints::request_refresh) is ignored: the watch
 //!   pushes every change as it happens, and a connection failure to one endpoint says nothing
 //!   about the API server's view.
-//! - The task stops when every handle and watcher is dropped.
+//! - The task stops when every handle and watcher is dropped, or when the [`SourceHandle`]
+//!   from [`KubernetesSource::start`] is shut down.
 //!
 //! # Permissions
 //!
@@ -75,10 +76,10 @@
 //! # }
 //! ```
 
-mod backoff;
 mod cache;
 mod convert;
 mod namespace;
+mod retry;
 mod watch;
 
 use std::path::PathBuf;
@@ -88,10 +89,11 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 
+/// The topology-hints rule, also at [`topology::hints_prefer_zone`](crate::topology::hints_prefer_zone).
+pub use crate::topology::hints_prefer_zone;
 pub use cache::{Applied, CacheStatus, SliceCache};
 pub use convert::{
     SERVICE_NAME_LABEL, SliceEndpoints, UnusableReason, UnusableSlice, convert_slice,
-    hints_prefer_zone,
 };
 pub use namespace::{DEFAULT_NAMESPACE, NamespaceOrigin, SERVICE_ACCOUNT_NAMESPACE_FILE};
 
@@ -104,6 +106,7 @@ pub use k8s_openapi;
 
 use crate::endpoints::{Endpoints, Publisher};
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
+use crate::source::SourceHandle;
 use crate::target::KubernetesTarget;
 
 /// The default shortest wait after a failure.
@@ -246,6 +249,18 @@ impl KubernetesSource {
     ///
     /// Outside a tokio runtime, as [`tokio::spawn`] does.
     pub fn spawn(self) -> Endpoints {
+        self.start().0
+    }
+
+    /// Like [`spawn`](Self::spawn), and also returns a [`SourceHandle`] whose
+    /// [`shutdown`](SourceHandle::shutdown) ends the watch and waits for the task. Without it
+    /// the task runs while any handle or watcher exists; dropping the `SourceHandle` changes
+    /// nothing.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`tokio::spawn`] does.
+    pub fn start(self) -> (Endpoints, SourceHandle) {
         let (namespace, origin) = self.namespace();
         let name = self
             .name
@@ -275,14 +290,16 @@ impl KubernetesSource {
             publisher,
             api,
             config,
-            cache: SliceCache::new(self.target.service(), self.target.port().cloned()),
-            backoff: backoff::Backoff::new(self.backoff_min, self.backoff_max),
+            cache: SliceCache::new(self.target.service(), self.target.port().cloned())
+                .in_namespace(namespace.clone()),
+            retry: retry::Retry::new(self.backoff_min, self.backoff_max),
             probe,
             namespace,
             watch_failing: false,
         };
-        tokio::spawn(task.run());
-        endpoints
+        let stop = task.publisher.stop_signal();
+        let task = tokio::spawn(task.run());
+        (endpoints, SourceHandle::new(stop, task))
     }
 }
 

@@ -25,7 +25,9 @@
 //!   `ExternalName`, or selectorless with nobody writing slices), or whose slices lack the
 //!   target's port, publishes the empty set and reports a
 //!   [`NotFound`](DiscoveryErrorKind::NotFound) error in health instead of silently waiting.
-//! - **It stops when nobody reads.** The task ends when [`Publisher::readers_gone`] completes.
+//! - **It stops when nobody reads, or when asked.** The task ends when
+//!   [`Publisher::should_stop`] completes: every reader is gone, or its `SourceHandle` was shut
+//!   down.
 //!
 //! Refresh requests ([`Endpoints::request_refresh`](crate::Endpoints::request_refresh)) are
 //! ignored: the watch pushes every change as it happens, and a connection failure to one
@@ -35,6 +37,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
@@ -44,8 +47,8 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
 use super::cache::{Applied, CacheStatus, SliceCache};
+use super::retry::Retry;
 use crate::endpoints::Publisher;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
 
@@ -57,7 +60,7 @@ pub(super) struct WatchTask {
     pub(super) api: Api<EndpointSlice>,
     pub(super) config: watcher::Config,
     pub(super) cache: SliceCache,
-    pub(super) backoff: Backoff,
+    pub(super) retry: Retry,
     pub(super) probe: Arc<WatchProbe>,
     pub(super) namespace: String,
     /// A watcher error is the last thing reported in health.
@@ -70,7 +73,7 @@ impl WatchTask {
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.publisher.readers_gone() => break,
+                () = self.publisher.should_stop() => break,
                 () = self.probe.succeeded() => {
                     self.watch_established();
                     continue;
@@ -80,12 +83,12 @@ impl WatchTask {
             match next {
                 Some(Ok(event)) => self.handle(event),
                 Some(Err(error)) => {
-                    if self.handle_error(error) {
+                    let (replace, delay) = self.handle_error(error);
+                    if replace {
                         events = self.watch();
                     }
-                    let delay = self.backoff.next_delay(Instant::now());
                     tokio::select! {
-                        () = self.publisher.readers_gone() => break,
+                        () = self.publisher.should_stop() => break,
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -98,7 +101,7 @@ impl WatchTask {
         tracing::debug!(
             target: "waypost::discovery",
             target = %self.publisher.target(),
-            "no readers left; EndpointSlice watch stopped"
+            "EndpointSlice watch stopped (no readers left, or shut down)"
         );
     }
 
@@ -122,6 +125,7 @@ impl WatchTask {
             }
             Event::InitDone => {
                 let changed = self.cache.finish_relist();
+                self.retry.listed();
                 tracing::debug!(
                     target: "waypost::discovery",
                     target = %self.publisher.target(),
@@ -132,7 +136,7 @@ impl WatchTask {
                 self.publish();
             }
             Event::Apply(slice) => {
-                self.backoff.reset();
+                self.retry.event();
                 let applied = self.cache.apply(&slice);
                 self.log_unusable(&applied);
                 tracing::trace!(
@@ -147,9 +151,9 @@ impl WatchTask {
                 }
             }
             Event::Delete(slice) => {
-                self.backoff.reset();
+                self.retry.event();
                 let name = slice.metadata.name.as_deref().unwrap_or_default();
-                let removed = self.cache.delete(name);
+                let removed = self.cache.delete_slice(&slice);
                 tracing::trace!(
                     target: "waypost::discovery",
                     target = %self.publisher.target(),
@@ -226,8 +230,10 @@ impl WatchTask {
         }
     }
 
-    /// Logs or reports a watcher error; returns `true` when the watcher must be replaced.
-    fn handle_error(&mut self, error: watcher::Error) -> bool {
+    /// Logs or reports a watcher error; returns whether the watcher must be replaced, and how
+    /// long to wait before polling it again.
+    fn handle_error(&mut self, error: watcher::Error) -> (bool, Duration) {
+        let now = Instant::now();
         let target = self.publisher.target_arc();
         let what = format!(
             "EndpointSlices of Service `{}` in namespace `{}`",
@@ -241,7 +247,7 @@ impl WatchTask {
                     target = %target,
                     "the watch of {what} expired (410 Gone); listing them again"
                 );
-                false
+                (false, self.retry.expired(now))
             }
             ErrorClass::HttpGoneTrap => {
                 tracing::warn!(
@@ -257,7 +263,7 @@ impl WatchTask {
                     error,
                 ));
                 self.watch_failing = true;
-                true
+                (true, self.retry.failure(now))
             }
             ErrorClass::Failure(kind, doing) => {
                 self.publisher.report_failure(DiscoveryError::with_source(
@@ -267,7 +273,7 @@ impl WatchTask {
                     error,
                 ));
                 self.watch_failing = true;
-                false
+                (false, self.retry.failure(now))
             }
         }
     }

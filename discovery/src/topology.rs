@@ -1,0 +1,68 @@
+//! Topology rules: which endpoints count as local to a client's zone, one implementation for
+//! discovery and the balancer.
+//!
+//! Two different features go by "zone preference", and waypost keeps them apart:
+//!
+//! - **Topology hints** (Kubernetes topology-aware routing, `trafficDistribution: PreferClose`):
+//!   the EndpointSlice controller writes `hints.forZones` on each endpoint, choosing them so
+//!   that every zone gets a share of endpoints in proportion to its capacity. kube-proxy uses
+//!   them only when they are complete: when every *ready* endpoint has hints and at least one
+//!   is hinted for the client's zone ([`hints_prefer_zone`]); then only the ready endpoints
+//!   hinted for that zone take its traffic ([`is_hinted_local`]). Hints never filter the
+//!   serving-and-terminating fallback (used when nothing is ready): with no ready endpoint the
+//!   rule says the hints do not apply.
+//! - **Zone-aware routing** (Envoy's): an endpoint is local when its `zone` field is the
+//!   client's zone ([`is_in_zone`]); traffic stays local while enough local endpoints are
+//!   healthy and spills over to the other zones in proportion when they are not. Hints play no
+//!   part.
+//!
+//! ```
+//! use waypost_discovery::Endpoint;
+//! use waypost_discovery::topology::{hints_prefer_zone, is_hinted_local};
+//!
+//! let endpoints = [
+//!     Endpoint::new("10.0.0.1:80".parse().unwrap()).with_zone_hints(["a"]),
+//!     Endpoint::new("10.0.0.2:80".parse().unwrap()).with_zone_hints(["b"]),
+//! ];
+//! assert!(hints_prefer_zone(&endpoints, "a"));
+//! assert!(is_hinted_local(&endpoints[0], "a"));
+//! assert!(!is_hinted_local(&endpoints[1], "a"));
+//! // No endpoint is hinted for zone c: the hints do not apply there.
+//! assert!(!hints_prefer_zone(&endpoints, "c"));
+//! ```
+
+use crate::endpoint::Endpoint;
+
+/// kube-proxy's `topologyModeFromHints` for zones: `true` when every ready endpoint carries zone
+/// hints and at least one is hinted for `zone`. Only then should a client keep to the endpoints
+/// hinted for its zone; otherwise hints are incomplete (the controller is still assigning them,
+/// or hints are off) and every endpoint is fair game.
+///
+/// Endpoints that are not ready are not looked at, as in kube-proxy, so the hints never filter
+/// the serving-and-terminating fallback: with no ready endpoint the answer is `false`.
+pub fn hints_prefer_zone<'a>(
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    zone: &str,
+) -> bool {
+    let mut any_ready = false;
+    let mut hinted_for_zone = false;
+    for endpoint in endpoints.into_iter().filter(|e| e.readiness().is_ready()) {
+        any_ready = true;
+        if !endpoint.has_zone_hints() {
+            return false;
+        }
+        hinted_for_zone |= endpoint.is_hinted_for(zone);
+    }
+    any_ready && hinted_for_zone
+}
+
+/// Whether `endpoint` takes the traffic of `zone` once [`hints_prefer_zone`] said the hints
+/// apply: it is ready and hinted for `zone`.
+pub fn is_hinted_local(endpoint: &Endpoint, zone: &str) -> bool {
+    endpoint.readiness().is_ready() && endpoint.is_hinted_for(zone)
+}
+
+/// Zone-aware routing's test: the endpoint's `zone` field is `zone`.
+pub fn is_in_zone(endpoint: &Endpoint, zone: &str) -> bool {
+    endpoint.zone() == Some(zone)
+}
