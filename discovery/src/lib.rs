@@ -48,6 +48,8 @@
 //!   (kube with its runtime's watcher, k8s-openapi; the application picks the k8s-openapi
 //!   version feature).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backoff;
 mod discover;
 mod endpoint;

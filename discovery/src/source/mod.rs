@@ -15,13 +15,16 @@
 //! (`kubernetes`, feature `kubernetes`).
 
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub mod dns;
 mod fixed;
 #[cfg(any(feature = "dns", feature = "kubernetes"))]
 mod handle;
 #[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub mod kubernetes;
 
 pub use fixed::{from_addresses, from_static};
 #[cfg(any(feature = "dns", feature = "kubernetes"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "dns", feature = "kubernetes"))))]
 pub use handle::SourceHandle;
