@@ -6,6 +6,7 @@
 //!   those pods declare;
 //! - each client's `--target`, parsed as waypost parses it, names a Service and a port that
 //!   exist, and the port is the one the client ends up connecting to;
+//! - servers are probed on the port they listen on and have the grace to drain before SIGKILL;
 //! - RBAC grants exactly `get`, `list` and `watch` on `endpointslices` in `discovery.k8s.io`, to
 //!   the one client that watches them;
 //! - the image the pods run is the one `run.sh` builds from the Dockerfile, the Dockerfile builds
@@ -722,4 +723,49 @@ mod toml_like {
         }
         examples
     }
+}
+
+#[test]
+fn servers_are_probed_on_their_port_and_drain_before_they_are_killed() {
+    let walkthrough = Walkthrough::load();
+    let image = Image::load();
+    let mut servers = 0;
+    for workload in &walkthrough.workloads {
+        let spec = workload.template().spec.as_ref().unwrap();
+        for (container, command) in workload.containers().iter().zip(workload.commands(&image)) {
+            let Command::Server {
+                listen,
+                drain_delay_secs,
+                ..
+            } = command
+            else {
+                continue;
+            };
+            servers += 1;
+            let name = workload.name();
+            // Ready in the EndpointSlices (and DNS) only once the gRPC health service answers on
+            // the port the server listens on.
+            let probe = container
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.grpc.as_ref());
+            let probe = probe.unwrap_or_else(|| panic!("{name}: a gRPC readiness probe"));
+            assert_eq!(probe.port, i32::from(listen.port()), "{name}: probed port");
+            // SIGKILL only after the preStop sleep, the drain delay and some time for the calls
+            // in flight.
+            let pre_stop = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.sleep.as_ref())
+                .map_or(0, |sleep| sleep.seconds);
+            let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+            assert!(
+                grace > pre_stop + i64::try_from(drain_delay_secs).unwrap(),
+                "{name}: {grace} s of grace for a {pre_stop} s preStop and a \
+                 {drain_delay_secs} s drain delay"
+            );
+        }
+    }
+    assert!(servers > 0, "the walkthrough runs servers");
 }
