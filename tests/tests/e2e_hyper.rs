@@ -75,6 +75,17 @@ async fn http1_and_http2_spread_requests() {
     }
 }
 
+/// Waits until the client's balancer no longer picks `address`.
+async fn balancer_drops(client: &Client, address: SocketAddr) {
+    tokio::time::timeout(PATIENCE, async {
+        while client.in_flight().iter().any(|(a, _)| *a == address) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the balancer still uses {address}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_under_load_fails_no_request() {
     let server = DnsServer::start().await.unwrap();
@@ -122,6 +133,9 @@ async fn rolling_update_under_load_fails_no_request() {
             |current, _| !current.contains(&leaving_address),
         )
         .await;
+        // The balancer takes the new set in on its own task: until it has, requests still go
+        // to the old pod, as they would to a pod that is still in its preStop sleep.
+        balancer_drops(&client, leaving_address).await;
         load.wait_for(100).await;
         leaving.shutdown().await;
         load.wait_for(100).await;

@@ -110,6 +110,20 @@ async fn rolling_update_under_load_fails_no_call() {
             .map(|&i| SocketAddr::new(ip(i), port))
             .collect();
         wait_for_set(&channel, "the old pod out of the set", &set).await;
+        // The balancer takes the new set in on its own task: until it has, calls still go to
+        // the old pod, as they would to a pod that is still in its preStop sleep.
+        let leaving_address = leaving.address();
+        tokio::time::timeout(PATIENCE, async {
+            while channel
+                .in_flight()
+                .iter()
+                .any(|(address, _)| *address == leaving_address)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the balancer drops the old pod");
         load.wait_for(100).await;
         leaving.shutdown().await;
         load.wait_for(100).await;
