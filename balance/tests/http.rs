@@ -148,7 +148,9 @@ fn publish(publisher: &mut Publisher, servers: &[Server]) {
     publisher.publish(servers.iter().map(|s| Endpoint::new(s.address)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: round-robin keeps one sequence per thread, and a task that moved between worker
+// threads would see two interleaved sequences instead of an exact rotation.
+#[tokio::test(flavor = "current_thread")]
 async fn round_robin_spreads_evenly_over_http1_and_http2() {
     let servers = servers(3).await;
     let mut publisher = Publisher::new("static:///three");
@@ -195,7 +197,12 @@ async fn p2c_uses_every_server_with_concurrent_callers() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: round-robin keeps one sequence per thread, and a task that moved between worker
+// threads would see two interleaved sequences instead of an exact rotation.
+// Paused clock: the killed server's reconnect backoff (1 s) lasts until the test lets time pass;
+// on the wall clock a loaded machine could spend it on the requests, and the probe that follows
+// it would be one more failure.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_killed_server_is_avoided() {
     for http2 in [false, true] {
         let mut servers = servers(3).await;
@@ -244,7 +251,9 @@ async fn no_endpoints_fails_with_the_typed_error_after_the_deadline() {
     assert_eq!(error.target(), "dns:///nothing.test:80");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: round-robin keeps one sequence per thread, and a task that moved between worker
+// threads would see two interleaved sequences instead of an exact rotation.
+#[tokio::test(flavor = "current_thread")]
 async fn endpoints_added_later_get_traffic_without_requests_driving_discovery() {
     let servers = servers(3).await;
     let mut publisher = Publisher::new("static:///grows");

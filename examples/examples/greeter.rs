@@ -13,54 +13,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tonic::Status;
-use waypost_examples::greeter::{say_hello, serve};
-
-#[derive(Parser)]
-#[command(about = "A tonic greeter balanced by waypost")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the greeter.
-    Server {
-        /// The address to listen on.
-        #[arg(long, default_value = "0.0.0.0:50051")]
-        listen: SocketAddr,
-        /// The name to answer with; defaults to $POD_NAME, then the listen address.
-        #[arg(long)]
-        name: Option<String>,
-        /// How long to keep serving after SIGTERM before draining, so that clients see the pod
-        /// leave discovery first (Kubernetes' preStop delay does the same).
-        #[arg(long, default_value = "0")]
-        drain_delay_secs: u64,
-    },
-    /// Call the greeter through a waypost channel.
-    Client {
-        /// Where the servers are: dns:///host:port, kubernetes:///service.namespace:port, ...
-        #[arg(long)]
-        target: String,
-        /// Calls to make (0: until interrupted).
-        #[arg(long, default_value = "0")]
-        count: u64,
-        /// Concurrent callers.
-        #[arg(long, default_value = "4")]
-        concurrency: usize,
-        /// Pause between a caller's calls, in milliseconds.
-        #[arg(long, default_value = "10")]
-        interval_ms: u64,
-        /// Print the distribution this often, in seconds.
-        #[arg(long, default_value = "5")]
-        report_secs: u64,
-    },
-}
+use waypost_examples::greeter::{Cli, Command, say_hello, serve};
 
 async fn sigterm_or_ctrl_c() {
     #[cfg(unix)]

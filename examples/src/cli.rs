@@ -70,16 +70,22 @@ where
         }
         Command::Watch { target, revisions } => {
             let endpoints = endpoints(target, cli.nameserver).await?;
+            // Watch before the first answer: a set published right after it is reported, not
+            // taken as already seen.
+            let mut watcher = endpoints.watch();
             let mut previous = first_answer(&endpoints, timeout).await?;
             writeln!(out, "revision {}", previous.revision()).map_err(|e| e.to_string())?;
             write!(out, "{}", table(&previous)).map_err(|e| e.to_string())?;
-            let mut watcher = endpoints.watch();
+            out.flush().map_err(|e| e.to_string())?;
             let mut seen = 1;
             while *revisions == 0 || seen < *revisions {
                 let Ok(set) = watcher.changed().await else {
                     writeln!(out, "the source stopped").map_err(|e| e.to_string())?;
                     return Ok(());
                 };
+                if set.revision() <= previous.revision() {
+                    continue;
+                }
                 let diff = previous.diff(&set);
                 writeln!(
                     out,

@@ -14,6 +14,9 @@
 //! # Ok(()) }
 //! ```
 
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
 use tonic::{Request, Response, Status};
 
 /// The code generated from `proto/greeter.proto`.
@@ -81,4 +84,49 @@ pub async fn say_hello(channel: waypost::tonic::Channel, name: &str) -> Result<S
         })
         .await?;
     Ok(reply.into_inner().server)
+}
+
+/// The command line of the `greeter` example (and of the kind walkthrough's image).
+#[derive(Debug, Parser)]
+#[command(name = "greeter", about = "A tonic greeter balanced by waypost")]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `greeter` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the greeter.
+    Server {
+        /// The address to listen on.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        listen: SocketAddr,
+        /// The name to answer with; defaults to $POD_NAME, then the listen address.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long to keep serving after SIGTERM before draining, so that clients see the pod
+        /// leave discovery first (Kubernetes' preStop delay does the same).
+        #[arg(long, default_value = "0")]
+        drain_delay_secs: u64,
+    },
+    /// Call the greeter through a waypost channel.
+    Client {
+        /// Where the servers are: dns:///host:port, kubernetes:///service.namespace:port, ...
+        #[arg(long)]
+        target: String,
+        /// Calls to make (0: until interrupted).
+        #[arg(long, default_value = "0")]
+        count: u64,
+        /// Concurrent callers.
+        #[arg(long, default_value = "4")]
+        concurrency: usize,
+        /// Pause between a caller's calls, in milliseconds.
+        #[arg(long, default_value = "10")]
+        interval_ms: u64,
+        /// Print the distribution this often, in seconds.
+        #[arg(long, default_value = "5")]
+        report_secs: u64,
+    },
 }

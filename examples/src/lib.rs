@@ -26,8 +26,19 @@ pub async fn builder(target: &str) -> Result<waypost::Builder, String> {
     if !matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
         return Ok(builder);
     }
+    // The client is made before any source exists, so its error cannot know the target: name
+    // the whole target here, as every later discovery message does.
     let client = waypost::discovery::source::kubernetes::default_client()
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| {
+            let cause = std::error::Error::source(&error)
+                .map(|source| format!(" ({source})"))
+                .unwrap_or_default();
+            format!(
+                "discovery of `{target}`: {}: {}{cause}",
+                error.kind(),
+                error.detail()
+            )
+        })?;
     Ok(builder.kube_client(client))
 }

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use tokio::sync::mpsc;
+use waypost_tests::PATIENCE;
 use waypost_tests::dns::server::DnsServer;
 
 async fn run(arguments: &[&str]) -> Result<String, String> {
@@ -36,32 +38,81 @@ ADDRESS                                    ZONE           NODE           STATE  
     assert_eq!(output, expected);
 }
 
+/// Output the test reads while the command still runs: every write goes down a channel.
+struct Pipe(mpsc::UnboundedSender<Vec<u8>>);
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // The reader may have stopped reading; the command's output then goes nowhere.
+        let _ = self.0.send(bytes.to_vec());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads from `pipe` into `output` until `done` holds for what was read.
+async fn read_until(
+    pipe: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    output: &mut String,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        while !done(output) {
+            let chunk = pipe.recv().await.expect("the command is still running");
+            output.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}; output so far:\n{output}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_each_revision() {
     let server = DnsServer::start().await.unwrap();
     server.set_addresses("web.test", &["127.0.0.2".parse().unwrap()], 1);
-    let nameserver = server.address().to_string();
-    let watching = tokio::spawn(async move {
-        run(&[
-            "watch",
-            "dns:///web.test.:80",
-            "--nameserver",
-            &nameserver,
-            "--revisions",
-            "2",
-        ])
-        .await
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let arguments: Vec<String> = [
+        "watch",
+        "dns:///web.test.:80",
+        "--nameserver",
+        &server.address().to_string(),
+        "--revisions",
+        "2",
+    ]
+    .map(String::from)
+    .into();
+    let (sender, mut pipe) = mpsc::unbounded_channel();
+    let watching =
+        tokio::spawn(async move { waypost_examples::cli::run(arguments, &mut Pipe(sender)).await });
+    // The first revision is out: only then does the fleet change.
+    let mut output = String::new();
+    read_until(&mut pipe, &mut output, "the first revision", |text| {
+        text.contains("127.0.0.2:80")
+    })
+    .await;
+    assert!(output.starts_with("revision 1\n"), "{output}");
     server.add_address("web.test", "127.0.0.3".parse().unwrap(), 1);
-    let output = tokio::time::timeout(std::time::Duration::from_secs(30), watching)
+    read_until(&mut pipe, &mut output, "the second revision", |text| {
+        text.contains("127.0.0.3:80")
+    })
+    .await;
+    tokio::time::timeout(PATIENCE, watching)
         .await
-        .expect("the second revision arrives")
+        .expect("the command stops after two revisions")
         .unwrap()
         .unwrap();
-    assert!(output.starts_with("revision 1\n"), "{output}");
-    assert!(output.contains("revision 2: +1 -0 ~0"), "{output}");
-    assert!(output.contains("127.0.0.3:80"), "{output}");
+    while let Ok(chunk) = pipe.try_recv() {
+        output.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let (first, second) = output
+        .split_once("revision 2: +1 -0 ~0\n")
+        .unwrap_or_else(|| panic!("a second revision with one address added:\n{output}"));
+    assert!(!first.contains("127.0.0.3"), "{output}");
+    assert!(second.contains("127.0.0.2:80"), "{output}");
+    assert!(second.contains("127.0.0.3:80"), "{output}");
 }
 
 #[tokio::test]
@@ -70,5 +121,51 @@ async fn a_bad_target_says_which_part_is_wrong() {
     assert!(
         error.contains("invalid Kubernetes service name `Api`"),
         "{error}"
+    );
+}
+
+/// Set in the child process of [`messages_name_the_whole_kubernetes_target`].
+const CHILD: &str = "WAYPOST_CLI_TEST_CHILD";
+
+#[tokio::test]
+async fn messages_name_the_whole_kubernetes_target() {
+    let target = "kubernetes:///api.prod:8080";
+    if std::env::var_os(CHILD).is_some() {
+        // The child: no in-cluster configuration and no kubeconfig.
+        let error = run(&["resolve", target]).await.unwrap_err();
+        assert!(error.contains(&format!("`{target}`")), "{error}");
+        assert!(
+            error.contains("no Kubernetes client configuration"),
+            "{error}"
+        );
+        return;
+    }
+    // The environment decides where a Kubernetes client comes from, so the check runs in a
+    // child process whose environment has none.
+    let home = std::env::temp_dir().join(format!("waypost-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "messages_name_the_whole_kubernetes_target",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("HOME", &home)
+        .env("KUBECONFIG", home.join("no-such-config"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&home).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the check: {stdout}"
     );
 }

@@ -49,7 +49,9 @@ fn static_target(backends: &[Backend]) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: round-robin keeps one sequence per thread, and a task that moved between worker
+// threads would see two interleaved sequences instead of an exact rotation.
+#[tokio::test(flavor = "current_thread")]
 async fn http1_and_http2_spread_requests() {
     let backends = backend::start_many(3).await.unwrap();
     for http2 in [false, true] {
@@ -71,6 +73,17 @@ async fn http1_and_http2_spread_requests() {
             "http2={http2}"
         );
     }
+}
+
+/// Waits until the client's balancer no longer picks `address`.
+async fn balancer_drops(client: &Client, address: SocketAddr) {
+    tokio::time::timeout(PATIENCE, async {
+        while client.in_flight().iter().any(|(a, _)| *a == address) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the balancer still uses {address}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,13 +133,17 @@ async fn rolling_update_under_load_fails_no_request() {
             |current, _| !current.contains(&leaving_address),
         )
         .await;
+        // The balancer takes the new set in on its own task: until it has, requests still go
+        // to the old pod, as they would to a pod that is still in its preStop sleep.
+        balancer_drops(&client, leaving_address).await;
         load.wait_for(100).await;
         leaving.shutdown().await;
         load.wait_for(100).await;
     }
     let tally = load.stop().await;
+    // The callers completed at least 800 requests (the waits above count them), however slowly
+    // the machine ran them: none may fail.
     assert_eq!(tally.failed, 0, "failed requests: {:?}", tally.failures);
-    assert!(tally.succeeded() >= 1000, "{} requests", tally.succeeded());
     for backend in &new {
         assert!(tally.answers.contains_key(&backend.address()));
     }
@@ -179,7 +196,10 @@ async fn a_killed_backend_costs_nothing_with_idempotent_retries() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: round-robin then sends the 503 backend every fourth request, and the balancer's
+// task ejects it (after the fifth 503) before its next turn comes. Paused clock: the 2 s ejection
+// lasts until the test lets time pass, however long a loaded machine takes for the requests.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_503_backend_is_ejected_and_returns() {
     let backends = backend::start_many(4).await.unwrap();
     let config = BalanceConfig {
