@@ -479,7 +479,7 @@ where
     ) -> Self {
         let wait = Box::pin(async move {
             let started = Instant::now();
-            let deadline = started + shared.config.wait_for_endpoints;
+            let deadline = crate::state::after(started, shared.config.wait_for_endpoints);
             let mut epoch = shared.table_epoch.subscribe();
             loop {
                 epoch.borrow_and_update();

@@ -94,6 +94,13 @@ impl Clock {
     }
 }
 
+/// `now + delay`, saturating far in the future instead of overflowing: configured durations may
+/// be as long as `Duration::MAX`.
+pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
 /// The lowest estimate kept, in microseconds: keeps logarithms finite.
 const MIN_ESTIMATE_US: f32 = 1e-3;
 
@@ -247,7 +254,7 @@ impl EndpointState {
         let (value, at) = unpack(self.ewma.load(Ordering::Relaxed));
         let elapsed = (now_ms as u32).wrapping_sub(at) as f64;
         let us = f64::from(value) * (-elapsed / tau_ms).exp();
-        Duration::from_secs_f64(us.max(0.0) / 1e6)
+        Duration::try_from_secs_f64(us.max(0.0) / 1e6).unwrap_or(Duration::MAX)
     }
 
     /// Re-stamps an idle estimate at `now_ms` with its decayed value. The key stays the same

@@ -23,7 +23,7 @@ use crate::config::BalanceConfig;
 use crate::make::{ConnectivityCell, ConnectivityReporter, MakeEndpoint};
 use crate::metrics::{self, EndpointMetrics};
 use crate::policy::round_robin::Stripes;
-use crate::state::{Connectivity, EndpointState};
+use crate::state::{Connectivity, EndpointState, after};
 use crate::table::{self, BuildEntry, Context, PickTable, Slot};
 
 /// State shared by every clone of a balancer and its task.
@@ -79,7 +79,7 @@ pub(crate) struct Updater<M: MakeEndpoint> {
 
 impl<M: MakeEndpoint> Updater<M> {
     pub(crate) fn new(shared: &Arc<Shared<M::Service>>, make: M) -> Self {
-        let next_interval = Instant::now() + shared.config.outlier_detection.interval;
+        let next_interval = after(Instant::now(), shared.config.outlier_detection.interval);
         Updater {
             shared: Arc::downgrade(shared),
             context: Arc::clone(&shared.context),
@@ -184,9 +184,12 @@ impl<M: MakeEndpoint> Updater<M> {
             if state.is_unreachable() {
                 match tracked.unreachable_until {
                     None => {
-                        tracked.unreachable_until = Some(now + tracked.backoff);
+                        tracked.unreachable_until = Some(after(now, tracked.backoff));
                         tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, backoff = ?tracked.backoff, "endpoint unreachable");
-                        tracked.backoff = (tracked.backoff * 2).min(config.reconnect_backoff.max);
+                        tracked.backoff = tracked
+                            .backoff
+                            .saturating_mul(2)
+                            .min(config.reconnect_backoff.max);
                     }
                     Some(until) if until <= now => {
                         // Time to try again: the next request is the probe.
@@ -229,9 +232,8 @@ impl<M: MakeEndpoint> Updater<M> {
     fn end_interval(&mut self, now: Instant) {
         let config = &self.config;
         let outlier = config.outlier_detection.clone();
-        while self.next_interval <= now {
-            self.next_interval += outlier.interval;
-        }
+        // Re-anchored at `now`: stepping by the interval could take ages for a tiny one.
+        self.next_interval = after(now, outlier.interval);
         let context = &self.context;
         let now_ms = context.clock.now_millis();
         let mut judged = Vec::new();
@@ -242,7 +244,7 @@ impl<M: MakeEndpoint> Updater<M> {
             }
             let clean_interval = tracked
                 .returned_at
-                .is_none_or(|returned| returned + outlier.interval <= now);
+                .is_none_or(|returned| after(returned, outlier.interval) <= now);
             if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 && clean_interval {
                 tracked.ejections -= 1;
             }
@@ -286,7 +288,7 @@ impl<M: MakeEndpoint> Updater<M> {
             .base_ejection_time
             .saturating_mul(tracked.ejections)
             .min(outlier.max_ejection_time);
-        tracked.ejected_until = Some(now + duration);
+        tracked.ejected_until = Some(after(now, duration));
         tracked.slot.metrics.ejected();
         tracing::warn!(
             target: "waypost::balance",
@@ -358,7 +360,7 @@ impl<M: MakeEndpoint> Updater<M> {
                 && now.saturating_duration_since(joined) < slow.window
             {
                 let step = (slow.window / 20).max(Duration::from_millis(50));
-                next = next.min(now + step);
+                next = next.min(after(now, step));
             }
         }
         next

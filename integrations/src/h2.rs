@@ -210,7 +210,7 @@ async fn run<B>(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut stopped => return,
                 }
-                backoff = (backoff * 2).min(settings.backoff_max);
+                backoff = backoff.saturating_mul(2).min(settings.backoff_max);
                 let Some(live) = cell.upgrade() else { return };
                 live.state.store(CONNECTING, Ordering::Release);
             }
@@ -355,7 +355,11 @@ where
 /// The current connection's request handle; while the connection is being made, waits for it
 /// up to the connect timeout.
 async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
-    let deadline = tokio::time::Instant::now() + cell.connect_timeout;
+    let now = tokio::time::Instant::now();
+    // A connect timeout may be as long as `Duration::MAX`: saturate instead of overflowing.
+    let deadline = now
+        .checked_add(cell.connect_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
     loop {
         let notified = cell.connected.notified();
         tokio::pin!(notified);

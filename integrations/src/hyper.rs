@@ -332,12 +332,12 @@ where
     pub(crate) fn new(
         balance: ClientBalance<B>,
         timeout: Option<Duration>,
-        retry: Option<RetryBudget>,
+        retry: Option<Retries>,
     ) -> Self {
         HttpClient {
             balance,
             timeout,
-            retry: retry.map(Retries::new),
+            retry,
         }
     }
 
