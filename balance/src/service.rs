@@ -58,7 +58,7 @@ use crate::error::{BoxError, ConfigError, Error, ErrorKind};
 use crate::key::{HashKey, NoHashKey};
 use crate::make::MakeEndpoint;
 use crate::policy::round_robin::Stripes;
-use crate::state::{Clock, Connectivity};
+use crate::state::Clock;
 use crate::table::{self, PickTable, Slot, TableStatus};
 use crate::updater::{Shared, Updater};
 
@@ -189,6 +189,7 @@ impl<K, C> Builder<K, C> {
             stripes: Stripes::new(seed),
             config,
             clones: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             _alive: alive,
         });
         let mut updater = Updater::new(&shared, make);
@@ -341,6 +342,9 @@ struct InFlight<S> {
     slot: Arc<Slot<S>>,
     /// A reading of the balancer's clock, for Peak EWMA.
     started: Option<u64>,
+    /// The endpoint's connectivity when the request started: its failure to reach the endpoint
+    /// counts only if no connector report came since.
+    connectivity: u32,
     finished: bool,
 }
 
@@ -352,9 +356,11 @@ impl<S> InFlight<S> {
             total.fetch_add(1, Ordering::Relaxed);
         }
         let started = slot.context.peak_ewma.map(|_| slot.context.clock.now());
+        let connectivity = slot.state.connectivity_stamp();
         InFlight {
             slot,
             started,
+            connectivity,
             finished: false,
         }
     }
@@ -376,9 +382,7 @@ impl<S> InFlight<S> {
         match outcome {
             Outcome::Success => {
                 state.record_success();
-                if state.connectivity() == Connectivity::Unknown {
-                    state.set_connectivity(Connectivity::Connected);
-                }
+                state.mark_connected_if_unknown();
             }
             Outcome::Failure => {
                 if state.record_failure() == context.consecutive_failures {
@@ -387,7 +391,7 @@ impl<S> InFlight<S> {
             }
             Outcome::Unreachable => {
                 state.record_failure();
-                if state.mark_unreachable() {
+                if state.mark_unreachable_since(self.connectivity) {
                     context.wake.notify_one();
                     context.endpoints.request_refresh();
                 }
@@ -479,6 +483,9 @@ where
     ) -> Self {
         let wait = Box::pin(async move {
             let started = Instant::now();
+            // Counted while it waits: the background task probes unreachable endpoints early
+            // for waiting requests instead of letting them wait out a long backoff.
+            let _waiting = Waiting::start(&shared);
             let deadline = crate::state::after(started, shared.config.wait_for_endpoints);
             let mut epoch = shared.table_epoch.subscribe();
             loop {
@@ -512,6 +519,26 @@ where
             },
             classify,
         }
+    }
+}
+
+/// Counts a request waiting for an endpoint, until dropped.
+struct Waiting<'a, S> {
+    shared: &'a Shared<S>,
+}
+
+impl<'a, S> Waiting<'a, S> {
+    fn start(shared: &'a Shared<S>) -> Self {
+        if shared.waiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            shared.context.wake.notify_one();
+        }
+        Waiting { shared }
+    }
+}
+
+impl<S> Drop for Waiting<'_, S> {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use waypost_discovery::backoff::Backoff;
 use waypost_discovery::{Endpoint, EndpointSet, Watcher};
 
 use crate::config::BalanceConfig;
@@ -36,6 +37,8 @@ pub(crate) struct Shared<S> {
     pub(crate) config: BalanceConfig,
     /// Clones made so far, to give seeded clones distinct sequences.
     pub(crate) clones: std::sync::atomic::AtomicU64,
+    /// Requests waiting for a usable endpoint.
+    pub(crate) waiting: std::sync::atomic::AtomicUsize,
     /// Dropped with the last clone of the balancer: ends the background task.
     pub(crate) _alive: oneshot::Sender<()>,
 }
@@ -51,7 +54,10 @@ struct Tracked<S> {
     returned_at: Option<Instant>,
     ejections: u32,
     unreachable_until: Option<Instant>,
-    backoff: Duration,
+    /// When the current unreachable period began.
+    unreachable_since: Option<Instant>,
+    /// How long the next unreachable period lasts: jittered, doubling, reset once connected.
+    backoff: Backoff,
     /// The endpoint's finished-request count when the last interval ended.
     finished_mark: u32,
 }
@@ -134,7 +140,8 @@ impl<M: MakeEndpoint> Updater<M> {
                             returned_at: None,
                             ejections: 0,
                             unreachable_until: None,
-                            backoff: self.config.reconnect_backoff.initial,
+                            unreachable_since: None,
+                            backoff: self.backoff_for(address),
                             finished_mark: 0,
                         },
                     );
@@ -142,6 +149,18 @@ impl<M: MakeEndpoint> Updater<M> {
             }
         }
         self.tracked = next;
+    }
+
+    /// The reconnect backoff of a new endpoint: reproducible when the balancer is seeded.
+    fn backoff_for(&self, address: SocketAddr) -> Backoff {
+        let reconnect = &self.config.reconnect_backoff;
+        match self.config.seed {
+            Some(seed) => {
+                let salt = xxhash_rust::xxh64::xxh64(address.to_string().as_bytes(), seed);
+                Backoff::seeded(reconnect.initial, reconnect.max, salt)
+            }
+            None => Backoff::new(reconnect.initial, reconnect.max),
+        }
     }
 
     /// The median current estimate of the tracked endpoints, or the configured default.
@@ -170,6 +189,7 @@ impl<M: MakeEndpoint> Updater<M> {
     /// Ejections, returns from ejection, reconnect backoffs and the interval's failure
     /// percentages.
     fn evaluate_health(&mut self, now: Instant) {
+        let waiting = self.requests_waiting();
         let config = &self.config;
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
@@ -184,24 +204,32 @@ impl<M: MakeEndpoint> Updater<M> {
             if state.is_unreachable() {
                 match tracked.unreachable_until {
                     None => {
-                        tracked.unreachable_until = Some(after(now, tracked.backoff));
-                        tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, backoff = ?tracked.backoff, "endpoint unreachable");
-                        tracked.backoff = tracked
-                            .backoff
-                            .saturating_mul(2)
-                            .min(config.reconnect_backoff.max);
+                        let backoff = tracked.backoff.next_delay();
+                        tracked.unreachable_until = Some(after(now, backoff));
+                        tracked.unreachable_since = Some(now);
+                        tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, ?backoff, "endpoint unreachable");
                     }
-                    Some(until) if until <= now => {
-                        // Time to try again: the next request is the probe.
+                    Some(until)
+                        if until <= now
+                            || (waiting
+                                && tracked.unreachable_since.is_some_and(|since| {
+                                    after(since, config.reconnect_backoff.initial) <= now
+                                })) =>
+                    {
+                        // Time to try again: the next request is the probe. Requests waiting
+                        // for an endpoint do not wait out a long backoff: they probe after the
+                        // initial one.
                         tracked.unreachable_until = None;
+                        tracked.unreachable_since = None;
                         state.end_unreachable();
                     }
                     Some(_) => {}
                 }
             } else {
                 tracked.unreachable_until = None;
+                tracked.unreachable_since = None;
                 if state.connectivity() == Connectivity::Connected {
-                    tracked.backoff = config.reconnect_backoff.initial;
+                    tracked.backoff.reset();
                 }
             }
         }
@@ -347,9 +375,20 @@ impl<M: MakeEndpoint> Updater<M> {
         }
     }
 
+    /// `true` while requests wait for a usable endpoint.
+    fn requests_waiting(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|shared| shared.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut next = self.next_interval;
+        let waiting = self.requests_waiting();
         for tracked in self.tracked.values() {
+            if waiting && let Some(since) = tracked.unreachable_since {
+                next = next.min(after(since, self.config.reconnect_backoff.initial));
+            }
             for at in [tracked.ejected_until, tracked.unreachable_until]
                 .into_iter()
                 .flatten()
