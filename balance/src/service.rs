@@ -258,6 +258,17 @@ impl<S, K, C> Balance<S, K, C> {
             .map(with)
     }
 
+    /// Why a request could not be sent now: the error a request that waited `waited` for an
+    /// endpoint would fail with (no endpoints, all ejected, discovery failing with its error),
+    /// or `None` when an endpoint is usable. Clients whose own deadline ends while a request
+    /// waits use it to say why.
+    pub fn why_unavailable(&self, waited: std::time::Duration) -> Option<Error> {
+        match self.shared.table.load().status {
+            TableStatus::Ready => None,
+            TableStatus::Empty(reason) => Some(unavailable(&self.shared, reason, waited)),
+        }
+    }
+
     /// Requests in flight per usable endpoint, for diagnostics and tests.
     pub fn in_flight(&self) -> Vec<(std::net::SocketAddr, u32)> {
         self.shared
@@ -503,6 +514,12 @@ where
                     TableStatus::Empty(reason) => reason,
                     TableStatus::Ready => ErrorKind::NoEndpoints,
                 };
+                if reason == ErrorKind::NoEndpoints && confirmed_empty(&shared.context.endpoints) {
+                    // Discovery answered that there is nothing (a name confirmed NXDOMAIN, a
+                    // Service without endpoints): waiting would not change the answer.
+                    let waited = Instant::now().saturating_duration_since(started);
+                    return Err(unavailable(&shared, reason, waited));
+                }
                 match tokio::time::timeout_at(deadline, epoch.changed()).await {
                     Ok(Ok(())) => continue,
                     _ => {
@@ -520,6 +537,12 @@ where
             classify,
         }
     }
+}
+
+/// `true` when the source answered with an empty set and has not failed since.
+fn confirmed_empty(endpoints: &Endpoints) -> bool {
+    let set = endpoints.load();
+    set.is_empty() && set.revision() > 0 && endpoints.health().is_current()
 }
 
 /// Counts a request waiting for an endpoint, until dropped.

@@ -300,7 +300,7 @@ async fn run<B>(
         };
         let Some(live) = cell.upgrade() else { return };
         if let Ok(mut last) = live.last_failure.lock() {
-            *last = Some((error.kind(), crate::error::chain(&error)));
+            *last = Some((error.kind(), error.detail()));
         }
         live.state.store(BACKING_OFF, Ordering::Release);
         // Requests waiting for this attempt must not wait any longer.

@@ -373,7 +373,13 @@ where
         match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
-                .unwrap_or_else(|_| Err(Error::timeout(Arc::from(self.balance.target()), timeout))),
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(
+                        Arc::from(self.balance.target()),
+                        timeout,
+                        self.balance.why_unavailable(timeout),
+                    ))
+                }),
             None => send.await,
         }
     }

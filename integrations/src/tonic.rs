@@ -155,8 +155,9 @@ impl Service<http::Request<Body>> for Channel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let deadline = crate::grpc_timeout::deadline(request.headers(), self.timeout);
         let balance = self.balance.clone();
-        // Only a timeout needs the target; the common path leaves the shared count alone.
-        let target = deadline.map(|_| Arc::clone(&self.target));
+        // Only a timeout needs the target and a handle to say why no endpoint took the call;
+        // the common path leaves them alone.
+        let timed = deadline.map(|_| (Arc::clone(&self.target), self.balance.clone()));
         let attempts = self.attempts;
         let retries = self
             .retries
@@ -169,10 +170,16 @@ impl Service<http::Request<Body>> for Channel {
                     None => crate::unsent::send(balance, request, attempts).await,
                 }
             };
-            let result = match (deadline, target) {
-                (Some(deadline), Some(target)) => tokio::time::timeout(deadline, send)
+            let result = match (deadline, timed) {
+                (Some(deadline), Some((target, balance))) => tokio::time::timeout(deadline, send)
                     .await
-                    .unwrap_or_else(|_| Err(Error::timeout(target, deadline))),
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(
+                            target,
+                            deadline,
+                            balance.why_unavailable(deadline),
+                        ))
+                    }),
                 _ => send.await,
             };
             result.map_err(status)
@@ -241,7 +248,8 @@ pub(crate) fn status(error: Error) -> ::tonic::Status {
         ErrorKind::Tls => Code::Unavailable,
         _ => Code::Internal,
     };
-    let mut status = ::tonic::Status::new(code, error.to_string());
+    // The whole story in the message (tonic's clients show only the message), each cause once.
+    let mut status = ::tonic::Status::new(code, crate::error::chain(&error));
     status.set_source(Arc::new(error));
     status
 }
