@@ -325,6 +325,10 @@ pub(crate) enum EndpointError<Request> {
         request: Mutex<Option<Request>>,
         error: Error,
     },
+    /// The server refused the request before processing it (a stream above its GOAWAY's last
+    /// stream id, or reset with `REFUSED_STREAM`); the request itself was consumed, so only the
+    /// caller's copy can go elsewhere.
+    Refused(Error),
     /// The request failed after it may have been processed.
     Failed(Error),
 }
@@ -345,19 +349,28 @@ impl<Request> EndpointError<Request> {
                 .map(|mut request| request.take())
                 .ok()
                 .flatten(),
-            EndpointError::Failed(_) => None,
+            EndpointError::Refused(_) | EndpointError::Failed(_) => None,
         }
     }
 
     pub(crate) fn into_error(self) -> Error {
         match self {
-            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+            EndpointError::Unsent { error, .. }
+            | EndpointError::Refused(error)
+            | EndpointError::Failed(error) => error,
         }
+    }
+
+    /// `true` when the server refused the request before processing it.
+    pub(crate) fn is_refused(&self) -> bool {
+        matches!(self, EndpointError::Refused(_))
     }
 
     fn error(&self) -> &Error {
         match self {
-            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+            EndpointError::Unsent { error, .. }
+            | EndpointError::Refused(error)
+            | EndpointError::Failed(error) => error,
         }
     }
 }
@@ -366,6 +379,7 @@ impl<Request> fmt::Debug for EndpointError<Request> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EndpointError::Unsent { error, .. } => f.debug_tuple("Unsent").field(error).finish(),
+            EndpointError::Refused(error) => f.debug_tuple("Refused").field(error).finish(),
             EndpointError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
         }
     }
@@ -446,11 +460,26 @@ where
                         .with_endpoint(cell.address)
                         .with_source(failed.into_error()),
                     )),
-                    None => Err(EndpointError::Failed(
-                        Error::new(ErrorKind::Transport, "the request failed")
-                            .with_endpoint(cell.address)
-                            .with_source(failed.into_error()),
-                    )),
+                    None => {
+                        let error = failed.into_error();
+                        if crate::connect::refused_by_server(&error) {
+                            Err(EndpointError::Refused(
+                                Error::new(
+                                    ErrorKind::Unreachable,
+                                    "the server refused the request before processing it \
+                                     (GOAWAY)",
+                                )
+                                .with_endpoint(cell.address)
+                                .with_source(error),
+                            ))
+                        } else {
+                            Err(EndpointError::Failed(
+                                Error::new(ErrorKind::Transport, "the request failed")
+                                    .with_endpoint(cell.address)
+                                    .with_source(error),
+                            ))
+                        }
+                    }
                 },
             }
         })
@@ -500,7 +529,7 @@ where
 
     fn classify_error(&self, error: &EndpointError<B>) -> Outcome {
         match error {
-            EndpointError::Unsent { .. } => Outcome::Unreachable,
+            EndpointError::Unsent { .. } | EndpointError::Refused(_) => Outcome::Unreachable,
             EndpointError::Failed(error) if error.kind() == ErrorKind::Unreachable => {
                 Outcome::Unreachable
             }

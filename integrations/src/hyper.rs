@@ -241,15 +241,15 @@ where
         let response = self.client.request(request);
         Box::pin(async move {
             response.await.map_err(|error| {
-                let kind = if error.is_connect() {
-                    ErrorKind::Unreachable
+                let (kind, message) = if error.is_connect() {
+                    (ErrorKind::Unreachable, "could not connect")
+                } else if crate::connect::refused_by_server(&error) {
+                    (
+                        ErrorKind::Unreachable,
+                        "the server refused the request before processing it (GOAWAY)",
+                    )
                 } else {
-                    ErrorKind::Transport
-                };
-                let message = if error.is_connect() {
-                    "could not connect"
-                } else {
-                    "the request failed"
+                    (ErrorKind::Transport, "the request failed")
                 };
                 Error::new(kind, message)
                     .with_endpoint(address)

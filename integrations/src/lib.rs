@@ -55,6 +55,8 @@ mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod key;
+#[cfg(feature = "tonic")]
+mod replay;
 mod resolve;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod retry;

@@ -7,8 +7,10 @@
 //! channel hop in between.
 //!
 //! - Calls that never reached an endpoint (no connection, a connection that closed before the
-//!   call was written) go to another endpoint, transparently. Calls that may have been processed
-//!   are never sent twice.
+//!   call was written) go to another endpoint, transparently, and so do calls a draining server
+//!   refused unprocessed (streams above its GOAWAY's last stream id, RFC 9113 section 6.8; their
+//!   message, up to [`MAX_BUFFERED_MESSAGE`], is kept while it is sent). Calls that may have
+//!   been processed are never sent twice.
 //! - The call's deadline (its `grpc-timeout`, or the channel's timeout, the earlier) covers the
 //!   wait for an endpoint as well as the call.
 //! - Calls marked [`Idempotent`] (in the request's extensions) are sent again after a failure
@@ -167,7 +169,7 @@ impl Service<http::Request<Body>> for Channel {
             let send = async move {
                 match retries {
                     Some(retries) => send_idempotent(balance, request, attempts, retries).await,
-                    None => crate::unsent::send(balance, request, attempts).await,
+                    None => send_replayable(balance, request, attempts).await,
                 }
             };
             let result = match (deadline, timed) {
@@ -185,6 +187,24 @@ impl Service<http::Request<Body>> for Channel {
             result.map_err(status)
         })
     }
+}
+
+/// Sends a call, again on another endpoint when it was not sent or a server refused it
+/// unprocessed (GOAWAY); for the latter the message is recorded as it is sent.
+async fn send_replayable(
+    balance: ChannelBalance,
+    request: http::Request<Body>,
+    attempts: usize,
+) -> Result<http::Response<Incoming>, Error> {
+    let (parts, body) = request.into_parts();
+    let recorded = crate::replay::Recorded::default();
+    let request = http::Request::from_parts(parts.clone(), Body::new(recorded.wrap(body)));
+    let replay = || {
+        recorded
+            .replay()
+            .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
+    };
+    crate::unsent::send(balance, request, attempts, replay).await
 }
 
 /// Sends an idempotent call, again after failures that may have reached a server, within the
@@ -214,7 +234,13 @@ async fn send_idempotent(
     loop {
         let request =
             http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
-        let result = crate::unsent::send(balance.clone(), request, attempts).await;
+        let replay = || {
+            Some(http::Request::from_parts(
+                parts.clone(),
+                Body::new(Full::new(message.clone())),
+            ))
+        };
+        let result = crate::unsent::send(balance.clone(), request, attempts, replay).await;
         let retry = match &result {
             Ok(response) => is_unavailable(response),
             Err(error) => !error.is_unavailable() && !error.is_timeout(),

@@ -10,12 +10,14 @@ use tower::{Service, ServiceExt};
 use crate::error::{Error, ErrorKind};
 use crate::h2::EndpointError;
 
-/// Sends `request` through `balance`, again while it comes back unsent, at most `attempts`
-/// times in all.
+/// Sends `request` through `balance`, again while it comes back unsent or refused by the server
+/// before processing, at most `attempts` times in all. A refused request was consumed on its way;
+/// `replay` makes its copy, when it can.
 pub(crate) async fn send<S, Request, Response>(
     mut balance: S,
     mut request: Request,
     attempts: usize,
+    mut replay: impl FnMut() -> Option<Request>,
 ) -> Result<Response, Error>
 where
     S: Service<Request, Response = Response, Error = waypost_balance::Error>,
@@ -41,15 +43,20 @@ where
         };
         match source.downcast::<EndpointError<Request>>() {
             Ok(failure) => {
-                if attempt < attempts
-                    && let Some(unsent) = failure.take_request()
-                {
+                let again = if attempt < attempts {
+                    failure
+                        .take_request()
+                        .or_else(|| failure.is_refused().then(&mut replay).flatten())
+                } else {
+                    None
+                };
+                if let Some(unsent) = again {
                     tracing::debug!(
                         target: "waypost::retry",
                         target = %target,
                         endpoint = ?endpoint,
                         attempt,
-                        "request not sent; trying another endpoint"
+                        "request not sent or refused unprocessed; trying another endpoint"
                     );
                     request = unsent;
                     attempt += 1;
