@@ -269,6 +269,12 @@ impl<S, K, C> Balance<S, K, C> {
         }
     }
 
+    /// How many tables were installed so far.
+    #[cfg(test)]
+    pub(crate) fn tables_built(&self) -> u64 {
+        *self.shared.table_epoch.borrow()
+    }
+
     /// Requests in flight per usable endpoint, for diagnostics and tests.
     pub fn in_flight(&self) -> Vec<(std::net::SocketAddr, u32)> {
         self.shared
@@ -643,5 +649,67 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use waypost_discovery::{Endpoint, Publisher};
+
+    use super::*;
+    use crate::config::SlowStart;
+    use crate::policy::Policy;
+
+    fn addr(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn build(
+        publisher: &Publisher,
+        policy: Policy,
+    ) -> Balance<tower::util::BoxCloneSyncService<(), u16, Infallible>> {
+        Balance::builder(publisher.endpoints())
+            .config(BalanceConfig {
+                slow_start: Some(SlowStart::new(Duration::from_secs(10))),
+                ..BalanceConfig::with_policy(policy)
+            })
+            .build(|endpoint: &Endpoint| {
+                let port = endpoint.address().port();
+                tower::util::BoxCloneSyncService::new(tower::service_fn(move |_: ()| async move {
+                    Ok::<_, Infallible>(port)
+                }))
+            })
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_are_rebuilt_only_when_an_input_changed() {
+        let mut publisher = Publisher::new("static:///test");
+        publisher.publish([Endpoint::new(addr(1))]);
+        let hashing = build(&publisher, Policy::maglev());
+        let ramping = build(&publisher, Policy::round_robin());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (hashing_before, ramping_before) = (hashing.tables_built(), ramping.tables_built());
+
+        // A new endpoint: slow start ramps it over 10 s.
+        publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            hashing.tables_built() - hashing_before,
+            1,
+            "a hashing policy ignores slow start: one table for the new set"
+        );
+        let ramped = ramping.tables_built() - ramping_before;
+        assert!(ramped > 2, "the ramp is followed: {ramped} tables");
+
+        // Wakes that change nothing (outlier intervals, an unchanged set) build nothing.
+        let (hashing_before, ramping_before) = (hashing.tables_built(), ramping.tables_built());
+        publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(hashing.tables_built(), hashing_before);
+        assert_eq!(ramping.tables_built(), ramping_before);
     }
 }

@@ -81,6 +81,19 @@ pub(crate) struct Updater<M: MakeEndpoint> {
     tracked: BTreeMap<SocketAddr, Tracked<M::Service>>,
     next_interval: Instant,
     last_panic: bool,
+    /// What the installed table was built from; a wake that changes none of it rebuilds
+    /// nothing.
+    built_from: Option<BuildInputs>,
+    /// The revision of the discovery set applied last.
+    revision: u64,
+}
+
+/// Everything a table depends on besides the configuration: the discovery set (by revision),
+/// and per endpoint, in address order, its health and its slow-start weight.
+#[derive(Debug, Clone, PartialEq)]
+struct BuildInputs {
+    revision: u64,
+    endpoints: Vec<(bool, u32)>,
 }
 
 impl<M: MakeEndpoint> Updater<M> {
@@ -94,12 +107,15 @@ impl<M: MakeEndpoint> Updater<M> {
             tracked: BTreeMap::new(),
             next_interval,
             last_panic: false,
+            built_from: None,
+            revision: 0,
         }
     }
 
     /// Applies a discovery set: new endpoints get a slot and a service, removed ones are
     /// dropped, kept ones keep their state and take the new attributes.
     pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
+        self.revision = set.revision();
         let now = Instant::now();
         let context = &self.context;
         let now_ms = context.clock.now_millis();
@@ -329,8 +345,34 @@ impl<M: MakeEndpoint> Updater<M> {
         );
     }
 
-    /// Builds and installs the pick table.
+    /// The slow-start factor of `tracked` at `now`; 1 for the hashing policies, which ignore it.
+    fn ramp(&self, tracked: &Tracked<M::Service>, now: Instant) -> f64 {
+        match (&self.config.slow_start, tracked.joined) {
+            (Some(slow), Some(joined)) if !self.config.policy.is_hashing() => {
+                slow.factor(now.saturating_duration_since(joined))
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Builds and installs the pick table, when an input changed since the last build.
     pub(crate) fn rebuild(&mut self, now: Instant) {
+        let inputs = BuildInputs {
+            revision: self.revision,
+            endpoints: self
+                .tracked
+                .values()
+                .map(|tracked| {
+                    // The ramp in the resolution the table uses (weights scaled by 100).
+                    let ramp = (self.ramp(tracked, now) * 1000.0).round() as u32;
+                    (tracked.is_healthy(), ramp)
+                })
+                .collect(),
+        };
+        if self.built_from.as_ref() == Some(&inputs) {
+            return;
+        }
+        self.built_from = Some(inputs);
         let config = &self.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
@@ -339,12 +381,7 @@ impl<M: MakeEndpoint> Updater<M> {
                 slot: &tracked.slot,
                 endpoint: &tracked.endpoint,
                 healthy: tracked.is_healthy(),
-                ramp: match (&config.slow_start, tracked.joined) {
-                    (Some(slow), Some(joined)) => {
-                        slow.factor(now.saturating_duration_since(joined))
-                    }
-                    _ => 1.0,
-                },
+                ramp: self.ramp(tracked, now),
             })
             .collect();
         let table = table::build(&entries, config);
@@ -396,6 +433,7 @@ impl<M: MakeEndpoint> Updater<M> {
                 next = next.min(at);
             }
             if let (Some(slow), Some(joined)) = (&self.config.slow_start, tracked.joined)
+                && !self.config.policy.is_hashing()
                 && now.saturating_duration_since(joined) < slow.window
             {
                 let step = (slow.window / 20).max(Duration::from_millis(50));
