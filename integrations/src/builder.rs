@@ -248,7 +248,9 @@ impl Builder {
     /// Resends idempotent requests that failed after they may have reached a server, within
     /// `budget`: HTTP requests with an idempotent method, and gRPC calls marked
     /// [`tonic::Idempotent`](crate::tonic::Idempotent). Requests that were never sent are always
-    /// sent to another endpoint, budget or not.
+    /// sent to another endpoint, budget or not. One retry engine serves both clients: every send
+    /// of a request, unsent resends included, counts against the budget's `max_attempts`. An
+    /// invalid budget is a configuration error when the client is built.
     #[cfg(any(feature = "tonic", feature = "hyper"))]
     pub fn retry_idempotent(mut self, budget: crate::retry::RetryBudget) -> Self {
         self.retry = Some(budget);

@@ -361,9 +361,9 @@ impl<Request> EndpointError<Request> {
         }
     }
 
-    /// `true` when the server refused the request before processing it.
-    pub(crate) fn is_refused(&self) -> bool {
-        matches!(self, EndpointError::Refused(_))
+    /// `true` when the request was not processed: never sent, or refused unprocessed.
+    pub(crate) fn is_not_processed(&self) -> bool {
+        !matches!(self, EndpointError::Failed(_))
     }
 
     fn error(&self) -> &Error {

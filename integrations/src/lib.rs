@@ -64,8 +64,6 @@ mod retry;
 pub mod tls;
 #[cfg(feature = "tonic")]
 pub mod tonic;
-#[cfg(feature = "tonic")]
-mod unsent;
 
 pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
 pub use error::{BoxError, Error, ErrorKind};

@@ -199,16 +199,17 @@ async fn send_replayable(
     let (parts, body) = request.into_parts();
     let recorded = crate::replay::Recorded::default();
     let request = http::Request::from_parts(parts.clone(), Body::new(recorded.wrap(body)));
-    let replay = || {
+    let copy = move || {
         recorded
             .replay()
             .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
     };
-    crate::unsent::send(balance, request, attempts, replay).await
+    let plan = crate::retry::Plan::new(attempts, None);
+    crate::retry::run(endpoint_sends(balance), request, plan, copy).await
 }
 
 /// Sends an idempotent call, again after failures that may have reached a server, within the
-/// budget.
+/// budget; every send, unsent resends included, counts against the budget's `max_attempts`.
 async fn send_idempotent(
     balance: ChannelBalance,
     request: http::Request<Body>,
@@ -229,27 +230,82 @@ async fn send_idempotent(
             .with_source(error));
         }
     };
-    retries.deposit();
-    let mut attempt = 1;
-    loop {
-        let request =
-            http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
-        let replay = || {
-            Some(http::Request::from_parts(
-                parts.clone(),
-                Body::new(Full::new(message.clone())),
-            ))
-        };
-        let result = crate::unsent::send(balance.clone(), request, attempts, replay).await;
-        let retry = match &result {
-            Ok(response) => is_unavailable(response),
-            Err(error) => !error.is_unavailable() && !error.is_timeout(),
-        };
-        if !(retry && retries.may_retry(attempt)) {
-            return result;
+    let first = http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
+    let copy = move || {
+        Some(http::Request::from_parts(
+            parts.clone(),
+            Body::new(Full::new(message.clone())),
+        ))
+    };
+    let plan = crate::retry::Plan::new(attempts, Some(retries));
+    crate::retry::run(endpoint_sends(balance), first, plan, copy).await
+}
+
+/// The balancer as the retry engine sees it: each send's outcome classified.
+fn endpoint_sends(
+    balance: ChannelBalance,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = crate::retry::Sent<http::Request<Body>, http::Response<Incoming>>,
+    Error = std::convert::Infallible,
+    Future = impl Future + Send,
+> + Send {
+    tower::service_fn(move |request: http::Request<Body>| {
+        let balance = balance.clone();
+        async move { Ok(send_once(balance, request).await) }
+    })
+}
+
+async fn send_once(
+    mut balance: ChannelBalance,
+    request: http::Request<Body>,
+) -> crate::retry::Sent<http::Request<Body>, http::Response<Incoming>> {
+    use crate::h2::EndpointError;
+    use crate::retry::Sent;
+    use tower::ServiceExt;
+    let result = match balance.ready().await {
+        Ok(ready) => ready.call(request).await,
+        Err(error) => Err(error),
+    };
+    let error = match result {
+        Ok(response) => {
+            let refusing = is_unavailable(&response);
+            return Sent::Answer { response, refusing };
         }
-        tracing::debug!(target: "waypost::retry", target = balance.target(), attempt, "retrying an idempotent call");
-        attempt += 1;
+        Err(error) => error,
+    };
+    if !error.is_endpoint() {
+        return Sent::Final(Error::from_balance(error));
+    }
+    let target = error.target().to_owned();
+    let endpoint = error.endpoint_address();
+    let named = |mut error: Error| {
+        error = error.with_target(target.as_str());
+        if let Some(endpoint) = endpoint {
+            error = error.with_endpoint(endpoint);
+        }
+        error
+    };
+    let Some(source) = error.into_source() else {
+        return Sent::Failed(named(Error::new(
+            ErrorKind::Transport,
+            "the endpoint failed",
+        )));
+    };
+    match source.downcast::<EndpointError<http::Request<Body>>>() {
+        Ok(failure) => {
+            let request = failure.take_request();
+            let not_processed = failure.is_not_processed();
+            let error = named(failure.into_error());
+            if not_processed {
+                Sent::NotProcessed { request, error }
+            } else {
+                Sent::Failed(error)
+            }
+        }
+        Err(other) => Sent::Failed(named(
+            Error::new(ErrorKind::Transport, "the endpoint failed").with_source(other),
+        )),
     }
 }
 
