@@ -186,3 +186,49 @@ async fn waiting_calls_probe_an_endpoint_in_a_long_backoff() {
         started.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_endpoints_come_back_at_jittered_times() {
+    let mut publisher = Publisher::new("static:///many");
+    publisher.publish((1..=8).map(|port| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)))));
+    let balance = Balance::builder(publisher.endpoints())
+        .config(BalanceConfig {
+            seed: Some(11),
+            panic_threshold_percent: 0,
+            policy: waypost_balance::Policy::round_robin(),
+            ..BalanceConfig::default()
+        })
+        .classify(ErrorIsUnreachable)
+        .build(|_: &Endpoint| {
+            BoxService::new(tower::service_fn(|_: ()| async { Err::<u16, _>(NotSent) }))
+        })
+        .unwrap();
+    // Every endpoint refuses its request: all are unreachable from (about) the same instant.
+    let mut attempts = 0;
+    while balance.usable_endpoints() > 0 {
+        attempts += 1;
+        assert!(attempts < 100, "every endpoint becomes unreachable");
+        let _ = balance.clone().oneshot(()).await;
+        settle().await;
+    }
+    let down_at = tokio::time::Instant::now();
+    // They come back after their first backoff (1 s, jittered into [0.5 s, 1 s]), not in step.
+    let mut returns = std::collections::BTreeSet::new();
+    let mut usable = 0;
+    while usable < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = balance.usable_endpoints();
+        if now > usable {
+            returns.insert(down_at.elapsed().as_millis() / 10);
+            usable = now;
+        }
+        assert!(
+            down_at.elapsed() <= Duration::from_millis(1_100),
+            "back within the first backoff"
+        );
+    }
+    assert!(
+        returns.len() >= 3,
+        "returns spread over time: at {returns:?} (x10 ms)"
+    );
+}
