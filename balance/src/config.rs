@@ -264,7 +264,9 @@ pub struct BalanceConfig {
     /// Ramp new endpoints up. Default off.
     pub slow_start: Option<SlowStart>,
     /// How long a request waits for a usable endpoint before it fails with the reason.
-    /// Default 10 s.
+    /// Default 10 s. A request does not wait when discovery answered that there are no
+    /// endpoints (an empty set from a source that is not failing, such as a name confirmed
+    /// NXDOMAIN): it fails at once with [`NoEndpoints`](crate::ErrorKind::NoEndpoints).
     pub wait_for_endpoints: Duration,
     /// How long an unreachable endpoint is skipped.
     pub reconnect_backoff: ReconnectBackoff,

@@ -104,6 +104,12 @@ impl Error {
         self.kind == ErrorKind::Endpoint
     }
 
+    /// How long the request waited for a usable endpoint, for the kinds other than
+    /// [`ErrorKind::Endpoint`].
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+
     /// Takes the endpoint service's error out, for [`ErrorKind::Endpoint`].
     pub fn into_source(self) -> Option<BoxError> {
         self.source

@@ -58,7 +58,7 @@ use crate::error::{BoxError, ConfigError, Error, ErrorKind};
 use crate::key::{HashKey, NoHashKey};
 use crate::make::MakeEndpoint;
 use crate::policy::round_robin::Stripes;
-use crate::state::{Clock, Connectivity};
+use crate::state::Clock;
 use crate::table::{self, PickTable, Slot, TableStatus};
 use crate::updater::{Shared, Updater};
 
@@ -189,6 +189,7 @@ impl<K, C> Builder<K, C> {
             stripes: Stripes::new(seed),
             config,
             clones: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             _alive: alive,
         });
         let mut updater = Updater::new(&shared, make);
@@ -255,6 +256,23 @@ impl<S, K, C> Balance<S, K, C> {
                 shared.context.total_in_flight.as_deref(),
             )
             .map(with)
+    }
+
+    /// Why a request could not be sent now: the error a request that waited `waited` for an
+    /// endpoint would fail with (no endpoints, all ejected, discovery failing with its error),
+    /// or `None` when an endpoint is usable. Clients whose own deadline ends while a request
+    /// waits use it to say why.
+    pub fn why_unavailable(&self, waited: std::time::Duration) -> Option<Error> {
+        match self.shared.table.load().status {
+            TableStatus::Ready => None,
+            TableStatus::Empty(reason) => Some(unavailable(&self.shared, reason, waited)),
+        }
+    }
+
+    /// How many tables were installed so far.
+    #[cfg(test)]
+    pub(crate) fn tables_built(&self) -> u64 {
+        *self.shared.table_epoch.borrow()
     }
 
     /// Requests in flight per usable endpoint, for diagnostics and tests.
@@ -341,6 +359,9 @@ struct InFlight<S> {
     slot: Arc<Slot<S>>,
     /// A reading of the balancer's clock, for Peak EWMA.
     started: Option<u64>,
+    /// The endpoint's connectivity when the request started: its failure to reach the endpoint
+    /// counts only if no connector report came since.
+    connectivity: u32,
     finished: bool,
 }
 
@@ -352,9 +373,11 @@ impl<S> InFlight<S> {
             total.fetch_add(1, Ordering::Relaxed);
         }
         let started = slot.context.peak_ewma.map(|_| slot.context.clock.now());
+        let connectivity = slot.state.connectivity_stamp();
         InFlight {
             slot,
             started,
+            connectivity,
             finished: false,
         }
     }
@@ -376,9 +399,7 @@ impl<S> InFlight<S> {
         match outcome {
             Outcome::Success => {
                 state.record_success();
-                if state.connectivity() == Connectivity::Unknown {
-                    state.set_connectivity(Connectivity::Connected);
-                }
+                state.mark_connected_if_unknown();
             }
             Outcome::Failure => {
                 if state.record_failure() == context.consecutive_failures {
@@ -387,7 +408,7 @@ impl<S> InFlight<S> {
             }
             Outcome::Unreachable => {
                 state.record_failure();
-                if state.mark_unreachable() {
+                if state.mark_unreachable_since(self.connectivity) {
                     context.wake.notify_one();
                     context.endpoints.request_refresh();
                 }
@@ -479,7 +500,10 @@ where
     ) -> Self {
         let wait = Box::pin(async move {
             let started = Instant::now();
-            let deadline = started + shared.config.wait_for_endpoints;
+            // Counted while it waits: the background task probes unreachable endpoints early
+            // for waiting requests instead of letting them wait out a long backoff.
+            let _waiting = Waiting::start(&shared);
+            let deadline = crate::state::after(started, shared.config.wait_for_endpoints);
             let mut epoch = shared.table_epoch.subscribe();
             loop {
                 epoch.borrow_and_update();
@@ -496,6 +520,12 @@ where
                     TableStatus::Empty(reason) => reason,
                     TableStatus::Ready => ErrorKind::NoEndpoints,
                 };
+                if reason == ErrorKind::NoEndpoints && confirmed_empty(&shared.context.endpoints) {
+                    // Discovery answered that there is nothing (a name confirmed NXDOMAIN, a
+                    // Service without endpoints): waiting would not change the answer.
+                    let waited = Instant::now().saturating_duration_since(started);
+                    return Err(unavailable(&shared, reason, waited));
+                }
                 match tokio::time::timeout_at(deadline, epoch.changed()).await {
                     Ok(Ok(())) => continue,
                     _ => {
@@ -512,6 +542,32 @@ where
             },
             classify,
         }
+    }
+}
+
+/// `true` when the source answered with an empty set and has not failed since.
+fn confirmed_empty(endpoints: &Endpoints) -> bool {
+    let set = endpoints.load();
+    set.is_empty() && set.revision() > 0 && endpoints.health().is_current()
+}
+
+/// Counts a request waiting for an endpoint, until dropped.
+struct Waiting<'a, S> {
+    shared: &'a Shared<S>,
+}
+
+impl<'a, S> Waiting<'a, S> {
+    fn start(shared: &'a Shared<S>) -> Self {
+        if shared.waiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            shared.context.wake.notify_one();
+        }
+        Waiting { shared }
+    }
+}
+
+impl<S> Drop for Waiting<'_, S> {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -593,5 +649,67 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use waypost_discovery::{Endpoint, Publisher};
+
+    use super::*;
+    use crate::config::SlowStart;
+    use crate::policy::Policy;
+
+    fn addr(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn build(
+        publisher: &Publisher,
+        policy: Policy,
+    ) -> Balance<tower::util::BoxCloneSyncService<(), u16, Infallible>> {
+        Balance::builder(publisher.endpoints())
+            .config(BalanceConfig {
+                slow_start: Some(SlowStart::new(Duration::from_secs(10))),
+                ..BalanceConfig::with_policy(policy)
+            })
+            .build(|endpoint: &Endpoint| {
+                let port = endpoint.address().port();
+                tower::util::BoxCloneSyncService::new(tower::service_fn(move |_: ()| async move {
+                    Ok::<_, Infallible>(port)
+                }))
+            })
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_are_rebuilt_only_when_an_input_changed() {
+        let mut publisher = Publisher::new("static:///test");
+        publisher.publish([Endpoint::new(addr(1))]);
+        let hashing = build(&publisher, Policy::maglev());
+        let ramping = build(&publisher, Policy::round_robin());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (hashing_before, ramping_before) = (hashing.tables_built(), ramping.tables_built());
+
+        // A new endpoint: slow start ramps it over 10 s.
+        publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            hashing.tables_built() - hashing_before,
+            1,
+            "a hashing policy ignores slow start: one table for the new set"
+        );
+        let ramped = ramping.tables_built() - ramping_before;
+        assert!(ramped > 2, "the ramp is followed: {ramped} tables");
+
+        // Wakes that change nothing (outlier intervals, an unchanged set) build nothing.
+        let (hashing_before, ramping_before) = (hashing.tables_built(), ramping.tables_built());
+        publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(hashing.tables_built(), hashing_before);
+        assert_eq!(ramping.tables_built(), ramping_before);
     }
 }

@@ -19,7 +19,7 @@
 //! clock and without an exponential.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -94,6 +94,13 @@ impl Clock {
     }
 }
 
+/// `now + delay`, saturating far in the future instead of overflowing: configured durations may
+/// be as long as `Duration::MAX`.
+pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
 /// The lowest estimate kept, in microseconds: keeps logarithms finite.
 const MIN_ESTIMATE_US: f32 = 1e-3;
 
@@ -148,7 +155,8 @@ pub(crate) struct EndpointState {
     ewma_key: AtomicU64,
     consecutive_failures: AtomicU32,
     interval_failures: AtomicU32,
-    connectivity: AtomicU8,
+    /// The state in the low `STATE_BITS` bits, the number of connector reports above.
+    connectivity: AtomicU32,
 }
 
 impl EndpointState {
@@ -166,7 +174,7 @@ impl EndpointState {
             ewma_key: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             interval_failures: AtomicU32::new(0),
-            connectivity: AtomicU8::new(Connectivity::Unknown.as_u8()),
+            connectivity: AtomicU32::new(0),
         };
         let estimate = (initial_estimate.as_secs_f64() * 1e6) as f32;
         state.store_estimate(estimate, now_ms, tau_ms);
@@ -247,7 +255,7 @@ impl EndpointState {
         let (value, at) = unpack(self.ewma.load(Ordering::Relaxed));
         let elapsed = (now_ms as u32).wrapping_sub(at) as f64;
         let us = f64::from(value) * (-elapsed / tau_ms).exp();
-        Duration::from_secs_f64(us.max(0.0) / 1e6)
+        Duration::try_from_secs_f64(us.max(0.0) / 1e6).unwrap_or(Duration::MAX)
     }
 
     /// Re-stamps an idle estimate at `now_ms` with its decayed value. The key stays the same
@@ -308,45 +316,114 @@ impl EndpointState {
     }
 
     pub(crate) fn connectivity(&self) -> Connectivity {
-        Connectivity::from_u8(self.connectivity.load(Ordering::Relaxed))
+        Connectivity::from_u8(state_of(self.connectivity.load(Ordering::Relaxed)))
+    }
+
+    /// The connectivity with the number of connector reports so far, for
+    /// [`mark_unreachable_since`](Self::mark_unreachable_since).
+    #[inline]
+    pub(crate) fn connectivity_stamp(&self) -> u32 {
+        self.connectivity.load(Ordering::Relaxed)
     }
 
     /// `true` when requests should avoid the endpoint (reported disconnected or unreachable).
     #[inline]
     pub(crate) fn is_down(&self) -> bool {
-        self.connectivity.load(Ordering::Relaxed) >= 2
+        state_of(self.connectivity.load(Ordering::Relaxed)) >= 2
     }
 
-    /// Marks the endpoint unreachable after a request could not reach it; `true` when it was not
-    /// already down.
-    pub(crate) fn mark_unreachable(&self) -> bool {
-        self.connectivity.swap(UNREACHABLE, Ordering::Relaxed) < 2
+    /// Marks the endpoint unreachable after a request that started at `stamp` could not reach
+    /// it; `true` when it was not already down. A connector report newer than `stamp` wins: the
+    /// request's failure is about a connection that no longer exists.
+    pub(crate) fn mark_unreachable_since(&self, stamp: u32) -> bool {
+        let mut current = self.connectivity.load(Ordering::Relaxed);
+        loop {
+            if generation_of(current) != generation_of(stamp) || state_of(current) >= 2 {
+                return false;
+            }
+            let next = (current & !STATE_MASK) | u32::from(UNREACHABLE);
+            match self.connectivity.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// `true` when the endpoint is down because a request could not reach it (not because a
     /// connector said so).
     pub(crate) fn is_unreachable(&self) -> bool {
-        self.connectivity.load(Ordering::Relaxed) == UNREACHABLE
+        state_of(self.connectivity.load(Ordering::Relaxed)) == UNREACHABLE
     }
 
     /// Ends an unreachable period so that the next request probes the endpoint; does nothing if
     /// a connector reported a state meanwhile.
     pub(crate) fn end_unreachable(&self) {
-        let _ = self.connectivity.compare_exchange(
-            UNREACHABLE,
+        self.replace_state(UNREACHABLE, Connectivity::Unknown.as_u8());
+    }
+
+    /// After a success: an endpoint nobody reported on is known to be connected.
+    pub(crate) fn mark_connected_if_unknown(&self) {
+        self.replace_state(
             Connectivity::Unknown.as_u8(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
+            Connectivity::Connected.as_u8(),
         );
     }
 
-    /// Sets the connectivity; returns the previous value.
-    pub(crate) fn set_connectivity(&self, connectivity: Connectivity) -> Connectivity {
-        Connectivity::from_u8(
-            self.connectivity
-                .swap(connectivity.as_u8(), Ordering::Relaxed),
-        )
+    /// Replaces state `from` by `to`, keeping the report count; nothing if the state is not
+    /// `from`.
+    fn replace_state(&self, from: u8, to: u8) {
+        let mut current = self.connectivity.load(Ordering::Relaxed);
+        while state_of(current) == from {
+            let next = (current & !STATE_MASK) | u32::from(to);
+            match self.connectivity.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
+
+    /// A connector's report: sets the connectivity and counts the report; returns the previous
+    /// value.
+    pub(crate) fn set_connectivity(&self, connectivity: Connectivity) -> Connectivity {
+        let mut current = self.connectivity.load(Ordering::Relaxed);
+        loop {
+            let generation = generation_of(current).wrapping_add(1) & GENERATION_MASK;
+            let next = (generation << STATE_BITS) | u32::from(connectivity.as_u8());
+            match self.connectivity.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(previous) => return Connectivity::from_u8(state_of(previous)),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// The connectivity word: the state in the low bits, the number of connector reports (wrapping)
+/// above them.
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
+const GENERATION_MASK: u32 = u32::MAX >> STATE_BITS;
+
+fn state_of(word: u32) -> u8 {
+    (word & STATE_MASK) as u8
+}
+
+fn generation_of(word: u32) -> u32 {
+    word >> STATE_BITS
 }
 
 /// `e^-x` for `x >= 0`. Samples usually arrive far less than τ apart, where three terms of the

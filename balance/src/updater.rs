@@ -17,13 +17,14 @@ use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use waypost_discovery::backoff::Backoff;
 use waypost_discovery::{Endpoint, EndpointSet, Watcher};
 
 use crate::config::BalanceConfig;
 use crate::make::{ConnectivityCell, ConnectivityReporter, MakeEndpoint};
 use crate::metrics::{self, EndpointMetrics};
 use crate::policy::round_robin::Stripes;
-use crate::state::{Connectivity, EndpointState};
+use crate::state::{Connectivity, EndpointState, after};
 use crate::table::{self, BuildEntry, Context, PickTable, Slot};
 
 /// State shared by every clone of a balancer and its task.
@@ -36,6 +37,8 @@ pub(crate) struct Shared<S> {
     pub(crate) config: BalanceConfig,
     /// Clones made so far, to give seeded clones distinct sequences.
     pub(crate) clones: std::sync::atomic::AtomicU64,
+    /// Requests waiting for a usable endpoint.
+    pub(crate) waiting: std::sync::atomic::AtomicUsize,
     /// Dropped with the last clone of the balancer: ends the background task.
     pub(crate) _alive: oneshot::Sender<()>,
 }
@@ -51,7 +54,10 @@ struct Tracked<S> {
     returned_at: Option<Instant>,
     ejections: u32,
     unreachable_until: Option<Instant>,
-    backoff: Duration,
+    /// When the current unreachable period began.
+    unreachable_since: Option<Instant>,
+    /// How long the next unreachable period lasts: jittered, doubling, reset once connected.
+    backoff: Backoff,
     /// The endpoint's finished-request count when the last interval ended.
     finished_mark: u32,
 }
@@ -75,11 +81,24 @@ pub(crate) struct Updater<M: MakeEndpoint> {
     tracked: BTreeMap<SocketAddr, Tracked<M::Service>>,
     next_interval: Instant,
     last_panic: bool,
+    /// What the installed table was built from; a wake that changes none of it rebuilds
+    /// nothing.
+    built_from: Option<BuildInputs>,
+    /// The revision of the discovery set applied last.
+    revision: u64,
+}
+
+/// Everything a table depends on besides the configuration: the discovery set (by revision),
+/// and per endpoint, in address order, its health and its slow-start weight.
+#[derive(Debug, Clone, PartialEq)]
+struct BuildInputs {
+    revision: u64,
+    endpoints: Vec<(bool, u32)>,
 }
 
 impl<M: MakeEndpoint> Updater<M> {
     pub(crate) fn new(shared: &Arc<Shared<M::Service>>, make: M) -> Self {
-        let next_interval = Instant::now() + shared.config.outlier_detection.interval;
+        let next_interval = after(Instant::now(), shared.config.outlier_detection.interval);
         Updater {
             shared: Arc::downgrade(shared),
             context: Arc::clone(&shared.context),
@@ -88,12 +107,15 @@ impl<M: MakeEndpoint> Updater<M> {
             tracked: BTreeMap::new(),
             next_interval,
             last_panic: false,
+            built_from: None,
+            revision: 0,
         }
     }
 
     /// Applies a discovery set: new endpoints get a slot and a service, removed ones are
     /// dropped, kept ones keep their state and take the new attributes.
     pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
+        self.revision = set.revision();
         let now = Instant::now();
         let context = &self.context;
         let now_ms = context.clock.now_millis();
@@ -134,7 +156,8 @@ impl<M: MakeEndpoint> Updater<M> {
                             returned_at: None,
                             ejections: 0,
                             unreachable_until: None,
-                            backoff: self.config.reconnect_backoff.initial,
+                            unreachable_since: None,
+                            backoff: self.backoff_for(address),
                             finished_mark: 0,
                         },
                     );
@@ -142,6 +165,18 @@ impl<M: MakeEndpoint> Updater<M> {
             }
         }
         self.tracked = next;
+    }
+
+    /// The reconnect backoff of a new endpoint: reproducible when the balancer is seeded.
+    fn backoff_for(&self, address: SocketAddr) -> Backoff {
+        let reconnect = &self.config.reconnect_backoff;
+        match self.config.seed {
+            Some(seed) => {
+                let salt = xxhash_rust::xxh64::xxh64(address.to_string().as_bytes(), seed);
+                Backoff::seeded(reconnect.initial, reconnect.max, salt)
+            }
+            None => Backoff::new(reconnect.initial, reconnect.max),
+        }
     }
 
     /// The median current estimate of the tracked endpoints, or the configured default.
@@ -170,6 +205,7 @@ impl<M: MakeEndpoint> Updater<M> {
     /// Ejections, returns from ejection, reconnect backoffs and the interval's failure
     /// percentages.
     fn evaluate_health(&mut self, now: Instant) {
+        let waiting = self.requests_waiting();
         let config = &self.config;
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
@@ -184,21 +220,32 @@ impl<M: MakeEndpoint> Updater<M> {
             if state.is_unreachable() {
                 match tracked.unreachable_until {
                     None => {
-                        tracked.unreachable_until = Some(now + tracked.backoff);
-                        tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, backoff = ?tracked.backoff, "endpoint unreachable");
-                        tracked.backoff = (tracked.backoff * 2).min(config.reconnect_backoff.max);
+                        let backoff = tracked.backoff.next_delay();
+                        tracked.unreachable_until = Some(after(now, backoff));
+                        tracked.unreachable_since = Some(now);
+                        tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, ?backoff, "endpoint unreachable");
                     }
-                    Some(until) if until <= now => {
-                        // Time to try again: the next request is the probe.
+                    Some(until)
+                        if until <= now
+                            || (waiting
+                                && tracked.unreachable_since.is_some_and(|since| {
+                                    after(since, config.reconnect_backoff.initial) <= now
+                                })) =>
+                    {
+                        // Time to try again: the next request is the probe. Requests waiting
+                        // for an endpoint do not wait out a long backoff: they probe after the
+                        // initial one.
                         tracked.unreachable_until = None;
+                        tracked.unreachable_since = None;
                         state.end_unreachable();
                     }
                     Some(_) => {}
                 }
             } else {
                 tracked.unreachable_until = None;
+                tracked.unreachable_since = None;
                 if state.connectivity() == Connectivity::Connected {
-                    tracked.backoff = config.reconnect_backoff.initial;
+                    tracked.backoff.reset();
                 }
             }
         }
@@ -229,9 +276,8 @@ impl<M: MakeEndpoint> Updater<M> {
     fn end_interval(&mut self, now: Instant) {
         let config = &self.config;
         let outlier = config.outlier_detection.clone();
-        while self.next_interval <= now {
-            self.next_interval += outlier.interval;
-        }
+        // Re-anchored at `now`: stepping by the interval could take ages for a tiny one.
+        self.next_interval = after(now, outlier.interval);
         let context = &self.context;
         let now_ms = context.clock.now_millis();
         let mut judged = Vec::new();
@@ -242,7 +288,7 @@ impl<M: MakeEndpoint> Updater<M> {
             }
             let clean_interval = tracked
                 .returned_at
-                .is_none_or(|returned| returned + outlier.interval <= now);
+                .is_none_or(|returned| after(returned, outlier.interval) <= now);
             if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 && clean_interval {
                 tracked.ejections -= 1;
             }
@@ -286,7 +332,7 @@ impl<M: MakeEndpoint> Updater<M> {
             .base_ejection_time
             .saturating_mul(tracked.ejections)
             .min(outlier.max_ejection_time);
-        tracked.ejected_until = Some(now + duration);
+        tracked.ejected_until = Some(after(now, duration));
         tracked.slot.metrics.ejected();
         tracing::warn!(
             target: "waypost::balance",
@@ -299,8 +345,34 @@ impl<M: MakeEndpoint> Updater<M> {
         );
     }
 
-    /// Builds and installs the pick table.
+    /// The slow-start factor of `tracked` at `now`; 1 for the hashing policies, which ignore it.
+    fn ramp(&self, tracked: &Tracked<M::Service>, now: Instant) -> f64 {
+        match (&self.config.slow_start, tracked.joined) {
+            (Some(slow), Some(joined)) if !self.config.policy.is_hashing() => {
+                slow.factor(now.saturating_duration_since(joined))
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Builds and installs the pick table, when an input changed since the last build.
     pub(crate) fn rebuild(&mut self, now: Instant) {
+        let inputs = BuildInputs {
+            revision: self.revision,
+            endpoints: self
+                .tracked
+                .values()
+                .map(|tracked| {
+                    // The ramp in the resolution the table uses (weights scaled by 100).
+                    let ramp = (self.ramp(tracked, now) * 1000.0).round() as u32;
+                    (tracked.is_healthy(), ramp)
+                })
+                .collect(),
+        };
+        if self.built_from.as_ref() == Some(&inputs) {
+            return;
+        }
+        self.built_from = Some(inputs);
         let config = &self.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
@@ -309,12 +381,7 @@ impl<M: MakeEndpoint> Updater<M> {
                 slot: &tracked.slot,
                 endpoint: &tracked.endpoint,
                 healthy: tracked.is_healthy(),
-                ramp: match (&config.slow_start, tracked.joined) {
-                    (Some(slow), Some(joined)) => {
-                        slow.factor(now.saturating_duration_since(joined))
-                    }
-                    _ => 1.0,
-                },
+                ramp: self.ramp(tracked, now),
             })
             .collect();
         let table = table::build(&entries, config);
@@ -345,9 +412,20 @@ impl<M: MakeEndpoint> Updater<M> {
         }
     }
 
+    /// `true` while requests wait for a usable endpoint.
+    fn requests_waiting(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|shared| shared.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut next = self.next_interval;
+        let waiting = self.requests_waiting();
         for tracked in self.tracked.values() {
+            if waiting && let Some(since) = tracked.unreachable_since {
+                next = next.min(after(since, self.config.reconnect_backoff.initial));
+            }
             for at in [tracked.ejected_until, tracked.unreachable_until]
                 .into_iter()
                 .flatten()
@@ -355,10 +433,11 @@ impl<M: MakeEndpoint> Updater<M> {
                 next = next.min(at);
             }
             if let (Some(slow), Some(joined)) = (&self.config.slow_start, tracked.joined)
+                && !self.config.policy.is_hashing()
                 && now.saturating_duration_since(joined) < slow.window
             {
                 let step = (slow.window / 20).max(Duration::from_millis(50));
-                next = next.min(now + step);
+                next = next.min(after(now, step));
             }
         }
         next

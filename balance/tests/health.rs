@@ -451,15 +451,20 @@ async fn unreachable_endpoints_are_retried_after_a_growing_backoff() {
     settle().await;
     assert_eq!(balance.usable_endpoints(), 3);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(balance.usable_endpoints(), 4, "probed again after 1 s");
+    assert_eq!(balance.usable_endpoints(), 4, "probed again within 1 s");
     for _ in 0..8 {
         let _ = call(&mut balance).await;
     }
     settle().await;
     assert_eq!(balance.usable_endpoints(), 3);
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(balance.usable_endpoints(), 3, "the second backoff is 2 s");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The second backoff is 2 s, jittered into [1 s, 2 s].
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        balance.usable_endpoints(),
+        3,
+        "the second backoff is longer"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(balance.usable_endpoints(), 4);
 }
 
@@ -519,14 +524,24 @@ async fn requests_wait_for_endpoints_then_fail_with_the_reason() {
     publisher.publish([Endpoint::new(addr(9))]);
     assert_eq!(waiting.await.unwrap().unwrap(), 9);
 
-    // Empty again: a request fails after the deadline with NoEndpoints.
-    publisher.publish([]);
+    // Endpoints that do not accept requests: a request fails after the deadline with
+    // NoEndpoints.
+    publisher.publish([Endpoint::new(addr(9)).with_weight(0)]);
     settle().await;
     let started = tokio::time::Instant::now();
     let error = balance.clone().oneshot(()).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NoEndpoints);
     assert_eq!(started.elapsed(), Duration::from_secs(5));
     assert!(error.to_string().contains("dns:///api:80"), "{error}");
+
+    // Discovery answered "none" (a confirmed NXDOMAIN): no waiting, the answer will not change
+    // within a deadline.
+    publisher.publish([]);
+    settle().await;
+    let started = tokio::time::Instant::now();
+    let error = balance.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NoEndpoints);
+    assert_eq!(started.elapsed(), Duration::ZERO);
 
     // Discovery failing with an empty set: the discovery error is the cause.
     publisher.report_failure(DiscoveryError::new(

@@ -233,21 +233,23 @@ async fn a_killed_server_is_avoided() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_endpoints_fails_with_the_typed_error_after_the_deadline() {
+async fn no_endpoints_fails_with_the_typed_error() {
+    // Discovery answered "none": the request fails without waiting (an hour here).
     let publisher = {
         let mut publisher = Publisher::new("dns:///nothing.test:80");
         publisher.publish([]);
         publisher
     };
     let config = BalanceConfig {
-        wait_for_endpoints: Duration::from_millis(300),
+        wait_for_endpoints: Duration::from_secs(3600),
         ..BalanceConfig::default()
     };
     let mut balance = balance(&publisher, false, config);
-    let started = std::time::Instant::now();
-    let error = get(&mut balance).await.unwrap_err();
+    let error = tokio::time::timeout(Duration::from_secs(600), get(&mut balance))
+        .await
+        .expect("no waiting for an answer that will not change")
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NoEndpoints);
-    assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(error.target(), "dns:///nothing.test:80");
 }
 

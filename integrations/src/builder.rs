@@ -97,6 +97,10 @@ pub(crate) const UNSENT_ATTEMPTS: usize = 3;
 
 /// The default connect timeout (TCP, TLS and HTTP/2 handshake each).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer keep-alive intervals are shortened to this (a year: never, in practice).
+#[cfg(feature = "tonic")]
+const MAX_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The default HTTP/2 keep-alive ping interval.
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -170,19 +174,21 @@ impl Builder {
 
     /// A deadline for every request: waiting for an endpoint, retries and the response head.
     /// gRPC calls also honour their own `grpc-timeout`, whichever is earlier. Default: none.
+    /// Zero is a configuration error when the client is built.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// The connect timeout (TCP, TLS and HTTP/2 handshakes each). Default 5 s.
+    /// The connect timeout (TCP, TLS and HTTP/2 handshakes each). Default 5 s. Zero is a
+    /// configuration error when the client is built.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// The HTTP/2 keep-alive ping interval of endpoint connections (`None` turns pings off).
-    /// Default 30 s.
+    /// Default 30 s. Zero is a configuration error when the client is built.
     pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive_interval = interval;
         self
@@ -242,7 +248,9 @@ impl Builder {
     /// Resends idempotent requests that failed after they may have reached a server, within
     /// `budget`: HTTP requests with an idempotent method, and gRPC calls marked
     /// [`tonic::Idempotent`](crate::tonic::Idempotent). Requests that were never sent are always
-    /// sent to another endpoint, budget or not.
+    /// sent to another endpoint, budget or not. One retry engine serves both clients: every send
+    /// of a request, unsent resends included, counts against the budget's `max_attempts`. An
+    /// invalid budget is a configuration error when the client is built.
     #[cfg(any(feature = "tonic", feature = "hyper"))]
     pub fn retry_idempotent(mut self, budget: crate::retry::RetryBudget) -> Self {
         self.retry = Some(budget);
@@ -272,7 +280,37 @@ impl Builder {
             })
     }
 
+    /// Checks the options of this builder that the balancer does not check itself.
+    fn check_options(&self) -> Result<(), Error> {
+        let config = |message: String| {
+            Err(Error::new(ErrorKind::Config, message).with_target(self.target_name()))
+        };
+        if self.connect_timeout.is_zero() {
+            return config("`connect_timeout` must be longer than zero".to_owned());
+        }
+        if self.timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return config("`timeout` must be longer than zero".to_owned());
+        }
+        if self
+            .keep_alive_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
+            return config(
+                "`keep_alive_interval` must be longer than zero (`None` turns pings off)"
+                    .to_owned(),
+            );
+        }
+        #[cfg(any(feature = "tonic", feature = "hyper"))]
+        if let Some(budget) = &self.retry {
+            budget
+                .validate()
+                .map_err(|error| error.with_target(self.target_name()))?;
+        }
+        Ok(())
+    }
+
     fn checked_balance_config(&self) -> Result<BalanceConfig, Error> {
+        self.check_options()?;
         self.balance.validate().map_err(|error| {
             Error::new(ErrorKind::Config, error.to_string())
                 .with_target(self.target_name())
@@ -383,7 +421,10 @@ impl Builder {
         let settings = H2Settings {
             connector: self.connector(&[b"h2"])?,
             authority: self.default_authority()?,
-            keep_alive_interval: self.keep_alive_interval,
+            // hyper adds the interval to an `Instant`: a year is "never" and cannot overflow.
+            keep_alive_interval: self
+                .keep_alive_interval
+                .map(|interval| interval.min(MAX_KEEP_ALIVE_INTERVAL)),
             keep_alive_timeout: Duration::from_secs(20),
             backoff_initial: config.reconnect_backoff.initial,
             backoff_max: config.reconnect_backoff.max,
@@ -403,7 +444,7 @@ impl Builder {
             balance,
             self.timeout,
             UNSENT_ATTEMPTS,
-            self.retry.map(crate::retry::Retries::new),
+            self.retry.map(crate::retry::Retries::new).transpose()?,
         ))
     }
 
@@ -435,6 +476,7 @@ impl Builder {
                 HyperEndpoint::new(pool.clone(), endpoint.address(), tls)
             })
             .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;
-        Ok(HttpClient::new(balance, self.timeout, self.retry))
+        let retries = self.retry.map(crate::retry::Retries::new).transpose()?;
+        Ok(HttpClient::new(balance, self.timeout, retries))
     }
 }

@@ -85,3 +85,20 @@ pub(crate) fn aim<B>(
     })?;
     Ok(())
 }
+
+/// `true` when `error` says the server refused the request before processing it: the stream was
+/// above the last stream id of the server's graceful GOAWAY (`NO_ERROR`; RFC 9113 section 6.8),
+/// or the server reset it with `REFUSED_STREAM` (section 8.7). Such a request may be sent to
+/// another endpoint even if it is not idempotent.
+pub(crate) fn refused_by_server(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                    || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)));
+        }
+        source = cause.source();
+    }
+    false
+}

@@ -79,9 +79,29 @@ impl Error {
         self
     }
 
+    /// The request's deadline passed; `reason` is why no endpoint could take it, when it was
+    /// still waiting for one (it becomes the error's source).
     #[cfg_attr(not(any(feature = "tonic", feature = "hyper")), allow(dead_code))]
-    pub(crate) fn timeout(target: Arc<str>, after: Duration) -> Self {
-        Error::new(ErrorKind::Timeout, format!("deadline of {after:?} passed")).with_target(target)
+    pub(crate) fn timeout(
+        target: Arc<str>,
+        after: Duration,
+        reason: Option<waypost_balance::Error>,
+    ) -> Self {
+        match reason {
+            None => Error::new(ErrorKind::Timeout, format!("deadline of {after:?} passed"))
+                .with_target(target),
+            Some(reason) => {
+                let mut reason = Error::from_balance(reason);
+                // The outer error names the target; its cause need not again.
+                reason.target = None;
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("deadline of {after:?} passed while waiting for an endpoint"),
+                )
+                .with_target(target)
+                .with_source(reason)
+            }
+        }
     }
 
     #[cfg_attr(not(any(feature = "tonic", feature = "hyper")), allow(dead_code))]
@@ -96,7 +116,18 @@ impl Error {
             _ => ErrorKind::Transport,
         };
         if kind != ErrorKind::Transport {
-            let message = error.to_string();
+            // The balancer's own text names the target; this error names it in its prefix.
+            let waited = error
+                .waited()
+                .map(|waited| format!(" after waiting {waited:?}"))
+                .unwrap_or_default();
+            let message = match kind {
+                ErrorKind::NoEndpoints => format!("no endpoints{waited}"),
+                ErrorKind::AllEjected => {
+                    format!("every endpoint is ejected or unreachable{waited}")
+                }
+                _ => format!("discovery is failing{waited}"),
+            };
             let mut converted = Error::new(kind, message).with_target(target);
             if let Some(source) = error.into_source() {
                 converted.source = Some(source);
@@ -123,6 +154,15 @@ impl Error {
             }
             None => Error::new(ErrorKind::Transport, "the endpoint failed").with_target(target),
         }
+    }
+
+    /// The message and the causes, without the target and endpoint prefix: for messages that
+    /// wrap this error.
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+    pub(crate) fn detail(&self) -> String {
+        let mut text = self.message.clone();
+        append_causes(&mut text, self.source());
+        text
     }
 
     /// What went wrong.
@@ -193,17 +233,28 @@ impl StdError for Error {
     }
 }
 
-/// `error: cause: cause's cause`, for messages that must carry the whole story.
-#[cfg(feature = "tonic")]
+/// `error: cause: cause's cause`, for messages that must carry the whole story. A cause whose
+/// text the message already holds is not repeated.
+#[cfg(any(feature = "tonic", feature = "hyper"))]
 pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
+    append_causes(&mut text, error.source());
+    text
+}
+
+fn append_causes(text: &mut String, mut source: Option<&(dyn StdError + 'static)>) {
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // A discovery error names the target, as the error it causes already does.
+        let cause_text = match cause.downcast_ref::<waypost_discovery::DiscoveryError>() {
+            Some(discovery) => format!("{}: {}", discovery.kind(), discovery.detail()),
+            None => cause.to_string(),
+        };
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
-    text
 }
 
 #[cfg(test)]
@@ -220,7 +271,7 @@ mod tests {
             "`dns:///api:80` (127.0.0.1:80): connection refused"
         );
         assert!(error.is_not_processed());
-        let timeout = Error::timeout(Arc::from("t"), Duration::from_millis(5));
+        let timeout = Error::timeout(Arc::from("t"), Duration::from_millis(5), None);
         assert!(timeout.is_timeout() && !timeout.is_not_processed());
     }
 }

@@ -2,7 +2,12 @@
 //!
 //! Each endpoint gets a task that connects (TCP, TLS when configured, HTTP/2 handshake),
 //! publishes the connection's request handle, and when the connection ends or cannot be made,
-//! reports the endpoint disconnected to the balancer and tries again with a doubling backoff. A
+//! reports the endpoint disconnected to the balancer and tries again after a jittered,
+//! doubling backoff ([`Backoff`]). The backoff starts over only once a connection proved useful
+//! (it carried a response or stayed up a while), so a server that accepts and closes at once is
+//! not asked again in a tight loop. A call that finds the endpoint backing off brings the next
+//! attempt forward, to no earlier than the initial delay after the previous one: once a server
+//! is back, calls reach it within about that delay rather than after a long backoff. A
 //! request clones the current handle (one atomic load) and sends on it: HTTP/2 multiplexes every
 //! request of the endpoint over that one connection. A request that arrives while the first
 //! connection is still being made waits for it, up to the connect timeout. A request that finds
@@ -16,7 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,8 +31,10 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tower::Service;
 use waypost_balance::{Classify, Connectivity, ConnectivityReporter, HttpStatus, Outcome};
+use waypost_discovery::backoff::Backoff;
 
 use crate::connect::Connector;
 use crate::error::{BoxError, Error, ErrorKind};
@@ -60,6 +67,10 @@ struct Cell<B> {
     connect_timeout: Duration,
     /// Why the last connection attempt failed, for the errors of requests that found none.
     last_failure: Mutex<Option<(ErrorKind, String)>>,
+    /// Set when the current connection carried a response: it proved useful.
+    served: AtomicBool,
+    /// Asks a task that is backing off to try again early: a call wants the endpoint.
+    kick: Arc<Notify>,
 }
 
 /// The per-endpoint service: sends requests on the endpoint's current HTTP/2 connection.
@@ -109,6 +120,8 @@ where
             authority,
             connect_timeout: settings.connector.timeout,
             last_failure: Mutex::new(None),
+            served: AtomicBool::new(false),
+            kick: Arc::new(Notify::new()),
         });
         tokio::spawn(run(
             Arc::downgrade(&cell),
@@ -117,6 +130,72 @@ where
             stopped,
         ));
         H2Endpoint { cell }
+    }
+}
+
+/// A connection that stayed up this long proved useful even if it carried no response.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// When to connect again: a jittered exponential backoff after failures, reset only once a
+/// connection proved useful (it carried a response or stayed up for [`STABLE_CONNECTION`]). A
+/// server that completes the handshake and closes at once is therefore not asked again in a
+/// tight loop. Calls that find the endpoint backing off may cut a wait short, but never to less
+/// than the initial delay after the previous attempt.
+#[derive(Debug)]
+struct Reconnect {
+    backoff: Backoff,
+}
+
+impl Reconnect {
+    fn new(backoff: Backoff) -> Self {
+        Reconnect { backoff }
+    }
+
+    /// The wait after a failed attempt.
+    fn failed(&mut self) -> Duration {
+        self.backoff.next_delay()
+    }
+
+    /// After a connection ended that lasted `lasted` and carried a response when `served`:
+    /// `None` to reconnect at once, else the wait.
+    fn closed(&mut self, lasted: Duration, served: bool) -> Option<Duration> {
+        if served || lasted >= STABLE_CONNECTION {
+            self.backoff.reset();
+            None
+        } else {
+            Some(self.backoff.next_delay())
+        }
+    }
+
+    /// The earliest a waiting call may bring the next attempt forward to, for an attempt that
+    /// started at `attempted`.
+    fn earliest_early_attempt(&self, attempted: Instant) -> Instant {
+        attempted
+            .checked_add(self.backoff.initial())
+            .unwrap_or(attempted)
+    }
+}
+
+/// Waits `delay`, or less when a call asks for the endpoint (`kick`), but not before `earliest`.
+/// Returns `false` when the endpoint was dropped meanwhile.
+async fn back_off(
+    delay: Duration,
+    earliest: Instant,
+    kick: &Notify,
+    stopped: &mut oneshot::Receiver<()>,
+) -> bool {
+    let now = Instant::now();
+    let until = now
+        .checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => return true,
+        _ = kick.notified() => {}
+        _ = &mut *stopped => return false,
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(earliest.min(until)) => true,
+        _ = &mut *stopped => false,
     }
 }
 
@@ -130,11 +209,16 @@ async fn run<B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let Some(address) = cell.upgrade().map(|cell| cell.address) else {
+    let Some((address, kick)) = cell
+        .upgrade()
+        .map(|cell| (cell.address, Arc::clone(&cell.kick)))
+    else {
         return;
     };
-    let mut backoff = settings.backoff_initial;
+    let mut reconnect =
+        Reconnect::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
     loop {
+        let attempted = Instant::now();
         let attempt = async {
             let stream = settings.connector.connect(address).await?;
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -164,9 +248,10 @@ async fn run<B>(
             outcome = attempt => outcome,
             _ = &mut stopped => return,
         };
-        match outcome {
+        let (delay, error) = match outcome {
             Ok((sender, connection)) => {
                 let Some(live) = cell.upgrade() else { return };
+                live.served.store(false, Ordering::Relaxed);
                 live.sender.store(Some(Arc::new(sender)));
                 if let Ok(mut last) = live.last_failure.lock() {
                     *last = None;
@@ -176,7 +261,7 @@ async fn run<B>(
                 drop(live);
                 reporter.report(Connectivity::Connected);
                 tracing::debug!(target: "waypost::connect", endpoint = %address, "connected");
-                backoff = settings.backoff_initial;
+                let connected_at = Instant::now();
                 let result = tokio::select! {
                     result = connection => result,
                     _ = &mut stopped => return,
@@ -184,8 +269,9 @@ async fn run<B>(
                 let Some(live) = cell.upgrade() else { return };
                 live.sender.store(None);
                 live.state.store(CONNECTING, Ordering::Release);
+                let served = live.served.load(Ordering::Relaxed);
                 drop(live);
-                match result {
+                match &result {
                     Ok(()) => {
                         tracing::debug!(target: "waypost::connect", endpoint = %address, "connection closed")
                     }
@@ -193,28 +279,41 @@ async fn run<B>(
                         tracing::debug!(target: "waypost::connect", endpoint = %address, %error, "connection failed")
                     }
                 }
-                // Reconnect at once: a closed connection is normal (GOAWAY, idle timeout).
-            }
-            Err(error) => {
-                let Some(live) = cell.upgrade() else { return };
-                if let Ok(mut last) = live.last_failure.lock() {
-                    *last = Some((error.kind(), crate::error::chain(&error)));
+                // A closed connection is normal (GOAWAY, idle timeout): reconnect at once, unless
+                // it closed before it was of any use.
+                match reconnect.closed(connected_at.elapsed(), served) {
+                    None => continue,
+                    Some(delay) => {
+                        let mut error = Error::new(
+                            ErrorKind::Unreachable,
+                            "the connection closed right after it was made",
+                        )
+                        .with_endpoint(address);
+                        if let Err(cause) = result {
+                            error = error.with_source(cause);
+                        }
+                        (delay, error)
+                    }
                 }
-                live.state.store(BACKING_OFF, Ordering::Release);
-                // Requests waiting for this first attempt must not wait any longer.
-                live.connected.notify_waiters();
-                drop(live);
-                reporter.report(Connectivity::Disconnected);
-                tracing::debug!(target: "waypost::connect", endpoint = %address, %error, ?backoff, "connect failed; backing off");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = &mut stopped => return,
-                }
-                backoff = (backoff * 2).min(settings.backoff_max);
-                let Some(live) = cell.upgrade() else { return };
-                live.state.store(CONNECTING, Ordering::Release);
             }
+            Err(error) => (reconnect.failed(), error),
+        };
+        let Some(live) = cell.upgrade() else { return };
+        if let Ok(mut last) = live.last_failure.lock() {
+            *last = Some((error.kind(), error.detail()));
         }
+        live.state.store(BACKING_OFF, Ordering::Release);
+        // Requests waiting for this attempt must not wait any longer.
+        live.connected.notify_waiters();
+        drop(live);
+        reporter.report(Connectivity::Disconnected);
+        tracing::debug!(target: "waypost::connect", endpoint = %address, %error, ?delay, "connect failed; backing off");
+        let earliest = reconnect.earliest_early_attempt(attempted);
+        if !back_off(delay, earliest, &kick, &mut stopped).await {
+            return;
+        }
+        let Some(live) = cell.upgrade() else { return };
+        live.state.store(CONNECTING, Ordering::Release);
     }
 }
 
@@ -226,6 +325,10 @@ pub(crate) enum EndpointError<Request> {
         request: Mutex<Option<Request>>,
         error: Error,
     },
+    /// The server refused the request before processing it (a stream above its GOAWAY's last
+    /// stream id, or reset with `REFUSED_STREAM`); the request itself was consumed, so only the
+    /// caller's copy can go elsewhere.
+    Refused(Error),
     /// The request failed after it may have been processed.
     Failed(Error),
 }
@@ -246,19 +349,28 @@ impl<Request> EndpointError<Request> {
                 .map(|mut request| request.take())
                 .ok()
                 .flatten(),
-            EndpointError::Failed(_) => None,
+            EndpointError::Refused(_) | EndpointError::Failed(_) => None,
         }
     }
 
     pub(crate) fn into_error(self) -> Error {
         match self {
-            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+            EndpointError::Unsent { error, .. }
+            | EndpointError::Refused(error)
+            | EndpointError::Failed(error) => error,
         }
+    }
+
+    /// `true` when the request was not processed: never sent, or refused unprocessed.
+    pub(crate) fn is_not_processed(&self) -> bool {
+        !matches!(self, EndpointError::Failed(_))
     }
 
     fn error(&self) -> &Error {
         match self {
-            EndpointError::Unsent { error, .. } | EndpointError::Failed(error) => error,
+            EndpointError::Unsent { error, .. }
+            | EndpointError::Refused(error)
+            | EndpointError::Failed(error) => error,
         }
     }
 }
@@ -267,6 +379,7 @@ impl<Request> fmt::Debug for EndpointError<Request> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EndpointError::Unsent { error, .. } => f.debug_tuple("Unsent").field(error).finish(),
+            EndpointError::Refused(error) => f.debug_tuple("Refused").field(error).finish(),
             EndpointError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
         }
     }
@@ -330,7 +443,13 @@ where
                 }
             };
             match sender.try_send_request(request).await {
-                Ok(response) => Ok(response),
+                Ok(response) => {
+                    // Read first: a store on every response would bounce the line between cores.
+                    if !cell.served.load(Ordering::Relaxed) {
+                        cell.served.store(true, Ordering::Relaxed);
+                    }
+                    Ok(response)
+                }
                 Err(mut failed) => match failed.take_message() {
                     Some(request) => Err(EndpointError::unsent(
                         request,
@@ -341,11 +460,26 @@ where
                         .with_endpoint(cell.address)
                         .with_source(failed.into_error()),
                     )),
-                    None => Err(EndpointError::Failed(
-                        Error::new(ErrorKind::Transport, "the request failed")
-                            .with_endpoint(cell.address)
-                            .with_source(failed.into_error()),
-                    )),
+                    None => {
+                        let error = failed.into_error();
+                        if crate::connect::refused_by_server(&error) {
+                            Err(EndpointError::Refused(
+                                Error::new(
+                                    ErrorKind::Unreachable,
+                                    "the server refused the request before processing it \
+                                     (GOAWAY)",
+                                )
+                                .with_endpoint(cell.address)
+                                .with_source(error),
+                            ))
+                        } else {
+                            Err(EndpointError::Failed(
+                                Error::new(ErrorKind::Transport, "the request failed")
+                                    .with_endpoint(cell.address)
+                                    .with_source(error),
+                            ))
+                        }
+                    }
                 },
             }
         })
@@ -355,7 +489,11 @@ where
 /// The current connection's request handle; while the connection is being made, waits for it
 /// up to the connect timeout.
 async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
-    let deadline = tokio::time::Instant::now() + cell.connect_timeout;
+    let now = Instant::now();
+    // A connect timeout may be as long as `Duration::MAX`: saturate instead of overflowing.
+    let deadline = now
+        .checked_add(cell.connect_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
     loop {
         let notified = cell.connected.notified();
         tokio::pin!(notified);
@@ -366,6 +504,8 @@ async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
             return Some(SendRequest::clone(&sender));
         }
         if cell.state.load(Ordering::Acquire) == BACKING_OFF {
+            // A call wants the endpoint: the task may try again before its backoff ends.
+            cell.kick.notify_one();
             return None;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -389,11 +529,89 @@ where
 
     fn classify_error(&self, error: &EndpointError<B>) -> Outcome {
         match error {
-            EndpointError::Unsent { .. } => Outcome::Unreachable,
+            EndpointError::Unsent { .. } | EndpointError::Refused(_) => Outcome::Unreachable,
             EndpointError::Failed(error) if error.kind() == ErrorKind::Unreachable => {
                 Outcome::Unreachable
             }
             EndpointError::Failed(_) => Outcome::Failure,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reconnect() -> Reconnect {
+        Reconnect::new(Backoff::seeded(
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            1,
+        ))
+    }
+
+    #[test]
+    fn a_connection_closed_at_once_does_not_reset_the_backoff() {
+        let mut reconnect = reconnect();
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            delays.push(reconnect.closed(Duration::from_millis(1), false).unwrap());
+        }
+        // Jittered into [nominal / 2, nominal] and doubling: the waits grow to the maximum.
+        assert!(delays[0] <= Duration::from_millis(100), "{delays:?}");
+        assert!(delays[4] >= Duration::from_millis(800), "{delays:?}");
+        assert!(delays[11] >= Duration::from_secs(15), "{delays:?}");
+        // Failures to connect count on top of it.
+        assert!(reconnect.failed() >= Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_useful_connection_resets_the_backoff() {
+        let mut reconnect = reconnect();
+        for _ in 0..8 {
+            reconnect.failed();
+        }
+        assert_eq!(reconnect.closed(Duration::from_millis(1), true), None);
+        assert!(reconnect.failed() <= Duration::from_millis(100));
+        for _ in 0..8 {
+            reconnect.failed();
+        }
+        assert_eq!(reconnect.closed(STABLE_CONNECTION, false), None);
+        assert!(reconnect.failed() <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_call_brings_a_long_backoff_forward_to_the_initial_delay() {
+        let mut reconnect = Reconnect::new(Backoff::seeded(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            2,
+        ));
+        for _ in 0..10 {
+            reconnect.failed();
+        }
+        let attempted = Instant::now();
+        let delay = reconnect.failed();
+        assert!(delay >= Duration::from_secs(15), "{delay:?}");
+        let kick = Notify::new();
+        let (_stop, mut stopped) = oneshot::channel();
+        // The server came back, and a call finds the endpoint backing off.
+        kick.notify_one();
+        let earliest = reconnect.earliest_early_attempt(attempted);
+        assert!(back_off(delay, earliest, &kick, &mut stopped).await);
+        assert!(
+            attempted.elapsed() <= Duration::from_secs(2),
+            "the next attempt {:?} after the last",
+            attempted.elapsed()
+        );
+        assert!(
+            attempted.elapsed() >= Duration::from_secs(1),
+            "not sooner than the initial delay"
+        );
+
+        // Without a call, the whole backoff is waited out.
+        let started = Instant::now();
+        assert!(back_off(delay, started, &kick, &mut stopped).await);
+        assert!(started.elapsed() + Duration::from_millis(1) >= delay);
     }
 }

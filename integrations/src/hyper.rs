@@ -6,8 +6,9 @@
 //! the scheme and authority are set to the chosen endpoint's address; a `Host` header the caller
 //! set is kept.
 //!
-//! - A request that could not reach an endpoint (connection refused or timed out) is sent to
-//!   another endpoint, up to three endpoints in all.
+//! - A request that could not reach an endpoint (connection refused or timed out, or refused
+//!   unprocessed by a server's GOAWAY) is sent to another endpoint, up to three sends in all
+//!   (the retry budget's `max_attempts` for idempotent requests with a budget).
 //! - With [`retry_idempotent`](crate::Builder::retry_idempotent), requests with an idempotent
 //!   method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) that failed after they may have been sent,
 //!   or were answered 503, are sent again within a retry budget (tower's `TpsBudget`).
@@ -241,15 +242,15 @@ where
         let response = self.client.request(request);
         Box::pin(async move {
             response.await.map_err(|error| {
-                let kind = if error.is_connect() {
-                    ErrorKind::Unreachable
+                let (kind, message) = if error.is_connect() {
+                    (ErrorKind::Unreachable, "could not connect")
+                } else if crate::connect::refused_by_server(&error) {
+                    (
+                        ErrorKind::Unreachable,
+                        "the server refused the request before processing it (GOAWAY)",
+                    )
                 } else {
-                    ErrorKind::Transport
-                };
-                let message = if error.is_connect() {
-                    "could not connect"
-                } else {
-                    "the request failed"
+                    (ErrorKind::Transport, "the request failed")
                 };
                 Error::new(kind, message)
                     .with_endpoint(address)
@@ -332,12 +333,12 @@ where
     pub(crate) fn new(
         balance: ClientBalance<B>,
         timeout: Option<Duration>,
-        retry: Option<RetryBudget>,
+        retry: Option<Retries>,
     ) -> Self {
         HttpClient {
             balance,
             timeout,
-            retry: retry.map(Retries::new),
+            retry,
         }
     }
 
@@ -373,14 +374,20 @@ where
         match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
-                .unwrap_or_else(|_| Err(Error::timeout(Arc::from(self.balance.target()), timeout))),
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(
+                        Arc::from(self.balance.target()),
+                        timeout,
+                        self.balance.why_unavailable(timeout),
+                    ))
+                }),
             None => send.await,
         }
     }
 }
 
 async fn send<B>(
-    mut balance: ClientBalance<B>,
+    balance: ClientBalance<B>,
     retry: Option<Retries>,
     request: http::Request<B>,
 ) -> Result<http::Response<Incoming>, Error>
@@ -389,60 +396,61 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let idempotent = is_idempotent(request.method());
-    let retry = retry.filter(|_| idempotent);
-    if let Some(retries) = &retry {
-        retries.deposit();
-    }
-    let max_attempts = retry.as_ref().map_or(UNSENT_ATTEMPTS, |retries| {
-        retries.max_attempts.max(UNSENT_ATTEMPTS)
+    let retry = retry.filter(|_| is_idempotent(request.method()));
+    let plan = crate::retry::Plan::new(UNSENT_ATTEMPTS, retry);
+    // Bodies are `Clone`: every resend is a copy of the original request.
+    let original = copy_request(&request);
+    let copy = move || Some(copy_request(&original));
+    let send = tower::service_fn(move |request: http::Request<B>| {
+        let balance = balance.clone();
+        async move { Ok::<_, std::convert::Infallible>(send_once(balance, request).await) }
     });
-    let mut attempt = 1;
-    loop {
-        let last = attempt >= max_attempts;
-        let this_attempt = if last { None } else { Some(request.clone()) };
-        let result = match this_attempt {
-            Some(copy) => {
-                balance
-                    .ready()
-                    .await
-                    .map_err(Error::from_balance)?
-                    .call(copy)
-                    .await
-            }
-            None => {
-                return balance
-                    .ready()
-                    .await
-                    .map_err(Error::from_balance)?
-                    .call(request)
-                    .await
-                    .map_err(Error::from_balance);
-            }
-        };
-        let may_retry = |retry: &Option<Retries>| {
-            retry
-                .as_ref()
-                .is_some_and(|retries| retries.may_retry(attempt))
-        };
-        match result {
-            Ok(response)
-                if response.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                    && may_retry(&retry) =>
-            {
-                tracing::debug!(target: "waypost::retry", attempt, "503 on an idempotent request; retrying");
-            }
-            Ok(response) => return Ok(response),
-            Err(error) => {
-                let error = Error::from_balance(error);
-                let unsent = error.is_not_processed() && attempt < UNSENT_ATTEMPTS;
-                if !(unsent || may_retry(&retry)) || error.is_unavailable() {
-                    return Err(error);
+    crate::retry::run(send, request, plan, copy).await
+}
+
+fn copy_request<B: Clone>(request: &http::Request<B>) -> http::Request<B> {
+    let mut copy = http::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    copy
+}
+
+/// One send through the balancer, as the retry engine sees it.
+async fn send_once<B>(
+    mut balance: ClientBalance<B>,
+    request: http::Request<B>,
+) -> crate::retry::Sent<http::Request<B>, http::Response<Incoming>>
+where
+    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    use crate::retry::Sent;
+    let result = match balance.ready().await {
+        Ok(ready) => ready.call(request).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(response) => {
+            let refusing = response.status() == http::StatusCode::SERVICE_UNAVAILABLE;
+            Sent::Answer { response, refusing }
+        }
+        Err(error) => {
+            let error = Error::from_balance(error);
+            if error.is_unavailable() {
+                Sent::Final(error)
+            } else if error.is_not_processed() {
+                Sent::NotProcessed {
+                    request: None,
+                    error,
                 }
-                tracing::debug!(target: "waypost::retry", attempt, %error, "retrying on another endpoint");
+            } else {
+                Sent::Failed(error)
             }
         }
-        attempt += 1;
     }
 }
 

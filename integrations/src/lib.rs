@@ -55,6 +55,8 @@ mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod key;
+#[cfg(feature = "tonic")]
+mod replay;
 mod resolve;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod retry;
@@ -62,8 +64,6 @@ mod retry;
 pub mod tls;
 #[cfg(feature = "tonic")]
 pub mod tonic;
-#[cfg(feature = "tonic")]
-mod unsent;
 
 pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
 pub use error::{BoxError, Error, ErrorKind};

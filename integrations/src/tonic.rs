@@ -7,8 +7,10 @@
 //! channel hop in between.
 //!
 //! - Calls that never reached an endpoint (no connection, a connection that closed before the
-//!   call was written) go to another endpoint, transparently. Calls that may have been processed
-//!   are never sent twice.
+//!   call was written) go to another endpoint, transparently, and so do calls a draining server
+//!   refused unprocessed (streams above its GOAWAY's last stream id, RFC 9113 section 6.8; their
+//!   message, up to [`MAX_BUFFERED_MESSAGE`], is kept while it is sent). Calls that may have
+//!   been processed are never sent twice.
 //! - The call's deadline (its `grpc-timeout`, or the channel's timeout, the earlier) covers the
 //!   wait for an endpoint as well as the call.
 //! - Calls marked [`Idempotent`] (in the request's extensions) are sent again after a failure
@@ -155,8 +157,9 @@ impl Service<http::Request<Body>> for Channel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let deadline = crate::grpc_timeout::deadline(request.headers(), self.timeout);
         let balance = self.balance.clone();
-        // Only a timeout needs the target; the common path leaves the shared count alone.
-        let target = deadline.map(|_| Arc::clone(&self.target));
+        // Only a timeout needs the target and a handle to say why no endpoint took the call;
+        // the common path leaves them alone.
+        let timed = deadline.map(|_| (Arc::clone(&self.target), self.balance.clone()));
         let attempts = self.attempts;
         let retries = self
             .retries
@@ -166,13 +169,19 @@ impl Service<http::Request<Body>> for Channel {
             let send = async move {
                 match retries {
                     Some(retries) => send_idempotent(balance, request, attempts, retries).await,
-                    None => crate::unsent::send(balance, request, attempts).await,
+                    None => send_replayable(balance, request, attempts).await,
                 }
             };
-            let result = match (deadline, target) {
-                (Some(deadline), Some(target)) => tokio::time::timeout(deadline, send)
+            let result = match (deadline, timed) {
+                (Some(deadline), Some((target, balance))) => tokio::time::timeout(deadline, send)
                     .await
-                    .unwrap_or_else(|_| Err(Error::timeout(target, deadline))),
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(
+                            target,
+                            deadline,
+                            balance.why_unavailable(deadline),
+                        ))
+                    }),
                 _ => send.await,
             };
             result.map_err(status)
@@ -180,8 +189,27 @@ impl Service<http::Request<Body>> for Channel {
     }
 }
 
+/// Sends a call, again on another endpoint when it was not sent or a server refused it
+/// unprocessed (GOAWAY); for the latter the message is recorded as it is sent.
+async fn send_replayable(
+    balance: ChannelBalance,
+    request: http::Request<Body>,
+    attempts: usize,
+) -> Result<http::Response<Incoming>, Error> {
+    let (parts, body) = request.into_parts();
+    let recorded = crate::replay::Recorded::default();
+    let request = http::Request::from_parts(parts.clone(), Body::new(recorded.wrap(body)));
+    let copy = move || {
+        recorded
+            .replay()
+            .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
+    };
+    let plan = crate::retry::Plan::new(attempts, None);
+    crate::retry::run(endpoint_sends(balance), request, plan, copy).await
+}
+
 /// Sends an idempotent call, again after failures that may have reached a server, within the
-/// budget.
+/// budget; every send, unsent resends included, counts against the budget's `max_attempts`.
 async fn send_idempotent(
     balance: ChannelBalance,
     request: http::Request<Body>,
@@ -202,21 +230,82 @@ async fn send_idempotent(
             .with_source(error));
         }
     };
-    retries.deposit();
-    let mut attempt = 1;
-    loop {
-        let request =
-            http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
-        let result = crate::unsent::send(balance.clone(), request, attempts).await;
-        let retry = match &result {
-            Ok(response) => is_unavailable(response),
-            Err(error) => !error.is_unavailable() && !error.is_timeout(),
-        };
-        if !(retry && retries.may_retry(attempt)) {
-            return result;
+    let first = http::Request::from_parts(parts.clone(), Body::new(Full::new(message.clone())));
+    let copy = move || {
+        Some(http::Request::from_parts(
+            parts.clone(),
+            Body::new(Full::new(message.clone())),
+        ))
+    };
+    let plan = crate::retry::Plan::new(attempts, Some(retries));
+    crate::retry::run(endpoint_sends(balance), first, plan, copy).await
+}
+
+/// The balancer as the retry engine sees it: each send's outcome classified.
+fn endpoint_sends(
+    balance: ChannelBalance,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = crate::retry::Sent<http::Request<Body>, http::Response<Incoming>>,
+    Error = std::convert::Infallible,
+    Future = impl Future + Send,
+> + Send {
+    tower::service_fn(move |request: http::Request<Body>| {
+        let balance = balance.clone();
+        async move { Ok(send_once(balance, request).await) }
+    })
+}
+
+async fn send_once(
+    mut balance: ChannelBalance,
+    request: http::Request<Body>,
+) -> crate::retry::Sent<http::Request<Body>, http::Response<Incoming>> {
+    use crate::h2::EndpointError;
+    use crate::retry::Sent;
+    use tower::ServiceExt;
+    let result = match balance.ready().await {
+        Ok(ready) => ready.call(request).await,
+        Err(error) => Err(error),
+    };
+    let error = match result {
+        Ok(response) => {
+            let refusing = is_unavailable(&response);
+            return Sent::Answer { response, refusing };
         }
-        tracing::debug!(target: "waypost::retry", target = balance.target(), attempt, "retrying an idempotent call");
-        attempt += 1;
+        Err(error) => error,
+    };
+    if !error.is_endpoint() {
+        return Sent::Final(Error::from_balance(error));
+    }
+    let target = error.target().to_owned();
+    let endpoint = error.endpoint_address();
+    let named = |mut error: Error| {
+        error = error.with_target(target.as_str());
+        if let Some(endpoint) = endpoint {
+            error = error.with_endpoint(endpoint);
+        }
+        error
+    };
+    let Some(source) = error.into_source() else {
+        return Sent::Failed(named(Error::new(
+            ErrorKind::Transport,
+            "the endpoint failed",
+        )));
+    };
+    match source.downcast::<EndpointError<http::Request<Body>>>() {
+        Ok(failure) => {
+            let request = failure.take_request();
+            let not_processed = failure.is_not_processed();
+            let error = named(failure.into_error());
+            if not_processed {
+                Sent::NotProcessed { request, error }
+            } else {
+                Sent::Failed(error)
+            }
+        }
+        Err(other) => Sent::Failed(named(
+            Error::new(ErrorKind::Transport, "the endpoint failed").with_source(other),
+        )),
     }
 }
 
@@ -241,7 +330,8 @@ pub(crate) fn status(error: Error) -> ::tonic::Status {
         ErrorKind::Tls => Code::Unavailable,
         _ => Code::Internal,
     };
-    let mut status = ::tonic::Status::new(code, error.to_string());
+    // The whole story in the message (tonic's clients show only the message), each cause once.
+    let mut status = ::tonic::Status::new(code, crate::error::chain(&error));
     status.set_source(Arc::new(error));
     status
 }
