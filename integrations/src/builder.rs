@@ -227,6 +227,7 @@ impl Builder {
 
     /// Options of the DNS source (nameservers, refresh bounds, search domains, ...).
     #[cfg(feature = "dns")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
     pub fn dns_options(mut self, options: waypost_discovery::source::dns::DnsOptions) -> Self {
         self.discovery.dns = options;
         self
@@ -237,6 +238,7 @@ impl Builder {
     /// `waypost::discovery::source::kubernetes::default_client().await?`, which also reads the
     /// kubeconfig. Clone one client into every builder: clones share a connection pool.
     #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
     pub fn kube_client(
         mut self,
         client: waypost_discovery::source::kubernetes::kube::Client,
@@ -252,6 +254,7 @@ impl Builder {
     /// of a request, unsent resends included, counts against the budget's `max_attempts`. An
     /// invalid budget is a configuration error when the client is built.
     #[cfg(any(feature = "tonic", feature = "hyper"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "tonic", feature = "hyper"))))]
     pub fn retry_idempotent(mut self, budget: crate::retry::RetryBudget) -> Self {
         self.retry = Some(budget);
         self
@@ -259,6 +262,7 @@ impl Builder {
 
     /// Connects to endpoints over TLS.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -414,6 +418,7 @@ impl Builder {
 
     /// A tonic channel over the target, for generated clients: `GreeterClient::new(channel)`.
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn tonic_channel(&self) -> Result<crate::tonic::Channel, Error> {
         use crate::h2::{H2Classify, H2Endpoint, H2Settings};
         self.require_runtime()?;
@@ -450,6 +455,7 @@ impl Builder {
 
     /// A hyper HTTP client over the target, for request bodies of type `B`.
     #[cfg(feature = "hyper")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn http_client<B>(&self) -> Result<crate::hyper::HttpClient<B>, Error>
     where
         B: hyper::body::Body + Clone + Send + Sync + Unpin + 'static,

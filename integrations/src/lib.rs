@@ -44,6 +44,8 @@
 //! Without `dns`, `dns:///` targets with an IP address still work; other names are an
 //! [`ErrorKind::FeatureDisabled`] error.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod builder;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod connect;
@@ -53,6 +55,7 @@ mod grpc_timeout;
 #[cfg(feature = "tonic")]
 mod h2;
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 mod key;
 #[cfg(feature = "tonic")]
@@ -61,14 +64,17 @@ mod resolve;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod retry;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
 pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
 pub use error::{BoxError, Error, ErrorKind};
 pub use key::RequestKey;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tonic", feature = "hyper"))))]
 pub use retry::RetryBudget;
 pub use waypost_balance as balance;
 pub use waypost_discovery as discovery;
