@@ -299,6 +299,34 @@ async fn ports_are_chosen_by_name_or_number() {
     assert!(missing.health().is_current());
 }
 
+/// A Service with a DNS port on UDP and TCP (kube-proxy keys ports by name and protocol): a
+/// TCP client gets the TCP one, and a port that exists only on UDP is no port for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tcp_ports_count_for_a_tcp_client() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        endpoint_slice("dns-a", "dns")
+            .raw_port(serde_json::json!({ "name": "dns", "port": 5353, "protocol": "UDP" }))
+            .raw_port(serde_json::json!({ "name": "dns", "port": 53, "protocol": "TCP" }))
+            .raw_port(serde_json::json!({ "name": "stats", "port": 9000, "protocol": "UDP" }))
+            .endpoint(ep("10.0.0.1")),
+    );
+    let by_name = rig.source("kubernetes:///dns:dns").await.spawn();
+    let set = by_name.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 53));
+    // The only TCP port is the slice's only port for a TCP client.
+    let unnamed = rig.source("kubernetes:///dns").await.spawn();
+    let set = unnamed.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 53));
+
+    let udp_only = rig.source("kubernetes:///dns:stats").await.spawn();
+    assert!(udp_only.resolved().await.unwrap().is_empty());
+    let health = wait_for_health(&udp_only, "a port error", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("stats:9000/UDP"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_port_is_used_when_the_target_names_none() {
     let rig = FakeApiServer::start().await;

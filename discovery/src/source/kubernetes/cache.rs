@@ -151,7 +151,9 @@ pub enum CacheStatus {
     /// Slices exist, but none has the target's port (or the target names no port and the
     /// slices have several).
     NoMatchingPort {
-        /// The ports the slices offer, as `name:number` or `number`, sorted and deduplicated.
+        /// The ports the slices offer, as `name:number` or `number` (with `/UDP` or `/SCTP`
+        /// after ports of other protocols, which a TCP client never uses), sorted and
+        /// deduplicated.
         offered: Vec<String>,
     },
     /// Slices exist, but every one is unusable (malformed, or `FQDN`).
