@@ -7,7 +7,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use waypost_discovery::source::kubernetes::{
-    Applied, CacheStatus, SliceCache, UnusableReason, convert_slice, hints_prefer_zone,
+    Applied, CacheStatus, SERVICE_NAME_LABEL, SliceCache, UnusableReason, convert_slice,
+    hints_prefer_zone,
 };
 use waypost_discovery::{Endpoint, PortSelector, Readiness};
 
@@ -716,6 +717,67 @@ fn slices_are_keyed_by_namespace_and_foreign_ones_are_ignored() {
     assert_eq!(cache.slice_count(), 2);
     assert!(cache.delete_slice(&in_namespace("staging", "api-a", "10.0.0.2")));
     assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+}
+
+fn of_service(name: &str, service: Option<&str>, ip: &str) -> EndpointSlice {
+    let mut value = slice_json(name, "IPv4", http_port(), json!([{ "addresses": [ip] }]));
+    match service {
+        Some(service) => value["metadata"]["labels"][SERVICE_NAME_LABEL] = json!(service),
+        None => {
+            value["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove(SERVICE_NAME_LABEL);
+        }
+    }
+    parse(value)
+}
+
+/// A server that ignores the label selector sends every slice of the namespace: those of other
+/// Services are not slices of this one (the status still says it has none), and a slice of
+/// ours relabelled to another Service leaves, during a relist too.
+#[test]
+fn slices_of_other_services_are_not_kept() {
+    let mut cache = cache();
+    cache.begin_relist();
+    let applied = cache.apply(&of_service("web-a", Some("web"), "10.0.0.9"));
+    assert!(
+        matches!(&applied, Applied::Unusable { error, changed: false }
+            if error.reason() == &UnusableReason::OtherService("web".into())),
+        "{applied:?}"
+    );
+    cache.apply(&of_service("unlabelled", None, "10.0.0.8"));
+    cache.finish_relist();
+    assert_eq!(cache.slice_count(), 0);
+    assert_eq!(cache.status(), CacheStatus::NoSlices);
+
+    assert!(
+        cache
+            .apply(&of_service("api-a", Some("api"), "10.0.0.1"))
+            .is_changed()
+    );
+    assert!(
+        cache
+            .apply(&of_service("api-b", Some("api"), "10.0.0.2"))
+            .is_changed()
+    );
+    // api-b moves to Service web (a MODIFIED event, as a leaky selector sends it).
+    let applied = cache.apply(&of_service("api-b", Some("web"), "10.0.0.2"));
+    assert!(applied.is_changed(), "{applied:?}");
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    assert_eq!(cache.slice_count(), 1);
+
+    // In a relist, a slice listed with another Service's label is gone at the swap.
+    cache.begin_relist();
+    assert!(
+        cache
+            .apply(&of_service("api-a", Some("web"), "10.0.0.1"))
+            .is_changed()
+    );
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")], "until the swap");
+    assert!(cache.finish_relist());
+    assert!(cache.endpoint_set().is_empty());
+    assert_eq!(cache.status(), CacheStatus::NoSlices);
 }
 
 fn cache_with_one(endpoints: Value) -> SliceCache {

@@ -483,6 +483,49 @@ async fn a_slice_relabelled_to_another_service_leaves_the_set() {
     wait_for_set(&endpoints, "api-b back", |set| set.len() == 2).await;
 }
 
+/// A server (or proxy) that ignores the label selector sends every slice of the namespace, and
+/// a relabelled slice as MODIFIED rather than DELETED: the other Services' slices are ignored,
+/// the relabelled one leaves, and a Service with no slice of its own still says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaky_label_selector_changes_nothing() {
+    let rig = FakeApiServer::start().await;
+    rig.ignore_label_selectors(true);
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    rig.apply(
+        endpoint_slice("web-a", "web")
+            .port("http", 8080)
+            .endpoint(ep("10.0.0.9")),
+    );
+    rig.apply(
+        http_slice("orphan")
+            .without_label("kubernetes.io/service-name")
+            .endpoint(ep("10.0.0.8")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.2".into()], 8080)
+    );
+
+    rig.apply(
+        http_slice("api-b")
+            .label("kubernetes.io/service-name", "web")
+            .endpoint(ep("10.0.0.2")),
+    );
+    let set = wait_for_set(&endpoints, "api-b gone", |set| set.len() == 1).await;
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 8080));
+    assert!(endpoints.health().is_current());
+
+    let ghost = rig.source("kubernetes:///ghost:http").await.spawn();
+    assert!(ghost.resolved().await.unwrap().is_empty());
+    let health = wait_for_health(&ghost, "no slices", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("has no EndpointSlices"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_with_null_endpoints_are_a_service_scaled_to_zero() {
     let rig = FakeApiServer::start().await;
