@@ -164,6 +164,15 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Bod
                 let _ = shared.hold_watches.subscribe().wait_for(|held| !held).await;
                 watch(&shared, namespace, &query)
             } else {
+                if query.continue_token.is_some() {
+                    // A held page waits here: the list stops half way.
+                    let mut hold = shared.hold_continued_lists.subscribe();
+                    if *hold.borrow_and_update() {
+                        shared.held_lists.fetch_add(1, Ordering::AcqRel);
+                        let _ = hold.wait_for(|held| !held).await;
+                        shared.held_lists.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
                 list(&shared, namespace, &query)
             }
         }
@@ -514,6 +523,19 @@ impl WatchStream {
         if now.expire != self.seen_signals.expire {
             let oldest = self.shared.store().compacted();
             let _ = self.send(&expired_event(self.cursor, oldest)).await;
+            return Err(Stop);
+        }
+        if now.error.0 != self.seen_signals.error.0 {
+            let code = now.error.1;
+            let reason = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|code| code.canonical_reason())
+                .unwrap_or("Failure");
+            let event = json!({
+                "type": "ERROR",
+                "object": status(code, reason, "injected: the watch cannot go on"),
+            });
+            let _ = self.send(&event).await;
             return Err(Stop);
         }
         if now.drop != self.seen_signals.drop {
