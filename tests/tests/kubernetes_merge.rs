@@ -299,6 +299,74 @@ async fn ports_are_chosen_by_name_or_number() {
     assert!(missing.health().is_current());
 }
 
+/// A MODIFIED slice whose port list changed: the targetPort moves (new addresses), the port
+/// is renamed away (the slice offers the target nothing, and health says so), and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modified_slice_with_new_ports_moves_its_endpoints() {
+    let rig = FakeApiServer::start().await;
+    let pods = || [ep("10.0.0.1"), ep("10.0.0.2")];
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("http", 8080)
+            .endpoints(pods()),
+    );
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("http", 8080)
+            .endpoint(ep("10.0.0.3")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(set.len(), 3);
+
+    // The Service's targetPort changes; the controller rewrites api-a first.
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("http", 9090)
+            .endpoints(pods()),
+    );
+    let set = wait_for_set(&endpoints, "api-a on 9090", |set| {
+        set.contains(&"10.0.0.1:9090".parse().unwrap())
+    })
+    .await;
+    assert_eq!(
+        addresses(&set),
+        [
+            "10.0.0.1:9090".parse().unwrap(),
+            "10.0.0.2:9090".parse().unwrap(),
+            "10.0.0.3:8080".parse().unwrap()
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // Both slices lose the port name: nothing for the target, and the reason in health.
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("web", 9090)
+            .endpoints(pods()),
+    );
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("web", 9090)
+            .endpoint(ep("10.0.0.3")),
+    );
+    wait_for_set(&endpoints, "no http port left", |set| set.is_empty()).await;
+    let health = wait_for_health(&endpoints, "a port error", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("web:9090"), "{error}");
+
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("http", 9090)
+            .endpoint(ep("10.0.0.3")),
+    );
+    let set = wait_for_set(&endpoints, "the port back", |set| set.len() == 1).await;
+    assert_eq!(set[0].address(), "10.0.0.3:9090".parse().unwrap());
+    assert!(endpoints.health().is_current());
+}
+
 /// A Service with a DNS port on UDP and TCP (kube-proxy keys ports by name and protocol): a
 /// TCP client gets the TCP one, and a port that exists only on UDP is no port for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
