@@ -123,6 +123,7 @@ struct Signals {
 struct Faults {
     list_status: Option<(u16, usize)>,
     watch_http_gone: usize,
+    watch_error: Option<(u16, usize)>,
     ignore_label_selector: bool,
     ignore_namespace: bool,
 }
@@ -180,6 +181,17 @@ impl Shared {
         }
         faults.watch_http_gone -= 1;
         true
+    }
+
+    fn take_watch_error_fault(&self) -> Option<u16> {
+        let mut faults = self.faults();
+        let (code, times) = faults.watch_error.as_mut()?;
+        let code = *code;
+        *times -= 1;
+        if *times == 0 {
+            faults.watch_error = None;
+        }
+        Some(code)
     }
 
     fn watch_started(self: &Arc<Self>) -> LiveWatch {
@@ -415,6 +427,13 @@ impl FakeApiServer {
     /// instead of 200 and an in-stream `ERROR` event.
     pub fn fail_watches_with_http_gone(&self, times: usize) {
         self.shared.faults().watch_http_gone = times;
+    }
+
+    /// Answers the next `times` watch requests that give a resourceVersion with HTTP 200 and
+    /// at once an in-stream `ERROR` event of `code`, then the end of the stream: a watch that
+    /// is accepted and fails straight away, again and again.
+    pub fn fail_watches_in_stream(&self, code: u16, times: usize) {
+        self.shared.faults().watch_error = (times > 0).then_some((code, times));
     }
 
     /// Serves every object of the namespace, whatever the label selector says.

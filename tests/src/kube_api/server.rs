@@ -339,6 +339,10 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
             "injected: the watch answered with HTTP status 410",
         );
     }
+    let error_fault = exact
+        .is_some()
+        .then(|| shared.take_watch_error_fault())
+        .flatten();
     let mut signals = shared.signals.subscribe();
     let seen_signals = *signals.borrow_and_update();
     let filter = EventFilter {
@@ -355,6 +359,17 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
         let live = shared.live.subscribe();
         let cursor = store.resource_version();
         match exact {
+            Some(_) if let Some(code) = error_fault => {
+                let reason = StatusCode::from_u16(code)
+                    .ok()
+                    .and_then(|code| code.canonical_reason())
+                    .unwrap_or("Failure");
+                initial.push(json!({
+                    "type": "ERROR",
+                    "object": status(code, reason, "injected: the watch fails at once"),
+                }));
+                ended = true;
+            }
             Some(rv) if !query.send_initial_events => match store.changes_after(rv) {
                 Ok(replay) => initial.extend(replay.iter().filter_map(|c| filter.event(c))),
                 Err(expired) => {
