@@ -7,7 +7,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use waypost_discovery::source::kubernetes::{
-    Applied, CacheStatus, SliceCache, UnusableReason, convert_slice, hints_prefer_zone,
+    Applied, CacheStatus, SERVICE_NAME_LABEL, SliceCache, UnusableReason, convert_slice,
+    hints_prefer_zone,
 };
 use waypost_discovery::{Endpoint, PortSelector, Readiness};
 
@@ -183,6 +184,12 @@ fn ports_are_selected_by_name_or_number() {
     assert_eq!(port_of(Some(PortSelector::Number(9090))), Some(9090));
     // Numbers match the slice's (target) port; two protocols on one number: TCP.
     assert_eq!(port_of(Some(PortSelector::Number(53))), Some(53));
+    assert_eq!(
+        port_of(Some(PortSelector::Name("dns-tcp".into()))),
+        Some(53)
+    );
+    // A UDP port is another Service port: a TCP client never selects it, even by its name.
+    assert_eq!(port_of(Some(PortSelector::Name("dns-udp".into()))), None);
     assert_eq!(port_of(Some(PortSelector::Name("metrics".into()))), None);
     assert_eq!(port_of(Some(PortSelector::Number(80))), None);
     // No port in the target and several in the slice: ambiguous, nothing selected.
@@ -192,7 +199,63 @@ fn ports_are_selected_by_name_or_number() {
     assert!(contribution.endpoints().is_empty());
     assert_eq!(
         contribution.offered_ports(),
-        ["http:8080", "grpc:9090", "dns-udp:53", "dns-tcp:53"]
+        ["http:8080", "grpc:9090", "dns-udp:53/UDP", "dns-tcp:53"]
+    );
+}
+
+/// kube-proxy keys a slice's ports by name and protocol: a UDP or SCTP port with the name or
+/// number a TCP client asks for is a different Service port, and the only TCP port of a slice
+/// is its only port for a TCP client.
+#[test]
+fn only_tcp_ports_are_selected() {
+    let endpoints = json!([{ "addresses": ["10.0.0.1"] }]);
+    let slice = |ports: Value| parse(slice_json("api-1", "IPv4", ports, endpoints.clone()));
+    let port_of = |slice: &EndpointSlice, selector: Option<PortSelector>| {
+        convert_slice(slice, "api", selector.as_ref())
+            .unwrap()
+            .port()
+    };
+
+    // The same name on two protocols, UDP first: the TCP number.
+    let same_name = slice(json!([
+        { "name": "dns", "port": 5353, "protocol": "UDP" },
+        { "name": "dns", "port": 53, "protocol": "TCP" },
+    ]));
+    assert_eq!(
+        port_of(&same_name, Some(PortSelector::Name("dns".into()))),
+        Some(53)
+    );
+    assert_eq!(port_of(&same_name, Some(PortSelector::Number(5353))), None);
+    assert_eq!(port_of(&same_name, None), Some(53));
+
+    // One TCP port beside UDP and SCTP ones: the only port a TCP client has.
+    let mixed = slice(json!([
+        { "name": "stats", "port": 9000, "protocol": "UDP" },
+        { "name": "http", "port": 8080 },
+        { "name": "sig", "port": 3868, "protocol": "SCTP" },
+    ]));
+    assert_eq!(port_of(&mixed, None), Some(8080));
+    assert_eq!(
+        port_of(&mixed, Some(PortSelector::Name("sig".into()))),
+        None
+    );
+
+    // Only UDP: a valid slice, with no port for this client; the ports say why.
+    let udp_only = slice(json!([{ "name": "dns", "port": 53, "protocol": "UDP" }]));
+    let contribution = convert_slice(&udp_only, "api", None).unwrap();
+    assert_eq!(contribution.port(), None);
+    assert!(contribution.endpoints().is_empty());
+    assert_eq!(contribution.offered_ports(), ["dns:53/UDP"]);
+    let mut cache = SliceCache::new("api", Some(PortSelector::Name("dns".into())));
+    cache.begin_relist();
+    cache.apply(&udp_only);
+    cache.finish_relist();
+    assert!(cache.endpoint_set().is_empty());
+    assert_eq!(
+        cache.status(),
+        CacheStatus::NoMatchingPort {
+            offered: vec!["dns:53/UDP".into()]
+        }
     );
 }
 
@@ -654,6 +717,67 @@ fn slices_are_keyed_by_namespace_and_foreign_ones_are_ignored() {
     assert_eq!(cache.slice_count(), 2);
     assert!(cache.delete_slice(&in_namespace("staging", "api-a", "10.0.0.2")));
     assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+}
+
+fn of_service(name: &str, service: Option<&str>, ip: &str) -> EndpointSlice {
+    let mut value = slice_json(name, "IPv4", http_port(), json!([{ "addresses": [ip] }]));
+    match service {
+        Some(service) => value["metadata"]["labels"][SERVICE_NAME_LABEL] = json!(service),
+        None => {
+            value["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove(SERVICE_NAME_LABEL);
+        }
+    }
+    parse(value)
+}
+
+/// A server that ignores the label selector sends every slice of the namespace: those of other
+/// Services are not slices of this one (the status still says it has none), and a slice of
+/// ours relabelled to another Service leaves, during a relist too.
+#[test]
+fn slices_of_other_services_are_not_kept() {
+    let mut cache = cache();
+    cache.begin_relist();
+    let applied = cache.apply(&of_service("web-a", Some("web"), "10.0.0.9"));
+    assert!(
+        matches!(&applied, Applied::Unusable { error, changed: false }
+            if error.reason() == &UnusableReason::OtherService("web".into())),
+        "{applied:?}"
+    );
+    cache.apply(&of_service("unlabelled", None, "10.0.0.8"));
+    cache.finish_relist();
+    assert_eq!(cache.slice_count(), 0);
+    assert_eq!(cache.status(), CacheStatus::NoSlices);
+
+    assert!(
+        cache
+            .apply(&of_service("api-a", Some("api"), "10.0.0.1"))
+            .is_changed()
+    );
+    assert!(
+        cache
+            .apply(&of_service("api-b", Some("api"), "10.0.0.2"))
+            .is_changed()
+    );
+    // api-b moves to Service web (a MODIFIED event, as a leaky selector sends it).
+    let applied = cache.apply(&of_service("api-b", Some("web"), "10.0.0.2"));
+    assert!(applied.is_changed(), "{applied:?}");
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    assert_eq!(cache.slice_count(), 1);
+
+    // In a relist, a slice listed with another Service's label is gone at the swap.
+    cache.begin_relist();
+    assert!(
+        cache
+            .apply(&of_service("api-a", Some("web"), "10.0.0.1"))
+            .is_changed()
+    );
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")], "until the swap");
+    assert!(cache.finish_relist());
+    assert!(cache.endpoint_set().is_empty());
+    assert_eq!(cache.status(), CacheStatus::NoSlices);
 }
 
 fn cache_with_one(endpoints: Value) -> SliceCache {

@@ -766,3 +766,221 @@ async fn spawning_reports_configuration_errors() {
         "{error}"
     );
 }
+
+/// A CNAME chain of two hops (an ExternalName to a name that is itself an alias), and an alias
+/// answered alone (its target in a zone the server does not serve): the resolver follows both,
+/// and the CNAME's short TTL, not the address's long one, decides when to look again, so a
+/// changed ExternalName is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_chains_are_followed_and_their_ttl_counts() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("backend-a.waypost.test", &[ip("127.0.0.2")], 3600);
+    server.set_addresses("backend-b.waypost.test", &[ip("127.0.0.3")], 3600);
+    server.set_cname("lb.waypost.test", "backend-a.waypost.test", 1);
+    server.set_cname("ext.prod.svc.cluster.local", "lb.waypost.test", 1);
+    // A long ceiling: the 3600 s of the addresses would hide every change for 10 minutes.
+    let options = options_for(server.address())
+        .ip_families(IpFamilies::V4Only)
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(600));
+    let endpoints = spawn("dns:///ext.prod.svc.cluster.local.:443", options.clone());
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 443)]
+    );
+    server.set_cname("lb.waypost.test", "backend-b.waypost.test", 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 443)]).await;
+
+    // The alias alone: the resolver asks for the target itself.
+    server.set_cname_only(true);
+    let queries = server.query_count();
+    let alone = spawn("dns:///ext.prod.svc.cluster.local.:443", options);
+    let set = alone.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.3", 443)]
+    );
+    let asked: Vec<String> = server.queries()[queries..]
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        asked.iter().any(|name| name == "backend-b.waypost.test."),
+        "{asked:?}"
+    );
+    server.set_cname("ext.prod.svc.cluster.local", "backend-a.waypost.test", 1);
+    wait_for_addresses(&alone, PATIENCE, &[addr("127.0.0.2", 443)]).await;
+    assert!(alone.health().is_current());
+}
+
+/// An SRV group where one target has no address record (NODATA) and another does not exist
+/// (NXDOMAIN): the target with addresses is the set, the lower priority is not used, and
+/// nothing is reported as failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_targets_without_addresses_are_skipped() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_srv_additionals(false);
+    server.set_addresses("pod-0.api.waypost.test", &[ip("127.0.0.2")], 1);
+    // pod-1 has only an SRV record of its own: no A, no AAAA.
+    server.set_srv(
+        "pod-1.api.waypost.test",
+        &[Srv::new(0, 0, 1, "pod-0.api.waypost.test")],
+        1,
+    );
+    server.set_addresses("backup.api.waypost.test", &[ip("127.0.0.9")], 1);
+    server.set_srv(
+        "_http._tcp.api.waypost.test",
+        &[
+            Srv::new(10, 10, 8080, "pod-0.api.waypost.test"),
+            Srv::new(10, 10, 8081, "pod-1.api.waypost.test"),
+            Srv::new(10, 10, 8082, "pod-2.api.waypost.test"),
+            Srv::new(20, 10, 8089, "backup.api.waypost.test"),
+        ],
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///_http._tcp.api.waypost.test.",
+        options_for(server.address()),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 8080)]
+    );
+    assert!(endpoints.health().is_current());
+    assert_eq!(endpoints.health().total_failures(), 0);
+
+    // pod-2 appears: it joins at the next refresh.
+    server.set_addresses("pod-2.api.waypost.test", &[ip("127.0.0.4")], 1);
+    wait_for_addresses(
+        &endpoints,
+        PATIENCE,
+        &[addr("127.0.0.2", 8080), addr("127.0.0.4", 8082)],
+    )
+    .await;
+    // Every preferred target loses its addresses: the backup group serves.
+    server.remove("pod-0.api.waypost.test");
+    server.remove("pod-2.api.waypost.test");
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.9", 8089)]).await;
+    assert_eq!(endpoints.health().total_failures(), 0);
+}
+
+/// TTL 0 is clamped to the floor: the source does not ask in a loop. A loaded machine only
+/// makes fewer lookups, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_ttl_is_clamped_to_the_floor() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 0);
+    let floor = Duration::from_millis(500);
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address())
+            .ip_families(IpFamilies::V4Only)
+            .jitter(0.0)
+            .refresh_bounds(floor, Duration::from_secs(30)),
+    );
+    endpoints.resolved().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let before = server.query_count();
+    // The source keeps looking (TTL 0 is not "never again")...
+    wait_until(&endpoints, PATIENCE, "three more lookups", |_, _| {
+        server.query_count() >= before + 3
+    })
+    .await;
+    server.add_address("api.waypost.test", ip("127.0.0.3"), 0);
+    wait_for_addresses(
+        &endpoints,
+        PATIENCE,
+        &[addr("127.0.0.2", 80), addr("127.0.0.3", 80)],
+    )
+    .await;
+    // ...but at most once per floor.
+    let elapsed = started.elapsed();
+    let lookups = server.query_count() - before;
+    // One lookup may have started just before the count was taken.
+    let allowed = (elapsed.as_millis() / floor.as_millis()) as usize + 2;
+    assert!(
+        lookups <= allowed,
+        "{lookups} lookups in {elapsed:?} with a {floor:?} floor"
+    );
+}
+
+/// An answer that grows from 1 to 50 records (a scale-up) and back to 1: every step is
+/// followed, and the one-address answers of a non-Service name raise no ClusterIP warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_grows_to_50_records_and_shrinks_is_followed() {
+    let server = DnsServer::start().await.unwrap();
+    let name = "api.waypost.test";
+    let ips: Vec<IpAddr> = (1..=50u8).map(|i| IpAddr::from([127, 0, 1, i])).collect();
+    server.set_addresses(name, &ips[..1], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    assert_eq!(endpoints.resolved().await.unwrap().len(), 1);
+    for size in [10, 50, 1] {
+        server.set_addresses(name, &ips[..size], 1);
+        let wanted: Vec<_> = ips[..size]
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 80))
+            .collect();
+        wait_for_addresses(&endpoints, PATIENCE, &wanted).await;
+    }
+    assert_eq!(endpoints.health().total_failures(), 0);
+}
+
+/// SERVFAIL after a good answer: the set stays, health is failing and counts the failures;
+/// once the server answers again, health is current with no failure in a row, and changes made
+/// meanwhile arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_after_a_good_answer_then_recovery() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2"), ip("::1")], 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    let first = endpoints.resolved().await.unwrap();
+    server.set_mode(Mode::ServFail);
+    wait_until(&endpoints, PATIENCE, "two failures", |_, health| {
+        health.is_failing() && health.consecutive_failures() >= 2
+    })
+    .await;
+    let health = endpoints.health();
+    let error = health.last_error().unwrap();
+    assert!(error.is_resolve(), "{error}");
+    assert!(error.detail().contains("Server Failure"), "{error}");
+    assert_eq!(endpoints.revision(), first.revision());
+    assert_eq!(
+        addresses(&endpoints),
+        [addr("127.0.0.2", 80), addr("::1", 80)]
+    );
+
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.3")], 1);
+    server.set_mode(Mode::Answer);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 80)]).await;
+    let health = endpoints.health();
+    assert!(health.is_current());
+    assert_eq!(health.consecutive_failures(), 0);
+    assert!(health.failing_since().is_none());
+    assert!(!health.is_gone());
+}
+
+/// IP literals are endpoints as written: no query reaches the nameserver, whatever ndots says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literals_never_query_dns() {
+    let server = DnsServer::start().await.unwrap();
+    for (target, expected) in [
+        ("dns:///127.0.0.7:8080", addr("127.0.0.7", 8080)),
+        ("dns:///[::1]:8080", addr("::1", 8080)),
+        (
+            "dns:///[::ffff:127.0.0.8]:8080",
+            addr("::ffff:127.0.0.8", 8080),
+        ),
+    ] {
+        let endpoints = spawn(
+            target,
+            options_for(server.address())
+                .ndots(5)
+                .search_domains(["prod.svc.cluster.local", "svc.cluster.local"]),
+        );
+        let set = endpoints.resolved().await.unwrap();
+        assert_eq!(set.addresses().collect::<Vec<_>>(), [expected], "{target}");
+        assert!(endpoints.health().is_current(), "{target}");
+    }
+    assert_eq!(server.query_count(), 0, "{:?}", server.queries());
+}

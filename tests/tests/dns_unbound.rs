@@ -179,3 +179,48 @@ async fn unbound_nxdomain_confirmation_and_restart() {
     .await;
     assert_eq!(endpoints.revision(), revision + 1);
 }
+
+/// A real server's answers for an ExternalName (a CNAME to a name with an address) and an
+/// IPv6-only name (NODATA with the zone's SOA for A): the alias is followed and a change of it
+/// seen, and the IPv6 name gives its AAAA records alone, with nothing failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_cnames_and_ipv6_only_names() {
+    let binaries = Unbound::require("unbound_cnames_and_ipv6_only_names");
+    let mut unbound = Unbound::start(
+        binaries,
+        &[
+            "ext.waypost.test. 1 IN CNAME backend-a.waypost.test.",
+            "backend-a.waypost.test. 1 IN A 127.0.0.2",
+            "backend-b.waypost.test. 1 IN A 127.0.0.3",
+            "v6.waypost.test. 1 IN AAAA ::1",
+        ],
+    )
+    .await
+    .unwrap();
+    let external = spawn(
+        "dns:///ext.waypost.test.:443",
+        options_for(unbound.address()),
+    );
+    let set = external.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 443)]
+    );
+    let v6 = spawn("dns:///v6.waypost.test.:80", options_for(unbound.address()));
+    let set = v6.resolved().await.unwrap();
+    assert_eq!(set.addresses().collect::<Vec<_>>(), [addr("::1", 80)]);
+
+    unbound
+        .set_records(
+            "ext.waypost.test.",
+            &["ext.waypost.test. 1 IN CNAME backend-b.waypost.test."],
+        )
+        .await
+        .unwrap();
+    wait_for_addresses(&external, PATIENCE, &[addr("127.0.0.3", 443)]).await;
+    for endpoints in [&external, &v6] {
+        let health = endpoints.health();
+        assert!(health.is_current(), "{health:?}");
+        assert_eq!(health.total_failures(), 0, "{health:?}");
+    }
+}

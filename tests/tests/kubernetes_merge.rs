@@ -299,6 +299,102 @@ async fn ports_are_chosen_by_name_or_number() {
     assert!(missing.health().is_current());
 }
 
+/// A MODIFIED slice whose port list changed: the targetPort moves (new addresses), the port
+/// is renamed away (the slice offers the target nothing, and health says so), and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modified_slice_with_new_ports_moves_its_endpoints() {
+    let rig = FakeApiServer::start().await;
+    let pods = || [ep("10.0.0.1"), ep("10.0.0.2")];
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("http", 8080)
+            .endpoints(pods()),
+    );
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("http", 8080)
+            .endpoint(ep("10.0.0.3")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(set.len(), 3);
+
+    // The Service's targetPort changes; the controller rewrites api-a first.
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("http", 9090)
+            .endpoints(pods()),
+    );
+    let set = wait_for_set(&endpoints, "api-a on 9090", |set| {
+        set.contains(&"10.0.0.1:9090".parse().unwrap())
+    })
+    .await;
+    assert_eq!(
+        addresses(&set),
+        [
+            "10.0.0.1:9090".parse().unwrap(),
+            "10.0.0.2:9090".parse().unwrap(),
+            "10.0.0.3:8080".parse().unwrap()
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // Both slices lose the port name: nothing for the target, and the reason in health.
+    rig.apply(
+        endpoint_slice("api-a", "api")
+            .port("web", 9090)
+            .endpoints(pods()),
+    );
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("web", 9090)
+            .endpoint(ep("10.0.0.3")),
+    );
+    wait_for_set(&endpoints, "no http port left", |set| set.is_empty()).await;
+    let health = wait_for_health(&endpoints, "a port error", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("web:9090"), "{error}");
+
+    rig.apply(
+        endpoint_slice("api-b", "api")
+            .port("http", 9090)
+            .endpoint(ep("10.0.0.3")),
+    );
+    let set = wait_for_set(&endpoints, "the port back", |set| set.len() == 1).await;
+    assert_eq!(set[0].address(), "10.0.0.3:9090".parse().unwrap());
+    assert!(endpoints.health().is_current());
+}
+
+/// A Service with a DNS port on UDP and TCP (kube-proxy keys ports by name and protocol): a
+/// TCP client gets the TCP one, and a port that exists only on UDP is no port for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tcp_ports_count_for_a_tcp_client() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        endpoint_slice("dns-a", "dns")
+            .raw_port(serde_json::json!({ "name": "dns", "port": 5353, "protocol": "UDP" }))
+            .raw_port(serde_json::json!({ "name": "dns", "port": 53, "protocol": "TCP" }))
+            .raw_port(serde_json::json!({ "name": "stats", "port": 9000, "protocol": "UDP" }))
+            .endpoint(ep("10.0.0.1")),
+    );
+    let by_name = rig.source("kubernetes:///dns:dns").await.spawn();
+    let set = by_name.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 53));
+    // The only TCP port is the slice's only port for a TCP client.
+    let unnamed = rig.source("kubernetes:///dns").await.spawn();
+    let set = unnamed.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 53));
+
+    let udp_only = rig.source("kubernetes:///dns:stats").await.spawn();
+    assert!(udp_only.resolved().await.unwrap().is_empty());
+    let health = wait_for_health(&udp_only, "a port error", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("stats:9000/UDP"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_port_is_used_when_the_target_names_none() {
     let rig = FakeApiServer::start().await;
@@ -453,6 +549,49 @@ async fn a_slice_relabelled_to_another_service_leaves_the_set() {
     // And back: ADDED.
     rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
     wait_for_set(&endpoints, "api-b back", |set| set.len() == 2).await;
+}
+
+/// A server (or proxy) that ignores the label selector sends every slice of the namespace, and
+/// a relabelled slice as MODIFIED rather than DELETED: the other Services' slices are ignored,
+/// the relabelled one leaves, and a Service with no slice of its own still says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaky_label_selector_changes_nothing() {
+    let rig = FakeApiServer::start().await;
+    rig.ignore_label_selectors(true);
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    rig.apply(
+        endpoint_slice("web-a", "web")
+            .port("http", 8080)
+            .endpoint(ep("10.0.0.9")),
+    );
+    rig.apply(
+        http_slice("orphan")
+            .without_label("kubernetes.io/service-name")
+            .endpoint(ep("10.0.0.8")),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.2".into()], 8080)
+    );
+
+    rig.apply(
+        http_slice("api-b")
+            .label("kubernetes.io/service-name", "web")
+            .endpoint(ep("10.0.0.2")),
+    );
+    let set = wait_for_set(&endpoints, "api-b gone", |set| set.len() == 1).await;
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 8080));
+    assert!(endpoints.health().is_current());
+
+    let ghost = rig.source("kubernetes:///ghost:http").await.spawn();
+    assert!(ghost.resolved().await.unwrap().is_empty());
+    let health = wait_for_health(&ghost, "no slices", |h| h.is_failing()).await;
+    let error = health.last_error().unwrap();
+    assert!(error.is_not_found(), "{error}");
+    assert!(error.detail().contains("has no EndpointSlices"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,6 +156,130 @@ async fn an_expired_watch_relists_without_flapping() {
 /// source's backoff returns to its minimum after each successful relist: with a minimum of
 /// 500 ms and no practical maximum, an escalating backoff would wait 2^9 x 500 ms (over a
 /// minute, beyond the rig's patience) before the tenth change.
+/// A watch that ends with an in-stream ERROR of another code than 410 (an API server that
+/// cannot go on, permissions withdrawn): a failure, reported, that keeps the set and resumes
+/// the watch from the last resourceVersion without a relist; the next accepted watch makes the
+/// source current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_stream_error_other_than_410_resumes_the_watch_without_a_relist() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let first = endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+
+    for code in [500u16, 403] {
+        let last_seen = rig.resource_version().to_string();
+        let watches = rig.watch_count();
+        let failures = endpoints.health().total_failures();
+        rig.error_watches(code);
+        let health = wait_for_health(&endpoints, "a reported failure, then recovery", |h| {
+            h.total_failures() > failures && h.is_current()
+        })
+        .await;
+        eventually("the watch back", || rig.live_watches() == 1).await;
+        let error = health.last_error().unwrap();
+        assert!(error.is_api(), "{error}");
+        assert!(error.detail().contains("watching"), "{error}");
+        assert!(
+            format!("{:?}", error.source().unwrap()).contains(&code.to_string()),
+            "{error:?}"
+        );
+        let resumed = &watches_after(&rig, watches)[0];
+        assert_eq!(resumed.resource_version(), Some(last_seen.as_str()));
+        assert_eq!(rig.list_count(), 1, "resumed, not relisted, after {code}");
+        assert_eq!(endpoints.load().revision(), first.revision());
+    }
+
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    wait_for_set(&endpoints, "a change on the resumed watch", |set| {
+        set.len() == 2
+    })
+    .await;
+}
+
+/// Every watch is accepted (HTTP 200) and fails at once in its stream. The success came before
+/// the failure, so it is no recovery: the failures keep counting up, and the source turns
+/// current only when a watch stands again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_fails_as_soon_as_it_is_accepted_is_no_recovery() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let first = endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+
+    rig.fail_watches_in_stream(500, usize::MAX);
+    rig.drop_watches();
+    let health = wait_for_health(&endpoints, "failures in a row", |h| {
+        h.consecutive_failures() >= 4
+    })
+    .await;
+    assert!(health.is_failing());
+    assert_eq!(rig.list_count(), 1, "resumed each time, never relisted");
+    assert_eq!(endpoints.load().revision(), first.revision());
+
+    rig.clear_faults();
+    wait_for_health(&endpoints, "recovery", |h| h.is_current()).await;
+    eventually("a watch that stands", || rig.live_watches() == 1).await;
+    rig.apply(http_slice("api-b").endpoint(ep("10.0.0.2")));
+    wait_for_set(&endpoints, "a change", |set| set.len() == 2).await;
+}
+
+/// A relist after a compaction, in pages, finds that a slice was deleted meanwhile: until the
+/// last page is in, the old set (with that slice) keeps serving; then one new revision drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_that_drops_a_slice_serves_the_old_set_until_it_is_complete() {
+    let rig = FakeApiServer::start().await;
+    for i in 0..3 {
+        rig.apply(http_slice(&format!("api-{i}")).endpoint(ep(&format!("10.0.0.{}", i + 1))));
+    }
+    let endpoints = rig
+        .source("kubernetes:///api:http")
+        .await
+        .page_size(1)
+        .spawn();
+    let first = endpoints.resolved().await.unwrap();
+    assert_eq!(first.len(), 3);
+    eventually("a watch", || rig.live_watches() == 1).await;
+
+    rig.hold_watches(true);
+    rig.drop_watches();
+    eventually("the watch gone", || rig.live_watches() == 0).await;
+    rig.delete("default", "api-1").unwrap();
+    rig.compact();
+    rig.hold_continued_lists(true);
+    rig.hold_watches(false);
+    // The first page (api-0) is in; the next one waits.
+    eventually("a relist stopped after its first page", || {
+        rig.held_lists() == 1
+    })
+    .await;
+    let during = endpoints.load();
+    assert_eq!(
+        during.revision(),
+        first.revision(),
+        "nothing published mid-list"
+    );
+    assert!(during.contains(&"10.0.0.2:8080".parse().unwrap()));
+    assert_eq!(during.len(), 3);
+
+    rig.hold_continued_lists(false);
+    let set = wait_for_set(&endpoints, "the relist swapped in", |set| {
+        set.revision() > first.revision()
+    })
+    .await;
+    assert_eq!(set.revision(), first.revision() + 1);
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.3:8080".parse().unwrap()
+        ]
+    );
+    assert_eq!(endpoints.health().total_failures(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_compactions_do_not_escalate_the_backoff() {
     let rig = FakeApiServer::start().await;
@@ -284,6 +408,35 @@ async fn the_first_list_failing_is_reported_to_a_waiting_reader() {
     // ...and the source keeps trying on its own.
     let set = wait_for_set(&endpoints, "the first answer", |set| set.revision() == 1).await;
     assert_eq!(set.len(), 1);
+}
+
+/// A client without the permissions it needs (403 on list, or in the watch stream when they
+/// are withdrawn) is told which ones, in the health's error, and keeps its set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_requests_name_the_permissions_needed() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    rig.fail_lists(403, 2);
+    let endpoints = rig.source("kubernetes:///api.default:http").await.spawn();
+    let error = endpoints.resolved().await.unwrap_err();
+    assert!(error.is_api(), "{error}");
+    let detail = error.detail();
+    assert!(detail.contains("listing"), "{error}");
+    assert!(
+        detail.contains("get, list and watch on endpointslices"),
+        "{error}"
+    );
+    assert!(detail.contains("namespace `default`"), "{error}");
+    let set = wait_for_set(&endpoints, "the first answer", |set| set.revision() == 1).await;
+    assert_eq!(set.len(), 1);
+
+    eventually("a watch", || rig.live_watches() == 1).await;
+    rig.error_watches(403);
+    let health = wait_for_health(&endpoints, "the 403 reported", |h| h.total_failures() >= 3).await;
+    let error = health.last_error().unwrap();
+    assert!(error.detail().contains("watching"), "{error}");
+    assert!(error.detail().contains("forbidden"), "{error}");
+    assert_eq!(endpoints.load().revision(), set.revision());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

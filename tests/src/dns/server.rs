@@ -5,7 +5,8 @@
 //! that the test edits at any time ([`set_addresses`](DnsServer::set_addresses),
 //! [`set_srv`](DnsServer::set_srv), [`set_cname`](DnsServer::set_cname),
 //! [`remove`](DnsServer::remove), [`set_ttl`](DnsServer::set_ttl), ...). It answers like an
-//! authoritative server: the records of the asked type, CNAME chains followed inside the table,
+//! authoritative server: the records of the asked type, CNAME chains followed inside the table
+//! (or, with [`set_cname_only`](DnsServer::set_cname_only), the alias alone),
 //! NXDOMAIN for a name it does not know, an empty NOERROR (NODATA) for a name that only has other
 //! types, and for SRV answers the addresses of the targets in the additional section (can be
 //! turned off to force follow-up lookups). Negative answers carry an SOA whose minimum TTL is
@@ -77,6 +78,7 @@ struct Table {
     delay: Duration,
     negative_ttl: Option<u32>,
     srv_additionals: bool,
+    cname_only: bool,
     queries: Vec<(Name, RecordType)>,
 }
 
@@ -242,6 +244,14 @@ impl DnsServer {
         self.shared.table().srv_additionals = include;
     }
 
+    /// With `true`, a CNAME is answered alone, without the records of its target, as a server
+    /// answers for an alias into a zone it does not serve (an ExternalName Service pointing
+    /// outside the cluster): the resolver must ask for the target itself. `false` (the default)
+    /// follows chains inside the table.
+    pub fn set_cname_only(&self, only: bool) {
+        self.shared.table().cname_only = only;
+    }
+
     /// How the server answers from now on.
     pub fn set_mode(&self, mode: Mode) {
         self.shared.table().mode = mode;
@@ -375,6 +385,9 @@ impl Table {
                 Some((record, target)) => {
                     answers.push(record);
                     current = target.to_lowercase();
+                    if self.cname_only {
+                        break;
+                    }
                 }
                 None => break,
             }
@@ -393,7 +406,7 @@ impl Table {
         } else {
             ResponseCode::NXDomain
         };
-        let soa = match (found, self.negative_ttl) {
+        let soa = match (found || !answers.is_empty(), self.negative_ttl) {
             (false, Some(ttl)) => Some(Record::from_rdata(
                 Name::root(),
                 ttl,

@@ -22,7 +22,8 @@
 //!   a bookmark annotated `k8s.io/initial-events-end: "true"`, then live events.
 //! - **Fault injection**: drop every watch (an orderly end of the stream), reset every
 //!   connection (a TCP RST, which kube reads as an error rather than an end of stream),
-//!   expire every watch (in-stream 410), answer lists with a status such as 429 or 500, answer
+//!   expire every watch (in-stream 410), end every watch with an in-stream `ERROR` of another
+//!   code, hold the further pages of paginated lists, answer lists with a status such as 429 or 500, answer
 //!   watches with HTTP status 410 (the trap kube's watcher cannot leave on its own), and ignore
 //!   label selectors.
 //!
@@ -114,12 +115,15 @@ struct Signals {
     drop: u64,
     expire: u64,
     bookmark: u64,
+    /// Counts `error_watches` calls; the code of the last one.
+    error: (u64, u16),
 }
 
 #[derive(Debug, Clone, Default)]
 struct Faults {
     list_status: Option<(u16, usize)>,
     watch_http_gone: usize,
+    watch_error: Option<(u16, usize)>,
     ignore_label_selector: bool,
     ignore_namespace: bool,
 }
@@ -132,9 +136,11 @@ struct Shared {
     signals: watch::Sender<Signals>,
     resets: watch::Sender<u64>,
     hold_watches: watch::Sender<bool>,
+    hold_continued_lists: watch::Sender<bool>,
     faults: Mutex<Faults>,
     requests: Mutex<Vec<RequestRecord>>,
     live_watches: AtomicUsize,
+    held_lists: AtomicUsize,
 }
 
 impl Shared {
@@ -175,6 +181,17 @@ impl Shared {
         }
         faults.watch_http_gone -= 1;
         true
+    }
+
+    fn take_watch_error_fault(&self) -> Option<u16> {
+        let mut faults = self.faults();
+        let (code, times) = faults.watch_error.as_mut()?;
+        let code = *code;
+        *times -= 1;
+        if *times == 0 {
+            faults.watch_error = None;
+        }
+        Some(code)
     }
 
     fn watch_started(self: &Arc<Self>) -> LiveWatch {
@@ -231,9 +248,11 @@ impl FakeApiServer {
             signals: watch::Sender::new(Signals::default()),
             resets: watch::Sender::new(0),
             hold_watches: watch::Sender::new(false),
+            hold_continued_lists: watch::Sender::new(false),
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(Vec::new()),
             live_watches: AtomicUsize::new(0),
+            held_lists: AtomicUsize::new(0),
         });
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
         FakeApiServer {
@@ -370,6 +389,27 @@ impl FakeApiServer {
         self.shared.hold_watches.send_replace(hold);
     }
 
+    /// While `true`, list requests for a further page (with a `continue` token) get no answer
+    /// yet: a paginated list stops half way, where a client must not have used the first
+    /// pages alone. `false` answers them.
+    pub fn hold_continued_lists(&self, hold: bool) {
+        self.shared.hold_continued_lists.send_replace(hold);
+    }
+
+    /// How many list requests for a further page wait because of
+    /// [`hold_continued_lists`](Self::hold_continued_lists).
+    pub fn held_lists(&self) -> usize {
+        self.shared.held_lists.load(Ordering::Acquire)
+    }
+
+    /// Sends every open watch an in-stream `ERROR` event with a `Status` of `code` (such as 500
+    /// or 403), then ends it, as a real server ends a watch it cannot continue.
+    pub fn error_watches(&self, code: u16) {
+        self.shared
+            .signals
+            .send_modify(|s| s.error = (s.error.0 + 1, code));
+    }
+
     /// Closes every open connection with a TCP reset.
     pub fn reset_connections(&self) {
         self.shared
@@ -387,6 +427,13 @@ impl FakeApiServer {
     /// instead of 200 and an in-stream `ERROR` event.
     pub fn fail_watches_with_http_gone(&self, times: usize) {
         self.shared.faults().watch_http_gone = times;
+    }
+
+    /// Answers the next `times` watch requests that give a resourceVersion with HTTP 200 and
+    /// at once an in-stream `ERROR` event of `code`, then the end of the stream: a watch that
+    /// is accepted and fails straight away, again and again.
+    pub fn fail_watches_in_stream(&self, code: u16, times: usize) {
+        self.shared.faults().watch_error = (times > 0).then_some((code, times));
     }
 
     /// Serves every object of the namespace, whatever the label selector says.

@@ -164,6 +164,15 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Bod
                 let _ = shared.hold_watches.subscribe().wait_for(|held| !held).await;
                 watch(&shared, namespace, &query)
             } else {
+                if query.continue_token.is_some() {
+                    // A held page waits here: the list stops half way.
+                    let mut hold = shared.hold_continued_lists.subscribe();
+                    if *hold.borrow_and_update() {
+                        shared.held_lists.fetch_add(1, Ordering::AcqRel);
+                        let _ = hold.wait_for(|held| !held).await;
+                        shared.held_lists.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
                 list(&shared, namespace, &query)
             }
         }
@@ -330,6 +339,10 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
             "injected: the watch answered with HTTP status 410",
         );
     }
+    let error_fault = exact
+        .is_some()
+        .then(|| shared.take_watch_error_fault())
+        .flatten();
     let mut signals = shared.signals.subscribe();
     let seen_signals = *signals.borrow_and_update();
     let filter = EventFilter {
@@ -346,6 +359,17 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
         let live = shared.live.subscribe();
         let cursor = store.resource_version();
         match exact {
+            Some(_) if let Some(code) = error_fault => {
+                let reason = StatusCode::from_u16(code)
+                    .ok()
+                    .and_then(|code| code.canonical_reason())
+                    .unwrap_or("Failure");
+                initial.push(json!({
+                    "type": "ERROR",
+                    "object": status(code, reason, "injected: the watch fails at once"),
+                }));
+                ended = true;
+            }
             Some(rv) if !query.send_initial_events => match store.changes_after(rv) {
                 Ok(replay) => initial.extend(replay.iter().filter_map(|c| filter.event(c))),
                 Err(expired) => {
@@ -514,6 +538,19 @@ impl WatchStream {
         if now.expire != self.seen_signals.expire {
             let oldest = self.shared.store().compacted();
             let _ = self.send(&expired_event(self.cursor, oldest)).await;
+            return Err(Stop);
+        }
+        if now.error.0 != self.seen_signals.error.0 {
+            let code = now.error.1;
+            let reason = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|code| code.canonical_reason())
+                .unwrap_or("Failure");
+            let event = json!({
+                "type": "ERROR",
+                "object": status(code, reason, "injected: the watch cannot go on"),
+            });
+            let _ = self.send(&event).await;
             return Err(Stop);
         }
         if now.drop != self.seen_signals.drop {

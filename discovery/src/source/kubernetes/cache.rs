@@ -92,7 +92,9 @@ type Slices = BTreeMap<(String, String), Entry>;
 ///   first), and an address that some slice lists as neither ready nor terminating is never a
 ///   draining fallback, so the result depends only on the slices, not on the order of events;
 /// - slices are keyed by namespace and name; with [`in_namespace`](Self::in_namespace) a slice
-///   of another namespace is ignored.
+///   of another namespace is ignored, and a slice of another Service (or without the
+///   `kubernetes.io/service-name` label) is never kept: applying it removes the slice of that
+///   name, as a watch with a working label selector would have sent its deletion.
 ///
 /// The cache is plain data without I/O: the watch task feeds it, and so can any other source of
 /// slices (a reflector of your own, a test).
@@ -151,7 +153,9 @@ pub enum CacheStatus {
     /// Slices exist, but none has the target's port (or the target names no port and the
     /// slices have several).
     NoMatchingPort {
-        /// The ports the slices offer, as `name:number` or `number`, sorted and deduplicated.
+        /// The ports the slices offer, as `name:number` or `number` (with `/UDP` or `/SCTP`
+        /// after ports of other protocols, which a TCP client never uses), sorted and
+        /// deduplicated.
         offered: Vec<String>,
     },
     /// Slices exist, but every one is unusable (malformed, or `FQDN`).
@@ -227,6 +231,22 @@ impl SliceCache {
         };
         let entry = match convert_slice(slice, &self.service, self.port.as_ref()) {
             Ok(contribution) => Entry::Usable(contribution),
+            Err(error) if is_foreign(&error) => {
+                // Not a slice of this Service (a server that ignores the label selector, or a
+                // slice relabelled away): it leaves the map if it was there, and does not count
+                // as one of the Service's slices.
+                let was_there = match &mut self.relist {
+                    Some(relist) => {
+                        relist.remove(&name);
+                        self.slices.contains_key(&name)
+                    }
+                    None => self.slices.remove(&name).is_some(),
+                };
+                return Applied::Unusable {
+                    error,
+                    changed: was_there,
+                };
+            }
             Err(error) => Entry::Unusable(error),
         };
         // During a relist, compare with the current map: that is what the swap will change.
@@ -379,6 +399,15 @@ impl SliceCache {
             }
         }
     }
+}
+
+/// `true` for a slice that belongs to no Service or to another one: not part of this
+/// Service's map at all.
+fn is_foreign(error: &UnusableSlice) -> bool {
+    matches!(
+        error.reason(),
+        UnusableReason::OtherService(_) | UnusableReason::MissingServiceLabel
+    )
 }
 
 /// Whether replacing `previous` with `entry` can change the merge: an unusable slice

@@ -9,8 +9,10 @@
 //! - **Port.** A target's port selects one port of the slice: by name (`:grpc`), or by number
 //!   (`:8080`, matched against `ports[].port`, which carries the *target* port of the pods, not
 //!   the Service port). Without a port in the target, a slice with exactly one port uses it.
-//!   Ports with a missing name or number are ignored, as kube-proxy ignores them; when a name or
-//!   number appears twice (TCP and UDP), the TCP port wins.
+//!   Ports with a missing name or number are ignored, as kube-proxy ignores them. Only TCP
+//!   ports (`protocol` missing means TCP) are selected: every client of waypost speaks TCP, and
+//!   kube-proxy keys a slice's ports by name *and* protocol, so a UDP or SCTP port of the same
+//!   name or number belongs to another Service port, not to the one a TCP client reaches.
 //! - **Address.** An endpoint is its first address (`addresses[0]`); IPv4 and IPv6 slices both
 //!   count, so a dual-stack Service contributes both families. `FQDN` slices are deprecated and
 //!   carry names, not addresses: they are skipped, without a warning.
@@ -121,7 +123,8 @@ impl SliceEndpoints {
         self.without_address
     }
 
-    /// The slice's usable ports, as `name:number` (or `number` for an unnamed port), for
+    /// The slice's usable ports, as `name:number` (or `number` for an unnamed port), with
+    /// `/UDP` or `/SCTP` after ports of other protocols than TCP (never selected), for
     /// messages that explain why no port matched.
     pub fn offered_ports(&self) -> &[String] {
         &self.offered_ports
@@ -220,8 +223,9 @@ impl Family {
 /// selects `port` (`None`: the slice's only port).
 ///
 /// - The port is chosen by name, or by number against `ports[].port` (the pods' target port);
-///   without a selector a slice with a single port uses it. Ports without a name or a number
-///   are ignored; between two protocols on one number, TCP wins.
+///   without a selector a slice with a single TCP port uses it. Ports without a name or a
+///   number are ignored, and so are ports of other protocols than TCP (UDP, SCTP): they are
+///   other Service ports, which a TCP client cannot reach.
 /// - Each endpoint is its first address. `IPv4` and `IPv6` slices count; an `FQDN` slice
 ///   contributes nothing ([`SliceEndpoints::is_fqdn`]).
 /// - Conditions: `ready` missing means true, `serving` missing means `ready`, `terminating`
@@ -273,7 +277,7 @@ pub fn convert_slice(
         }
         other => return unusable(UnusableReason::UnknownAddressType(other.to_owned())),
     };
-    let ports: Vec<(&str, u16, bool)> = slice
+    let ports: Vec<(&str, u16, Option<&str>)> = slice
         .ports
         .as_deref()
         .unwrap_or_default()
@@ -285,11 +289,15 @@ pub fn convert_slice(
     }
     let offered_ports = ports
         .iter()
-        .map(|&(name, number, _)| {
-            if name.is_empty() {
+        .map(|&(name, number, protocol)| {
+            let port = if name.is_empty() {
                 number.to_string()
             } else {
                 format!("{name}:{number}")
+            };
+            match protocol {
+                None => port,
+                Some(protocol) => format!("{port}/{protocol}"),
             }
         })
         .collect();
@@ -402,35 +410,37 @@ fn endpoint(address: SocketAddr, readiness: Readiness, api: &ApiEndpoint) -> End
 }
 
 /// A port with a name (possibly empty) and a number from 1 to 65535, as
-/// `(name, number, is_tcp)`; `None` for ports kube-proxy ignores.
-fn usable_port(port: &EndpointPort) -> Option<(&str, u16, bool)> {
+/// `(name, number, protocol)` where `protocol` is `None` for TCP (or missing, which the API
+/// reads as TCP) and the protocol's name otherwise; `None` for ports kube-proxy ignores.
+fn usable_port(port: &EndpointPort) -> Option<(&str, u16, Option<&str>)> {
     let name = port.name.as_deref()?;
     let number = u16::try_from(port.port?)
         .ok()
         .filter(|&number| number != 0)?;
-    let tcp = port.protocol.as_deref().is_none_or(|p| p == "TCP");
-    Some((name, number, tcp))
+    let protocol = port
+        .protocol
+        .as_deref()
+        .filter(|&protocol| protocol != "TCP");
+    Some((name, number, protocol))
 }
 
-fn select_port(ports: &[(&str, u16, bool)], selector: Option<&PortSelector>) -> Option<u16> {
-    let matches = |&&(name, number, _): &&(&str, u16, bool)| match selector {
-        Some(PortSelector::Name(wanted)) => name == wanted,
-        Some(PortSelector::Number(wanted)) => number == *wanted,
-        None => true,
-    };
-    let mut candidates = ports.iter().filter(matches);
-    let first = candidates.next()?;
-    let mut chosen = first;
-    for candidate in candidates {
-        if selector.is_none() && candidate.1 != first.1 {
-            // Several different ports and the target names none: ambiguous.
-            return None;
-        }
-        if !chosen.2 && candidate.2 {
-            chosen = candidate;
-        }
-    }
-    Some(chosen.1)
+/// The TCP port the selector picks: by name, by number, or the only one. Ports of other
+/// protocols are never picked, whatever their name or number.
+fn select_port(
+    ports: &[(&str, u16, Option<&str>)],
+    selector: Option<&PortSelector>,
+) -> Option<u16> {
+    let mut candidates = ports
+        .iter()
+        .filter(|(_, _, protocol)| protocol.is_none())
+        .filter(|&&(name, number, _)| match selector {
+            Some(PortSelector::Name(wanted)) => name == wanted,
+            Some(PortSelector::Number(wanted)) => number == *wanted,
+            None => true,
+        });
+    let first = candidates.next()?.1;
+    // Several different TCP ports and the target names none: ambiguous.
+    (selector.is_some() || candidates.all(|&(_, number, _)| number == first)).then_some(first)
 }
 
 fn parse_ip(address: &str, family: Family) -> Option<IpAddr> {

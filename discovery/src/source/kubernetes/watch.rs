@@ -16,7 +16,9 @@
 //!   in-stream `410 Expired` of a compacted history, which is logged and relisted.
 //! - **Recovery is seen.** The watcher says nothing when a watch it restarted succeeds, so the
 //!   task's client is wrapped to notice every successful watch response for this target; after a
-//!   failure that marks the source current again, without waiting for the next change.
+//!   failure that marks the source current again, without waiting for the next change. Only a
+//!   success after the failure counts: a watch that the server accepts and fails at once keeps
+//!   the source failing.
 //! - **The HTTP-410 trap is escaped.** A server (or a proxy in front of it) that answers the
 //!   watch request itself with HTTP status 410, instead of 200 and an in-stream `ERROR` event,
 //!   makes kube's watcher retry the same expired resourceVersion forever. The task recognizes
@@ -40,7 +42,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -83,6 +85,9 @@ impl WatchTask {
             match next {
                 Some(Ok(event)) => self.handle(event),
                 Some(Err(error)) => {
+                    // A watch accepted before this error (even in the same poll, when the
+                    // server fails it at once) is no recovery from it.
+                    self.probe.forget();
                     let (replace, delay) = self.handle_error(error);
                     if replace {
                         events = self.watch();
@@ -266,10 +271,19 @@ impl WatchTask {
                 (true, self.retry.failure(now))
             }
             ErrorClass::Failure(kind, doing) => {
+                let hint = if status_code(&error) == Some(403) {
+                    format!(
+                        " (forbidden: the client needs get, list and watch on endpointslices \
+                         of API group discovery.k8s.io in namespace `{}`)",
+                        self.namespace
+                    )
+                } else {
+                    String::new()
+                };
                 self.publisher.report_failure(DiscoveryError::with_source(
                     target,
                     kind,
-                    format!("{doing} {what} failed; keeping the last good endpoint set"),
+                    format!("{doing} {what} failed{hint}; keeping the last good endpoint set"),
                     error,
                 ));
                 self.watch_failing = true;
@@ -308,6 +322,17 @@ fn classify(error: &watcher::Error) -> ErrorClass {
     }
 }
 
+/// The HTTP status code of an API error, in-stream or as the response to a request.
+fn status_code(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        _ => None,
+    }
+}
+
 /// Wakes the task when a watch request of its target succeeds, so it sees a restarted watch
 /// succeed.
 #[derive(Debug, Default)]
@@ -322,6 +347,11 @@ impl WatchProbe {
 
     fn record(&self) {
         self.notify.notify_one();
+    }
+
+    /// Drops a success recorded and not yet seen: it came before a failure.
+    fn forget(&self) {
+        let _ = self.notify.notified().now_or_never();
     }
 }
 
