@@ -641,11 +641,16 @@ async fn a_large_answer_comes_over_tcp() {
 async fn the_source_stops_when_every_reader_is_gone() {
     let server = DnsServer::start().await.unwrap();
     server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
-    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    let target: DnsTarget = "dns:///api.waypost.test.:80".parse().unwrap();
+    // The handle stops nothing when dropped and reads nothing: it only shows when the task ends.
+    let (endpoints, handle) = DnsSource::new(target)
+        .with_options(options_for(server.address()))
+        .start()
+        .unwrap();
     endpoints.resolved().await.unwrap();
     drop(endpoints);
-    // Let a lookup that was under way finish, then check that no more come.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The task ends once nobody reads (a lookup under way finishes first); then no more come.
+    waypost_tests::eventually("the source's task ended", || handle.is_finished()).await;
     let count = server.query_count();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(server.query_count(), count);
