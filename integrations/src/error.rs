@@ -235,7 +235,7 @@ impl StdError for Error {
 
 /// `error: cause: cause's cause`, for messages that must carry the whole story. A cause whose
 /// text the message already holds is not repeated.
-#[cfg(any(feature = "tonic", feature = "hyper"))]
+#[cfg(feature = "tonic")]
 pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     append_causes(&mut text, error.source());
