@@ -6,7 +6,10 @@
 install_packages() {
     local missing=() package
     for package in "$@"; do
-        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+        # Installed means "install ok installed": a removed package can leave its files behind
+        # (status "deinstall ok config-files"), which `dpkg -s` still reports.
+        [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == "install ok installed" ]] ||
+            missing+=("$package")
     done
     ((${#missing[@]})) || return 0
     local sudo=""
