@@ -19,6 +19,7 @@
 //! clock and without an exponential.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -99,6 +100,21 @@ impl Clock {
 pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
     now.checked_add(delay)
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+/// `ln(n)` for `n` in `1..=64`, computed once: a P2C pick with Peak EWMA needs the logarithm of
+/// two candidates' in-flight counts plus one, and a logarithm costs tens of instructions where a
+/// lookup costs a few. Counts beyond the table are computed.
+static SMALL_LN: LazyLock<[f64; 64]> =
+    LazyLock::new(|| std::array::from_fn(|i| ((i + 1) as f64).ln()));
+
+/// `ln(n)` for `n >= 1`, exactly `f64::from(n).ln()`.
+#[inline]
+fn ln_count(n: u32) -> f64 {
+    match n.checked_sub(1).and_then(|i| SMALL_LN.get(i as usize)) {
+        Some(ln) => *ln,
+        None => f64::from(n).ln(),
+    }
 }
 
 /// The lowest estimate kept, in microseconds: keeps logarithms finite.
@@ -206,7 +222,7 @@ impl EndpointState {
     #[inline]
     pub(crate) fn peak_ewma_cost(&self) -> f64 {
         let key = f64::from_bits(self.ewma_key.load(Ordering::Relaxed));
-        key + f64::from(self.in_flight() + 1).ln()
+        key + ln_count(self.in_flight().saturating_add(1))
     }
 
     fn store_estimate(&self, estimate_us: f32, now_ms: u64, tau_ms: f64) {
@@ -452,6 +468,19 @@ fn key(estimate_us: f32, at_ms: u64, tau_ms: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn looked_up_logarithms_equal_computed_ones() {
+        for n in 1..=200u32 {
+            assert_eq!(
+                ln_count(n).to_bits(),
+                f64::from(n).ln().to_bits(),
+                "ln({n})"
+            );
+        }
+        assert_eq!(ln_count(u32::MAX), f64::from(u32::MAX).ln());
+        assert_eq!(ln_count(0), f64::NEG_INFINITY);
+    }
 
     const TAU: f64 = 10_000.0;
 
