@@ -176,6 +176,13 @@ impl Reconnect {
     }
 }
 
+/// `now + delay`, saturating far in the future instead of overflowing: a connect timeout or a
+/// backoff may be as long as `Duration::MAX`.
+fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
 /// Waits `delay`, or less when a call asks for the endpoint (`kick`), but not before `earliest`.
 /// Returns `false` when the endpoint was dropped meanwhile.
 async fn back_off(
@@ -184,10 +191,7 @@ async fn back_off(
     kick: &Notify,
     stopped: &mut oneshot::Receiver<()>,
 ) -> bool {
-    let now = Instant::now();
-    let until = now
-        .checked_add(delay)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
+    let until = after(Instant::now(), delay);
     tokio::select! {
         _ = tokio::time::sleep_until(until) => return true,
         _ = kick.notified() => {}
@@ -489,11 +493,7 @@ where
 /// The current connection's request handle; while the connection is being made, waits for it
 /// up to the connect timeout.
 async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
-    let now = Instant::now();
-    // A connect timeout may be as long as `Duration::MAX`: saturate instead of overflowing.
-    let deadline = now
-        .checked_add(cell.connect_timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30));
+    let deadline = after(Instant::now(), cell.connect_timeout);
     loop {
         let notified = cell.connected.notified();
         tokio::pin!(notified);
