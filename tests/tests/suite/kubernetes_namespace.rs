@@ -144,7 +144,13 @@ fn run_child(mode: &str, kubeconfig: &std::path::Path) -> std::process::Output {
     std::process::Command::new(exe)
         .args([
             "--exact",
-            "the_default_client_comes_from_the_environment",
+            concat!(
+                module_path!(),
+                "::the_default_client_comes_from_the_environment"
+            )
+            .split_once("::")
+            .expect("a module path with the crate name")
+            .1,
             "--nocapture",
             "--test-threads=1",
         ])

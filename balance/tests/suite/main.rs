@@ -1,0 +1,11 @@
+//! Integration tests of waypost-balance: placement golden vectors, health, the HTTP service,
+//! metrics and stale reports.
+//!
+//! One binary for the whole suite: each file below is a module, so the suite links once
+//! instead of once per file (less disk, less link time).
+
+mod golden;
+mod health;
+mod http;
+mod metrics;
+mod stale_reports;
