@@ -686,6 +686,70 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn random_set_changes_keep_the_tracked_endpoints_and_their_state() {
+        let mut publisher = Publisher::new("static:///test");
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut current: Vec<u16> = (1..=40).collect();
+        publisher.publish(current.iter().map(|&port| Endpoint::new(addr(port))));
+        let mut balance = Balance::builder(publisher.endpoints())
+            .config(BalanceConfig::with_policy(Policy::round_robin()))
+            .build(|endpoint: &Endpoint| {
+                let port = endpoint.address().port();
+                tower::service_fn(move |()| async move {
+                    // Never answers: each call stays in flight while the future lives.
+                    std::future::pending::<()>().await;
+                    Ok::<_, Infallible>(port)
+                })
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // One request in flight on every endpoint of the first set.
+        let mut held: Vec<_> = Vec::new();
+        while held.len() < current.len() {
+            held.push(balance.call(()));
+        }
+        let first: Vec<u16> = current.clone();
+        assert!(
+            balance.in_flight().iter().all(|&(_, n)| n == 1),
+            "one request on each endpoint"
+        );
+        // Endpoints present in every set so far: their request still counts.
+        let mut continuous: std::collections::BTreeSet<u16> = first.into_iter().collect();
+        for round in 0..200 {
+            // Small changes mostly (one endpoint in or out), sometimes large ones.
+            let next: Vec<u16> = if round % 10 == 9 {
+                (1..=120).filter(|_| rng.bool()).collect()
+            } else {
+                let mut next = current.clone();
+                let port = rng.u16(1..=120);
+                match next.binary_search(&port) {
+                    Ok(index) => {
+                        next.remove(index);
+                    }
+                    Err(index) => next.insert(index, port),
+                }
+                next
+            };
+            publisher.publish(next.iter().map(|&port| Endpoint::new(addr(port))));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let seen = balance.in_flight();
+            let ports: Vec<u16> = seen.iter().map(|(address, _)| address.port()).collect();
+            assert_eq!(
+                ports, next,
+                "round {round}: the table holds exactly the set, in order"
+            );
+            continuous.retain(|port| next.binary_search(port).is_ok());
+            for (address, in_flight) in seen {
+                // A kept endpoint keeps its state; one that left and came back starts afresh.
+                let expected = u32::from(continuous.contains(&address.port()));
+                assert_eq!(in_flight, expected, "round {round}: {address}");
+            }
+            current = next;
+        }
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn tables_are_rebuilt_only_when_an_input_changed() {
         let mut publisher = Publisher::new("static:///test");
         publisher.publish([Endpoint::new(addr(1))]);

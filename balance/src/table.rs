@@ -39,9 +39,14 @@ pub(crate) struct Context {
 }
 
 /// One endpoint as the request path sees it: its counters and its service.
+///
+/// Not padded to a cache line of its own: a request writes its endpoint's counters and the
+/// `Arc`'s reference count beside them, so both share a line; two endpoints' counters share
+/// one only at an allocation boundary. Padding tripled the memory per endpoint and spread a
+/// pick over more cache lines.
 #[derive(Debug)]
 pub(crate) struct Slot<S> {
-    pub(crate) state: CachePadded<EndpointState>,
+    pub(crate) state: EndpointState,
     pub(crate) service: S,
     pub(crate) context: Arc<Context>,
     pub(crate) metrics: EndpointMetrics,
@@ -183,51 +188,55 @@ pub(crate) struct BuildEntry<'a, S> {
 
 /// Builds the table for `entries` under `config`.
 pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) -> PickTable<S> {
-    let usable: Vec<&BuildEntry<'_, S>> = entries
-        .iter()
-        .filter(|entry| entry.endpoint.accepts_new_requests())
-        .collect();
-    if usable.is_empty() {
+    let accepting = |entry: &&BuildEntry<'_, S>| entry.endpoint.accepts_new_requests();
+    let mut usable = 0;
+    let mut healthy: Vec<&BuildEntry<'_, S>> = Vec::with_capacity(entries.len());
+    for entry in entries.iter().filter(accepting) {
+        usable += 1;
+        if entry.healthy {
+            healthy.push(entry);
+        }
+    }
+    if usable == 0 {
         return PickTable::empty(ErrorKind::NoEndpoints);
     }
-    let healthy: Vec<&BuildEntry<'_, S>> = usable
-        .iter()
-        .copied()
-        .filter(|entry| entry.healthy)
-        .collect();
     let threshold = usize::from(config.panic_threshold_percent);
-    let panic = threshold > 0 && healthy.len() * 100 < threshold * usable.len();
+    let panic = threshold > 0 && healthy.len() * 100 < threshold * usable;
     if !panic && healthy.is_empty() {
         return PickTable::empty(ErrorKind::AllEjected);
     }
     let hashing = config.policy.is_hashing();
-    let chosen = if panic { usable } else { healthy };
+    let chosen = if panic {
+        entries.iter().filter(accepting).collect()
+    } else {
+        healthy
+    };
 
     // Zone preference: local candidates first, then the rest as the spill-over group.
     let mut local_share = None;
-    let mut ordered: Vec<&BuildEntry<'_, S>> = chosen.clone();
     let mut local_len = 0;
-    if let (Some(zone), false, false) = (&config.zone_preference, panic, hashing) {
-        let all: Vec<&BuildEntry<'_, S>> = entries
-            .iter()
-            .filter(|entry| entry.endpoint.accepts_new_requests())
-            .collect();
-        match zone.mode {
+    let ordered: Vec<&BuildEntry<'_, S>> = match (&config.zone_preference, panic, hashing) {
+        (Some(zone), false, false) => match zone.mode {
             ZoneMode::Hints => {
-                if hints_prefer_zone(all.iter().map(|entry| entry.endpoint), &zone.zone) {
-                    let local: Vec<_> = chosen
+                let all = entries.iter().filter(accepting).map(|entry| entry.endpoint);
+                let local: Vec<_> = if hints_prefer_zone(all, &zone.zone) {
+                    chosen
                         .iter()
                         .copied()
                         .filter(|entry| is_hinted_local(entry.endpoint, &zone.zone))
-                        .collect();
-                    if !local.is_empty() {
-                        ordered = local;
-                    }
-                }
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if local.is_empty() { chosen } else { local }
             }
             ZoneMode::ZoneAware => {
                 let is_local = |entry: &BuildEntry<'_, S>| is_in_zone(entry.endpoint, &zone.zone);
-                let local_total = all.iter().filter(|entry| is_local(entry)).count();
+                let local_total = entries
+                    .iter()
+                    .filter(accepting)
+                    .filter(|entry| is_local(entry))
+                    .count();
                 let (local, remote): (Vec<_>, Vec<_>) =
                     chosen.iter().copied().partition(|entry| is_local(entry));
                 if local_total > 0 && !local.is_empty() {
@@ -235,15 +244,18 @@ pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) ->
                     let wanted = f64::from(zone.min_healthy_percent);
                     local_len = local.len();
                     if healthy_percent >= wanted || remote.is_empty() {
-                        ordered = local;
+                        local
                     } else {
                         local_share = Some(healthy_percent / wanted);
-                        ordered = local.into_iter().chain(remote).collect();
+                        local.into_iter().chain(remote).collect()
                     }
+                } else {
+                    chosen
                 }
             }
-        }
-    }
+        },
+        _ => chosen,
+    };
 
     let weights: Vec<u32> = ordered
         .iter()
@@ -303,6 +315,10 @@ fn effective_weight<S>(entry: &BuildEntry<'_, S>, hashing: bool) -> u32 {
     if hashing {
         return weight.min(u64::from(u32::MAX)) as u32;
     }
-    let scaled = (weight as f64 * 100.0 * entry.ramp).round() as u64;
+    let scaled = if entry.ramp >= 1.0 {
+        weight * 100
+    } else {
+        (weight as f64 * 100.0 * entry.ramp).round() as u64
+    };
     scaled.clamp(1, u64::from(u32::MAX)) as u32
 }

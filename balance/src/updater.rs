@@ -8,13 +8,11 @@
 //! ramp advances, an interval ends). Discovery therefore progresses whether or not requests
 //! flow. The task ends when the last clone of the balancer is dropped.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_utils::CachePadded;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use waypost_discovery::backoff::Backoff;
@@ -48,23 +46,79 @@ struct Tracked<S> {
     endpoint: Endpoint,
     /// When the endpoint joined, for slow start; `None` for the balancer's first set.
     joined: Option<Instant>,
+    ejections: u32,
+    /// The endpoint's finished-request count when the last interval ended.
+    finished_mark: u32,
+    /// Ejection and reachability timings: only endpoints that failed have them (most never
+    /// do), so they are allocated when needed and dropped once everything is back at rest.
+    episodes: Option<Box<Episodes>>,
+}
+
+/// What the task remembers of an endpoint's ejections and unreachable periods.
+struct Episodes {
     ejected_until: Option<Instant>,
     /// When the last ejection ended; the ejection count drops only after a whole interval
     /// without one.
     returned_at: Option<Instant>,
-    ejections: u32,
     unreachable_until: Option<Instant>,
     /// When the current unreachable period began.
     unreachable_since: Option<Instant>,
     /// How long the next unreachable period lasts: jittered, doubling, reset once connected.
     backoff: Backoff,
-    /// The endpoint's finished-request count when the last interval ended.
-    finished_mark: u32,
+}
+
+/// The episodes of an endpoint, made at rest when it has none.
+fn episodes_of<'a>(
+    episodes: &'a mut Option<Box<Episodes>>,
+    config: &BalanceConfig,
+    address: SocketAddr,
+) -> &'a mut Episodes {
+    episodes.get_or_insert_with(|| {
+        Box::new(Episodes {
+            ejected_until: None,
+            returned_at: None,
+            unreachable_until: None,
+            unreachable_since: None,
+            backoff: backoff_for(config, address),
+        })
+    })
+}
+
+/// The reconnect backoff of an endpoint: reproducible when the balancer is seeded.
+fn backoff_for(config: &BalanceConfig, address: SocketAddr) -> Backoff {
+    let reconnect = &config.reconnect_backoff;
+    match config.seed {
+        Some(seed) => {
+            let salt = xxhash_rust::xxh64::xxh64(address.to_string().as_bytes(), seed);
+            Backoff::seeded(reconnect.initial, reconnect.max, salt)
+        }
+        None => Backoff::new(reconnect.initial, reconnect.max),
+    }
 }
 
 impl<S> Tracked<S> {
+    fn address(&self) -> SocketAddr {
+        self.endpoint.address()
+    }
+
+    fn ejected_until(&self) -> Option<Instant> {
+        self.episodes.as_ref().and_then(|e| e.ejected_until)
+    }
+
+    fn returned_at(&self) -> Option<Instant> {
+        self.episodes.as_ref().and_then(|e| e.returned_at)
+    }
+
+    fn unreachable_until(&self) -> Option<Instant> {
+        self.episodes.as_ref().and_then(|e| e.unreachable_until)
+    }
+
+    fn unreachable_since(&self) -> Option<Instant> {
+        self.episodes.as_ref().and_then(|e| e.unreachable_since)
+    }
+
     fn is_ejected(&self) -> bool {
-        self.ejected_until.is_some()
+        self.ejected_until().is_some()
     }
 
     fn is_healthy(&self) -> bool {
@@ -78,7 +132,8 @@ pub(crate) struct Updater<M: MakeEndpoint> {
     context: Arc<Context>,
     config: BalanceConfig,
     make: M,
-    tracked: BTreeMap<SocketAddr, Tracked<M::Service>>,
+    /// Sorted by address, as discovery sets are: a new set is merged in one pass.
+    tracked: Vec<Tracked<M::Service>>,
     next_interval: Instant,
     last_panic: bool,
     /// What the installed table was built from; a wake that changes none of it rebuilds
@@ -104,7 +159,7 @@ impl<M: MakeEndpoint> Updater<M> {
             context: Arc::clone(&shared.context),
             config: shared.config.clone(),
             make,
-            tracked: BTreeMap::new(),
+            tracked: Vec::new(),
             next_interval,
             last_panic: false,
             built_from: None,
@@ -113,93 +168,142 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     /// Applies a discovery set: new endpoints get a slot and a service, removed ones are
-    /// dropped, kept ones keep their state and take the new attributes.
+    /// dropped, kept ones keep their state and take the new attributes. The set and the tracked
+    /// endpoints are both sorted by address: one pass over both finds what left and what
+    /// joined, and the kept endpoints stay where they are.
     pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
         self.revision = set.revision();
+        let endpoints = set.as_slice();
+        // Positions in `endpoints` of the endpoints not tracked yet.
+        let mut joined = Vec::new();
+        let mut next = 0;
+        self.tracked.retain_mut(|tracked| {
+            let address = tracked.address();
+            while next < endpoints.len() && endpoints[next].address() < address {
+                joined.push(next);
+                next += 1;
+            }
+            match endpoints.get(next) {
+                Some(endpoint) if endpoint.address() == address => {
+                    if tracked.endpoint != *endpoint {
+                        tracked.endpoint = endpoint.clone();
+                    }
+                    next += 1;
+                    true
+                }
+                _ => false,
+            }
+        });
+        joined.extend(next..endpoints.len());
+        if joined.is_empty() {
+            return;
+        }
         let now = Instant::now();
+        let now_ms = self.context.clock.now_millis();
+        let estimate = Self::initial_estimate(&self.config, &self.tracked, &self.context, now_ms);
+        let since = (!first).then_some(now);
+        let added: Vec<Tracked<M::Service>> = joined
+            .into_iter()
+            .map(|index| self.track(&endpoints[index], estimate, now_ms, since))
+            .collect();
+        if self.tracked.is_empty() {
+            self.tracked = added;
+        } else if added.len() <= 16 {
+            for tracked in added {
+                let (Ok(index) | Err(index)) = self.position(tracked.address());
+                self.tracked.insert(index, tracked);
+            }
+        } else {
+            let kept = std::mem::take(&mut self.tracked);
+            let mut merged = Vec::with_capacity(kept.len() + added.len());
+            let (mut kept, mut added) = (kept.into_iter().peekable(), added.into_iter().peekable());
+            while let (Some(a), Some(b)) = (kept.peek(), added.peek()) {
+                let from = if a.address() < b.address() {
+                    &mut kept
+                } else {
+                    &mut added
+                };
+                merged.extend(from.next());
+            }
+            merged.extend(kept);
+            merged.extend(added);
+            self.tracked = merged;
+        }
+    }
+
+    /// A new endpoint: its slot, its service and fresh health state.
+    fn track(
+        &mut self,
+        endpoint: &Endpoint,
+        initial_estimate: Duration,
+        now_ms: u64,
+        joined: Option<Instant>,
+    ) -> Tracked<M::Service> {
+        let address = endpoint.address();
         let context = &self.context;
-        let now_ms = context.clock.now_millis();
-        let initial_estimate = self.initial_estimate(now_ms);
-        let mut next = BTreeMap::new();
-        for endpoint in set.iter() {
-            let address = endpoint.address();
-            match self.tracked.remove(&address) {
-                Some(mut kept) => {
-                    kept.endpoint = endpoint.clone();
-                    next.insert(address, kept);
-                }
-                None => {
-                    let state = EndpointState::new(
-                        address,
-                        initial_estimate,
-                        now_ms,
-                        context.peak_ewma.map_or(1.0, |(tau, _)| tau),
-                    );
-                    let make = &mut self.make;
-                    let slot = Arc::new_cyclic(|weak: &std::sync::Weak<Slot<M::Service>>| {
-                        let cell: std::sync::Weak<dyn ConnectivityCell> = weak.clone();
-                        let reporter = ConnectivityReporter::new(cell, &context.wake);
-                        Slot {
-                            state: CachePadded::new(state),
-                            service: make.make_endpoint(endpoint, reporter),
-                            context: Arc::clone(context),
-                            metrics: EndpointMetrics::new(&context.target, address),
-                        }
-                    });
-                    next.insert(
-                        address,
-                        Tracked {
-                            slot,
-                            endpoint: endpoint.clone(),
-                            joined: (!first).then_some(now),
-                            ejected_until: None,
-                            returned_at: None,
-                            ejections: 0,
-                            unreachable_until: None,
-                            unreachable_since: None,
-                            backoff: self.backoff_for(address),
-                            finished_mark: 0,
-                        },
-                    );
-                }
+        let state = EndpointState::new(
+            address,
+            initial_estimate,
+            now_ms,
+            context.peak_ewma.map_or(1.0, |(tau, _)| tau),
+        );
+        let make = &mut self.make;
+        let slot = Arc::new_cyclic(|weak: &std::sync::Weak<Slot<M::Service>>| {
+            let cell: std::sync::Weak<dyn ConnectivityCell> = weak.clone();
+            let reporter = ConnectivityReporter::new(cell, &context.wake);
+            Slot {
+                state,
+                service: make.make_endpoint(endpoint, reporter),
+                context: Arc::clone(context),
+                metrics: EndpointMetrics::new(&context.target, address),
             }
-        }
-        self.tracked = next;
-    }
-
-    /// The reconnect backoff of a new endpoint: reproducible when the balancer is seeded.
-    fn backoff_for(&self, address: SocketAddr) -> Backoff {
-        let reconnect = &self.config.reconnect_backoff;
-        match self.config.seed {
-            Some(seed) => {
-                let salt = xxhash_rust::xxh64::xxh64(address.to_string().as_bytes(), seed);
-                Backoff::seeded(reconnect.initial, reconnect.max, salt)
-            }
-            None => Backoff::new(reconnect.initial, reconnect.max),
+        });
+        Tracked {
+            slot,
+            endpoint: endpoint.clone(),
+            joined,
+            ejections: 0,
+            finished_mark: 0,
+            episodes: None,
         }
     }
 
-    /// The median current estimate of the tracked endpoints, or the configured default.
-    fn initial_estimate(&self, now_ms: u64) -> Duration {
-        let Some((tau, _)) = self.context.peak_ewma else {
+    /// Where `address` is (or would be) among the tracked endpoints.
+    fn position(&self, address: SocketAddr) -> Result<usize, usize> {
+        self.tracked
+            .binary_search_by_key(&address, Tracked::address)
+    }
+
+    fn get(&self, address: SocketAddr) -> Option<&Tracked<M::Service>> {
+        self.position(address)
+            .ok()
+            .map(|index| &self.tracked[index])
+    }
+
+    /// The median current estimate of the endpoints kept from the previous set, or the
+    /// configured default when there are none.
+    fn initial_estimate(
+        config: &BalanceConfig,
+        kept: &[Tracked<M::Service>],
+        context: &Context,
+        now_ms: u64,
+    ) -> Duration {
+        let Some((tau, _)) = context.peak_ewma else {
             return Duration::ZERO;
         };
-        let default = self
-            .config
-            .policy
-            .peak_ewma()
-            .map(|p| p.default_rtt)
-            .unwrap_or_default();
-        let mut estimates: Vec<Duration> = self
-            .tracked
-            .values()
+        let mut estimates: Vec<Duration> = kept
+            .iter()
             .map(|t| t.slot.state.estimate(now_ms, tau))
             .collect();
         if estimates.is_empty() {
-            return default;
+            return config
+                .policy
+                .peak_ewma()
+                .map(|p| p.default_rtt)
+                .unwrap_or_default();
         }
-        estimates.sort_unstable();
-        estimates[estimates.len() / 2]
+        let middle = estimates.len() / 2;
+        *estimates.select_nth_unstable(middle).1
     }
 
     /// Ejections, returns from ejection, reconnect backoffs and the interval's failure
@@ -209,43 +313,56 @@ impl<M: MakeEndpoint> Updater<M> {
         let config = &self.config;
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
-        for (address, tracked) in self.tracked.iter_mut() {
-            if tracked.ejected_until.is_some_and(|until| until <= now) {
-                tracked.ejected_until = None;
-                tracked.returned_at = Some(now);
+        for tracked in self.tracked.iter_mut() {
+            let address = tracked.endpoint.address();
+            if let Some(episodes) = tracked.episodes.as_deref_mut()
+                && episodes.ejected_until.is_some_and(|until| until <= now)
+            {
+                episodes.ejected_until = None;
+                episodes.returned_at = Some(now);
                 tracked.slot.state.reset_consecutive_failures();
                 tracing::info!(target: "waypost::balance", target = %target, endpoint = %address, "endpoint returns from ejection");
             }
             let state = &tracked.slot.state;
             if state.is_unreachable() {
-                match tracked.unreachable_until {
+                let episodes = episodes_of(&mut tracked.episodes, config, address);
+                match episodes.unreachable_until {
                     None => {
-                        let backoff = tracked.backoff.next_delay();
-                        tracked.unreachable_until = Some(after(now, backoff));
-                        tracked.unreachable_since = Some(now);
+                        let backoff = episodes.backoff.next_delay();
+                        episodes.unreachable_until = Some(after(now, backoff));
+                        episodes.unreachable_since = Some(now);
                         tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, ?backoff, "endpoint unreachable");
                     }
                     Some(until)
                         if until <= now
                             || (waiting
-                                && tracked.unreachable_since.is_some_and(|since| {
+                                && episodes.unreachable_since.is_some_and(|since| {
                                     after(since, config.reconnect_backoff.initial) <= now
                                 })) =>
                     {
                         // Time to try again: the next request is the probe. Requests waiting
                         // for an endpoint do not wait out a long backoff: they probe after the
                         // initial one.
-                        tracked.unreachable_until = None;
-                        tracked.unreachable_since = None;
+                        episodes.unreachable_until = None;
+                        episodes.unreachable_since = None;
                         state.end_unreachable();
                     }
                     Some(_) => {}
                 }
-            } else {
-                tracked.unreachable_until = None;
-                tracked.unreachable_since = None;
+            } else if let Some(episodes) = tracked.episodes.as_deref_mut() {
+                episodes.unreachable_until = None;
+                episodes.unreachable_since = None;
                 if state.connectivity() == Connectivity::Connected {
-                    tracked.backoff.reset();
+                    // Connected: the backoff starts over, and once no ejection is running or
+                    // was recent, there is nothing left to remember.
+                    episodes.backoff.reset();
+                    let settled = episodes.ejected_until.is_none()
+                        && episodes
+                            .returned_at
+                            .is_none_or(|returned| after(returned, outlier.interval) <= now);
+                    if settled {
+                        tracked.episodes = None;
+                    }
                 }
             }
         }
@@ -254,15 +371,15 @@ impl<M: MakeEndpoint> Updater<M> {
             let over: Vec<SocketAddr> = self
                 .tracked
                 .iter()
-                .filter(|(_, t)| {
+                .filter(|t| {
                     !t.is_ejected()
                         && t.slot.state.consecutive_failures() >= outlier.consecutive_failures
                 })
-                .map(|(address, _)| *address)
+                .map(Tracked::address)
                 .collect();
             for address in over {
                 self.try_eject(address, now, "consecutive failures");
-                if let Some(tracked) = self.tracked.get(&address) {
+                if let Some(tracked) = self.get(address) {
                     tracked.slot.state.reset_consecutive_failures();
                 }
             }
@@ -281,19 +398,22 @@ impl<M: MakeEndpoint> Updater<M> {
         let context = &self.context;
         let now_ms = context.clock.now_millis();
         let mut judged = Vec::new();
-        for (address, tracked) in self.tracked.iter_mut() {
+        for tracked in self.tracked.iter_mut() {
             let (volume, failures) = tracked.slot.state.take_interval(&mut tracked.finished_mark);
             if let Some((tau, _)) = context.peak_ewma {
                 tracked.slot.state.restamp(now_ms, tau);
             }
             let clean_interval = tracked
-                .returned_at
+                .returned_at()
                 .is_none_or(|returned| after(returned, outlier.interval) <= now);
             if !tracked.is_ejected() && tracked.ejections > 0 && failures == 0 && clean_interval {
                 tracked.ejections -= 1;
             }
             if volume >= outlier.failure_percentage_request_volume && volume > 0 {
-                judged.push((*address, u64::from(failures) * 100 / u64::from(volume)));
+                judged.push((
+                    tracked.address(),
+                    u64::from(failures) * 100 / u64::from(volume),
+                ));
             }
         }
         if let Some(threshold) = outlier.failure_percentage_threshold
@@ -301,7 +421,7 @@ impl<M: MakeEndpoint> Updater<M> {
         {
             for (address, percent) in judged {
                 if percent >= u64::from(threshold)
-                    && !self.tracked.get(&address).is_some_and(Tracked::is_ejected)
+                    && !self.get(address).is_some_and(Tracked::is_ejected)
                 {
                     self.try_eject(address, now, "failure percentage");
                 }
@@ -312,7 +432,7 @@ impl<M: MakeEndpoint> Updater<M> {
     fn try_eject(&mut self, address: SocketAddr, now: Instant, reason: &'static str) {
         let outlier = &self.config.outlier_detection;
         let total = self.tracked.len();
-        let ejected = self.tracked.values().filter(|t| t.is_ejected()).count();
+        let ejected = self.tracked.iter().filter(|t| t.is_ejected()).count();
         if ejected * 100 >= usize::from(outlier.max_ejection_percent) * total {
             tracing::debug!(
                 target: "waypost::balance",
@@ -324,15 +444,17 @@ impl<M: MakeEndpoint> Updater<M> {
             );
             return;
         }
-        let Some(tracked) = self.tracked.get_mut(&address) else {
+        let Ok(index) = self.position(address) else {
             return;
         };
+        let tracked = &mut self.tracked[index];
         tracked.ejections = tracked.ejections.saturating_add(1);
         let duration = outlier
             .base_ejection_time
             .saturating_mul(tracked.ejections)
             .min(outlier.max_ejection_time);
-        tracked.ejected_until = Some(after(now, duration));
+        episodes_of(&mut tracked.episodes, &self.config, address).ejected_until =
+            Some(after(now, duration));
         tracked.slot.metrics.ejected();
         tracing::warn!(
             target: "waypost::balance",
@@ -357,14 +479,24 @@ impl<M: MakeEndpoint> Updater<M> {
 
     /// Builds and installs the pick table, when an input changed since the last build.
     pub(crate) fn rebuild(&mut self, now: Instant) {
+        let ramps: Vec<f64> = self
+            .tracked
+            .iter()
+            .map(|tracked| self.ramp(tracked, now))
+            .collect();
         let inputs = BuildInputs {
             revision: self.revision,
             endpoints: self
                 .tracked
-                .values()
-                .map(|tracked| {
+                .iter()
+                .zip(&ramps)
+                .map(|(tracked, &ramp)| {
                     // The ramp in the resolution the table uses (weights scaled by 100).
-                    let ramp = (self.ramp(tracked, now) * 1000.0).round() as u32;
+                    let ramp = if ramp >= 1.0 {
+                        1000
+                    } else {
+                        (ramp * 1000.0).round() as u32
+                    };
                     (tracked.is_healthy(), ramp)
                 })
                 .collect(),
@@ -376,12 +508,13 @@ impl<M: MakeEndpoint> Updater<M> {
         let config = &self.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
-            .values()
-            .map(|tracked| BuildEntry {
+            .iter()
+            .zip(ramps)
+            .map(|(tracked, ramp)| BuildEntry {
                 slot: &tracked.slot,
                 endpoint: &tracked.endpoint,
                 healthy: tracked.is_healthy(),
-                ramp: self.ramp(tracked, now),
+                ramp,
             })
             .collect();
         let table = table::build(&entries, config);
@@ -422,11 +555,11 @@ impl<M: MakeEndpoint> Updater<M> {
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut next = self.next_interval;
         let waiting = self.requests_waiting();
-        for tracked in self.tracked.values() {
-            if waiting && let Some(since) = tracked.unreachable_since {
+        for tracked in self.tracked.iter() {
+            if waiting && let Some(since) = tracked.unreachable_since() {
                 next = next.min(after(since, self.config.reconnect_backoff.initial));
             }
-            for at in [tracked.ejected_until, tracked.unreachable_until]
+            for at in [tracked.ejected_until(), tracked.unreachable_until()]
                 .into_iter()
                 .flatten()
             {
