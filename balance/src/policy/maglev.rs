@@ -19,7 +19,8 @@
 //! With equal weights an endpoint owns `M / N` slots give or take one, so the busiest one carries
 //! at most `1 + N / M` times the mean; the paper asks for `M > 100 × N`. Building costs about
 //! `M · ln M` slot probes, so a table much larger than needed only makes every rebuild slower
-//! (65 537 slots for 100 endpoints cost 8x the probes of 16 411 slots).
+//! (65 537 slots for 100 endpoints take about 4x the probes of 16 411 slots), and one smaller
+//! than `100 × N` spreads the keys unevenly.
 //!
 //! The balancer's default Maglev policy therefore sizes its table from the number of endpoints:
 //! the smallest size of the ladder [`TABLE_SIZES`] with at least [`SLOTS_PER_ENDPOINT`] `× N`
@@ -33,8 +34,10 @@
 //! To keep that rare, the size follows `N` with hysteresis ([`next_table_size`]): it grows to the
 //! next step as soon as `N` needs it, and shrinks only when the step two below the current one
 //! would suffice (`N ≤` about `M / 400`), straight to the size that `N` needs. A set that
-//! oscillates across a step's boundary keeps its table size, and so its placement. A fixed size
-//! ([`Policy::maglev_with_table_size`](crate::Policy::maglev_with_table_size)) never changes.
+//! oscillates across a step's boundary keeps its table size, and so its placement. (A balancer
+//! left with no usable endpoint has no table; the next one starts from [`table_size_for`].) A
+//! fixed size ([`Policy::maglev_with_table_size`](crate::Policy::maglev_with_table_size)) never
+//! changes.
 
 use xxhash_rust::xxh64::xxh64;
 
@@ -120,14 +123,17 @@ impl MaglevTable {
             return None;
         }
         let n = keys.len();
-        let offsets: Vec<u64> = keys.iter().map(|k| xxh64(k, OFFSET_SEED) % m).collect();
-        let skips: Vec<u64> = keys
-            .iter()
-            .map(|k| xxh64(k, SKIP_SEED) % (m - 1).max(1) + 1)
-            .collect();
         // Each endpoint's next preferred slot, `(offset + k * skip) % m` for its k-th try, kept
-        // as a running position: one add and one compare per try instead of a division.
-        let mut position = offsets;
+        // as a running position beside its skip: one add and one compare per try instead of a
+        // division, and both in registers while the endpoint probes.
+        let mut probes: Vec<(u64, u64)> = keys
+            .iter()
+            .map(|k| {
+                let offset = xxh64(k, OFFSET_SEED) % m;
+                let skip = xxh64(k, SKIP_SEED) % (m - 1).max(1) + 1;
+                (offset, skip)
+            })
+            .collect();
         let mut claimed = vec![0u64; n];
         const EMPTY: u32 = u32::MAX;
         let mut entries = vec![EMPTY; size as usize];
@@ -135,27 +141,31 @@ impl MaglevTable {
         let mut round = 0u64;
         while filled < m {
             round += 1;
-            for i in 0..n {
-                if weights[i] == 0 {
+            for (i, (probe, (&weight, claimed))) in probes
+                .iter_mut()
+                .zip(weights.iter().zip(claimed.iter_mut()))
+                .enumerate()
+            {
+                // Weighted turns: claim only while below this endpoint's share of the rounds
+                // (never for weight 0).
+                if weight == 0 || *claimed * u64::from(max_weight) >= round * u64::from(weight) {
                     continue;
                 }
-                // Weighted turns: claim only while below this endpoint's share of the rounds.
-                if claimed[i] * u64::from(max_weight) >= round * u64::from(weights[i]) {
-                    continue;
-                }
+                let (mut position, skip) = *probe;
                 loop {
-                    let slot = position[i];
-                    position[i] += skips[i];
-                    if position[i] >= m {
-                        position[i] -= m;
+                    let slot = position as usize;
+                    position += skip;
+                    if position >= m {
+                        position -= m;
                     }
-                    if entries[slot as usize] == EMPTY {
-                        entries[slot as usize] = i as u32;
-                        claimed[i] += 1;
-                        filled += 1;
+                    if entries[slot] == EMPTY {
+                        entries[slot] = i as u32;
                         break;
                     }
                 }
+                probe.0 = position;
+                *claimed += 1;
+                filled += 1;
                 if filled == m {
                     break;
                 }
