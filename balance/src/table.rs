@@ -186,8 +186,13 @@ pub(crate) struct BuildEntry<'a, S> {
     pub(crate) ramp: f64,
 }
 
-/// Builds the table for `entries` under `config`.
-pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) -> PickTable<S> {
+/// Builds the table for `entries` under `config`. `previous` is the table this one replaces:
+/// the sized Maglev policy reads its groups' table sizes, for hysteresis.
+pub(crate) fn build<S>(
+    entries: &[BuildEntry<'_, S>],
+    config: &BalanceConfig,
+    previous: Option<&PickTable<S>>,
+) -> PickTable<S> {
     let accepting = |entry: &&BuildEntry<'_, S>| entry.endpoint.accepts_new_requests();
     let mut usable = 0;
     let mut healthy: Vec<&BuildEntry<'_, S>> = Vec::with_capacity(entries.len());
@@ -280,20 +285,20 @@ pub(crate) fn build<S>(entries: &[BuildEntry<'_, S>], config: &BalanceConfig) ->
             })
             .collect()
     };
-    let group = |start: usize, len: usize| -> Option<Group> {
-        PolicyTable::build(&config.policy, &info(start..start + len)).map(|table| Group {
-            start,
-            len,
-            table,
-        })
+    let group = |start: usize, len: usize, previous: Option<&Group>| -> Option<Group> {
+        let previous_size = previous.and_then(|group| group.table.maglev_size());
+        PolicyTable::build(&config.policy, &info(start..start + len), previous_size)
+            .map(|table| Group { start, len, table })
     };
+    let previous_primary = previous.and_then(|table| table.primary.as_ref());
+    let previous_spill = previous.and_then(|table| table.spill.as_ref().map(|(group, _)| group));
     let (primary, spill) = match local_share {
         Some(share) => (
-            group(0, local_len),
-            group(local_len, ordered.len() - local_len)
+            group(0, local_len, previous_primary),
+            group(local_len, ordered.len() - local_len, previous_spill)
                 .map(|g| (g, ((1.0 - share) * f64::from(u32::MAX)) as u32)),
         ),
-        None => (group(0, ordered.len()), None),
+        None => (group(0, ordered.len(), previous_primary), None),
     };
     let Some(primary) = primary else {
         return PickTable::empty(ErrorKind::NoEndpoints);

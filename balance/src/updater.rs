@@ -517,7 +517,8 @@ impl<M: MakeEndpoint> Updater<M> {
                 ramp,
             })
             .collect();
-        let table = table::build(&entries, config);
+        let previous = self.shared.upgrade().map(|shared| shared.table.load_full());
+        let table = table::build(&entries, config, previous.as_deref());
         let target = &self.context.target;
         if table.panic != self.last_panic {
             if table.panic {

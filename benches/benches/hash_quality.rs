@@ -1,7 +1,8 @@
 //! Hash quality, computed by one harness for every scheme: how evenly keys spread (max/mean of
 //! the endpoints' shares) and what share of keys moves when one endpoint leaves.
 //!
-//! Schemes: Maglev (M = 65 537), waypost's ring hash sized for a 10% imbalance, and the same
+//! Schemes: Maglev with the default policy's table sized from N (`maglev::table_size_for`) and
+//! with the former fixed M = 65 537, waypost's ring hash sized for a 10% imbalance, and the same
 //! ring with gRPC's default sizing (`min_ring_size` 1 024, `max_ring_size` 4 096: each of N
 //! equal endpoints gets `⌈1024/N⌉` points, capped at `4096/N`). Shares are exact (table slots,
 //! ring arcs); the moved share is measured over 200 000 random keys.
@@ -13,6 +14,7 @@
 use std::time::Instant;
 
 use waypost_balance::policy::MaglevTable;
+use waypost_balance::policy::maglev;
 use waypost_balance::policy::ring::{self, Ring};
 
 fn keys(n: usize) -> Vec<Vec<u8>> {
@@ -73,28 +75,41 @@ fn main() {
             .collect();
         let ideal = 1.0 / n as f64;
 
-        let started = Instant::now();
-        let before = MaglevTable::new(&refs, &vec![1; n], 65_537).expect("non-empty");
-        let build = started.elapsed();
-        let after = MaglevTable::new(&rest, &vec![1; n - 1], 65_537).expect("non-empty");
-        let shares: Vec<f64> = before
-            .counts(n)
-            .iter()
-            .map(|&c| c as f64 / before.size() as f64)
-            .collect();
-        println!(
-            "{:<24} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}   (build {:.2} ms)",
-            "maglev",
-            n,
-            before.size(),
-            max_over_mean(&shares),
-            moved(|k| before.pick(k), |k| after.pick(k), gone),
-            ideal,
-            build.as_secs_f64() * 1e3
-        );
+        // The default policy's table, sized from N (kept when one endpoint leaves: the size
+        // only shrinks two steps down), and the former fixed default.
+        let sized = maglev::table_size_for(n);
+        let sizes = [
+            (
+                "maglev (sized)",
+                sized,
+                maglev::next_table_size(n - 1, Some(sized)),
+            ),
+            ("maglev (M = 65 537)", 65_537, 65_537),
+        ];
+        for (name, size, size_after) in sizes {
+            let started = Instant::now();
+            let before = MaglevTable::new(&refs, &vec![1; n], size).expect("non-empty");
+            let build = started.elapsed();
+            let after = MaglevTable::new(&rest, &vec![1; n - 1], size_after).expect("non-empty");
+            let shares: Vec<f64> = before
+                .counts(n)
+                .iter()
+                .map(|&c| c as f64 / before.size() as f64)
+                .collect();
+            println!(
+                "{:<24} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}   (build {:.2} ms)",
+                name,
+                n,
+                before.size(),
+                max_over_mean(&shares),
+                moved(|k| before.pick(k), |k| after.pick(k), gone),
+                ideal,
+                build.as_secs_f64() * 1e3
+            );
+        }
 
-        // The Maglev paper sizes the table at more than 100 × N; at N = 1 000 the default
-        // 65 537 is only 65 × N, so show larger primes too.
+        // The Maglev paper sizes the table at more than 100 × N; at N = 1 000 the former
+        // default 65 537 is only 65 × N, so show larger primes too.
         for size in [100_003u32, 1_000_003] {
             if n < 1000 {
                 break;

@@ -23,7 +23,13 @@
 //! Every table is built when the endpoint set or the health state changes, never on a request.
 //!
 //! The consistent-hashing structures are public ([`MaglevTable`], [`Ring`]) for programs that
-//! place keys themselves, and for measuring their quality.
+//! place keys themselves, and for measuring their quality; [`maglev::next_table_size`] gives
+//! the table size [`Policy::maglev`] would build.
+//!
+//! [`Policy::maglev`] sizes its table from the number of endpoints (at least 100 slots each, on
+//! a ladder of roughly doubling primes, with hysteresis). When the size steps, **the whole table
+//! is remapped** and nearly every key moves to another endpoint, not only `1 / N` of them; see
+//! the [`maglev`] module. [`Policy::maglev_with_table_size`] keeps one size, and so never does.
 
 pub(crate) mod alias;
 pub mod maglev;
@@ -39,7 +45,6 @@ pub use maglev::MaglevTable;
 pub use ring::Ring;
 use round_robin::Stripes;
 
-pub use maglev::DEFAULT_TABLE_SIZE as DEFAULT_MAGLEV_TABLE_SIZE;
 pub use ring::{DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_RING_SIZE};
 
 /// Parameters of the Peak EWMA load metric.
@@ -82,7 +87,8 @@ pub(crate) enum Kind {
     WeightedRoundRobin,
     WeightedRandom,
     Maglev {
-        table_size: u32,
+        /// `None`: sized from the number of endpoints ([`maglev::next_table_size`]).
+        table_size: Option<u32>,
     },
     RingHash {
         max_imbalance: f64,
@@ -143,16 +149,25 @@ impl Policy {
         Policy::new(Kind::WeightedRandom)
     }
 
-    /// Maglev consistent hashing with the default table size (65 537).
+    /// Maglev consistent hashing with a table sized from the number of endpoints `N`: the
+    /// smallest of [`maglev::TABLE_SIZES`] (primes from 1 031 to 16 777 259, roughly doubling)
+    /// with at least 100 × `N` slots, so the busiest endpoint stays within about 1% of the mean
+    /// at every `N` (up to 167 772 endpoints, beyond which the largest table is shared).
+    ///
+    /// The size follows `N` with hysteresis: it grows as soon as `N` needs the next step and
+    /// shrinks only once the step two below would suffice ([`maglev::next_table_size`]). **A
+    /// change of size remaps the whole table**: nearly every key moves, not only the `1 / N` of
+    /// an ordinary endpoint change. Use [`maglev_with_table_size`](Self::maglev_with_table_size)
+    /// for a size, and a placement, that never depends on `N`.
     pub fn maglev() -> Self {
-        Policy::new(Kind::Maglev {
-            table_size: maglev::DEFAULT_TABLE_SIZE,
-        })
+        Policy::new(Kind::Maglev { table_size: None })
     }
 
-    /// Maglev consistent hashing with a table of `table_size` entries, which must be a prime
-    /// (so every endpoint's preference list covers the table). Use a size well above 100 × the
-    /// number of endpoints for an even spread.
+    /// Maglev consistent hashing with a fixed table of `table_size` entries, which must be a
+    /// prime (so every endpoint's preference list covers the table). The size never changes, so
+    /// no change of `N` remaps the whole table; use a size well above 100 × the largest number
+    /// of endpoints for an even spread (65 537, [`maglev::PAPER_TABLE_SIZE`], was the default
+    /// before the table was sized from `N`).
     pub fn maglev_with_table_size(table_size: u32) -> Result<Self, ConfigError> {
         if !maglev::is_prime(table_size) {
             return Err(ConfigError::new(
@@ -160,7 +175,9 @@ impl Policy {
                 "must be a prime number",
             ));
         }
-        Ok(Policy::new(Kind::Maglev { table_size }))
+        Ok(Policy::new(Kind::Maglev {
+            table_size: Some(table_size),
+        }))
     }
 
     /// Ring hash sized so that the busiest endpoint owns at most 10% more keys than the mean.
@@ -254,8 +271,13 @@ impl fmt::Debug for Policy {
             Kind::P2c(Load::PeakEwma(parameters)) => {
                 debug.field("peak_ewma", parameters);
             }
-            Kind::Maglev { table_size } => {
-                debug.field("table_size", table_size);
+            Kind::Maglev {
+                table_size: Some(size),
+            } => {
+                debug.field("table_size", size);
+            }
+            Kind::Maglev { table_size: None } => {
+                debug.field("table_size", &"sized from the endpoints");
             }
             Kind::RingHash {
                 max_imbalance,
@@ -317,8 +339,13 @@ pub(crate) enum PolicyTable {
 
 impl PolicyTable {
     /// Builds the table for `policy` over `candidates` (all with weight above zero).
-    /// `None` when there is no candidate.
-    pub(crate) fn build(policy: &Policy, candidates: &[CandidateInfo<'_>]) -> Option<Self> {
+    /// `previous_maglev_size` is the size of the Maglev table this one replaces, for the
+    /// hysteresis of the sized default. `None` when there is no candidate.
+    pub(crate) fn build(
+        policy: &Policy,
+        candidates: &[CandidateInfo<'_>],
+        previous_maglev_size: Option<u32>,
+    ) -> Option<Self> {
         if candidates.is_empty() {
             return None;
         }
@@ -350,7 +377,9 @@ impl PolicyTable {
             },
             Kind::Maglev { table_size } => {
                 let keys: Vec<&[u8]> = candidates.iter().map(|c| c.hash_key).collect();
-                PolicyTable::Maglev(MaglevTable::new(&keys, &weights, table_size)?)
+                let size = table_size
+                    .unwrap_or_else(|| maglev::next_table_size(len, previous_maglev_size));
+                PolicyTable::Maglev(MaglevTable::new(&keys, &weights, size)?)
             }
             Kind::RingHash {
                 max_imbalance,
@@ -362,6 +391,14 @@ impl PolicyTable {
                 PolicyTable::Ring(Ring::new(&keys, &weights, points)?)
             }
         })
+    }
+
+    /// The number of slots of a Maglev table; `None` for the other policies.
+    pub(crate) fn maglev_size(&self) -> Option<u32> {
+        match self {
+            PolicyTable::Maglev(table) => u32::try_from(table.size()).ok(),
+            _ => None,
+        }
     }
 
     /// Picks a candidate position. `key` is the request's hash (hashing policies use a random
@@ -545,7 +582,8 @@ mod tests {
 
     #[test]
     fn p2c_prefers_the_less_loaded() {
-        let table = PolicyTable::build(&Policy::p2c_least_pending(), &candidates(&[1, 1])).unwrap();
+        let table =
+            PolicyTable::build(&Policy::p2c_least_pending(), &candidates(&[1, 1]), None).unwrap();
         let mut rng = fastrand::Rng::with_seed(1);
         let stripes = Stripes::new(1);
         for _ in 0..100 {
@@ -562,7 +600,7 @@ mod tests {
             .unwrap()
             .with_bounded_load(0.25)
             .unwrap();
-        let table = PolicyTable::build(&policy, &candidates(&[1, 1, 1])).unwrap();
+        let table = PolicyTable::build(&policy, &candidates(&[1, 1, 1]), None).unwrap();
         let mut rng = fastrand::Rng::with_seed(1);
         let stripes = Stripes::new(1);
         for key in 0..200u64 {

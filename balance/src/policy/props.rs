@@ -60,7 +60,7 @@ proptest! {
         let stripes = Stripes::new(seed);
         let candidates: Vec<CandidateInfo<'_>> =
             (0..len).map(|_| CandidateInfo { weight: 100, hash_key: b"" }).collect();
-        let table = PolicyTable::build(&Policy::round_robin(), &candidates).unwrap();
+        let table = PolicyTable::build(&Policy::round_robin(), &candidates, None).unwrap();
         let mut rng = fastrand::Rng::with_seed(seed);
         // Any window of `len` consecutive picks on one thread is a permutation.
         let picks: Vec<usize> = (0..len * 3)
@@ -97,7 +97,7 @@ proptest! {
             .map(|&weight| CandidateInfo { weight, hash_key: b"" })
             .collect();
         let positive: Vec<u32> = weights.iter().copied().filter(|&w| w > 0).collect();
-        let table = PolicyTable::build(&Policy::weighted_round_robin(), &candidates).unwrap();
+        let table = PolicyTable::build(&Policy::weighted_round_robin(), &candidates, None).unwrap();
         let stripes = Stripes::new(seed);
         let mut rng = fastrand::Rng::with_seed(seed);
         let cycle: u32 = positive.iter().map(|w| w / divisor).sum();

@@ -1,5 +1,5 @@
-//! Integration tests of waypost-balance: placement golden vectors, health, the HTTP service,
-//! metrics and stale reports.
+//! Integration tests of waypost-balance: placement golden vectors, Maglev table sizing, health,
+//! the HTTP service, metrics and stale reports.
 //!
 //! One binary for the whole suite: each file below is a module, so the suite links once
 //! instead of once per file (less disk, less link time).
@@ -7,5 +7,6 @@
 mod golden;
 mod health;
 mod http;
+mod maglev_size;
 mod metrics;
 mod stale_reports;

@@ -154,15 +154,22 @@ fn pick(c: &mut Criterion) {
 fn maglev_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("maglev_build");
     group.sample_size(20);
-    for n in [100, 1000] {
+    for n in [100, 1000, 10_000] {
         let keys: Vec<Vec<u8>> = addresses(n)
             .iter()
             .map(|a| a.to_string().into_bytes())
             .collect();
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let weights = vec![1; n];
-        group.bench_with_input(BenchmarkId::new("M=65537", n), &n, |b, _| {
-            b.iter(|| waypost_balance::policy::MaglevTable::new(&keys, &weights, 65_537))
+        if n <= 1000 {
+            group.bench_with_input(BenchmarkId::new("M=65537", n), &n, |b, _| {
+                b.iter(|| waypost_balance::policy::MaglevTable::new(&keys, &weights, 65_537))
+            });
+        }
+        // The default policy's size for N: 16 411 at 100, 131 101 at 1000, 1 048 583 at 10000.
+        let size = waypost_balance::policy::maglev::table_size_for(n);
+        group.bench_with_input(BenchmarkId::new("sized", n), &n, |b, _| {
+            b.iter(|| waypost_balance::policy::MaglevTable::new(&keys, &weights, size))
         });
     }
     group.finish();
