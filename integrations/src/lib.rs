@@ -49,6 +49,8 @@
 mod builder;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod connect;
+#[cfg(any(feature = "tonic", feature = "hyper"))]
+mod endpoint_error;
 mod error;
 #[cfg(feature = "tonic")]
 mod grpc_timeout;
