@@ -474,7 +474,8 @@ impl Builder {
     /// `http_body_util::StreamBody`, a proxied `hyper::body::Incoming`). A request that never
     /// left the client still goes to another endpoint (hyper hands it back); one that may have
     /// been sent is never sent again, even with
-    /// [`retry_idempotent`](Builder::retry_idempotent).
+    /// [`retry_idempotent`](Builder::retry_idempotent). The body must be `Unpin`; box one that
+    /// is not (`Pin<Box<B>>` is a body too).
     #[cfg(feature = "hyper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn streaming_http_client<B>(&self) -> Result<crate::hyper::HttpClient<B>, Error>

@@ -683,3 +683,177 @@ where
         Box::pin(async move { client.request(request).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Frame;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A body that counts its copies.
+    struct Counted {
+        inner: Full<Bytes>,
+        clones: Arc<AtomicUsize>,
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, Ordering::SeqCst);
+            Counted {
+                inner: self.inner.clone(),
+                clones: Arc::clone(&self.clones),
+            }
+        }
+    }
+
+    impl Body for Counted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.inner).poll_frame(cx)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.inner.size_hint()
+        }
+    }
+
+    /// A body that is not `Clone`, with its text.
+    struct Once(Full<Bytes>);
+
+    impl Body for Once {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+    }
+
+    /// A loopback HTTP/1 and HTTP/2 server answering "ok".
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(|request: http::Request<Incoming>| async move {
+                            request.into_body().collect().await?;
+                            Ok::<_, hyper::Error>(http::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        });
+                    let mut http1 = hyper::server::conn::http1::Builder::new();
+                    let mut peek = [0u8; 3];
+                    // HTTP/2's preface starts with "PRI".
+                    let h2 = matches!(stream.peek(&mut peek).await, Ok(3) if &peek == b"PRI");
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                    } else {
+                        let _ = http1.keep_alive(true).serve_connection(io, service).await;
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    fn connector() -> Connector {
+        Connector {
+            timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsent_request_comes_back_whole_with_a_body_that_is_not_clone() {
+        // Nothing listens there once the listener is dropped: the connection is refused.
+        let refusing = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for http2 in [false, true] {
+            let mut endpoint = HyperEndpoint::new(connector(), refusing, http2);
+            let request = http::Request::post("/orders")
+                .header("x-order", "42")
+                .body(Once(Full::new(Bytes::from_static(b"the order"))))
+                .unwrap();
+            let Err(error) = endpoint.call(request).await else {
+                panic!("nothing listens at {refusing}");
+            };
+            assert!(matches!(error, EndpointError::Unsent { .. }), "{error:?}");
+            assert!(error.is_not_processed());
+            let back = error.take_request().expect("the request is handed back");
+            assert_eq!(back.method(), http::Method::POST);
+            assert_eq!(back.headers()["x-order"], "42");
+            let body = back.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "the order", "the body was not consumed");
+        }
+    }
+
+    /// Sends one request with a counted body through a client over `address`; the copies made.
+    async fn copies(
+        address: SocketAddr,
+        method: http::Method,
+        retries: bool,
+        http2: bool,
+    ) -> usize {
+        let mut builder = crate::Builder::new(&format!("static:///{address}"))
+            .unwrap()
+            .http2_only(http2);
+        if retries {
+            builder = builder.retry_idempotent(RetryBudget::default());
+        }
+        let client: HttpClient<Counted> = builder.http_client().unwrap();
+        let clones = Arc::new(AtomicUsize::new(0));
+        let request = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .body(Counted {
+                inner: Full::new(Bytes::from_static(b"body")),
+                clones: Arc::clone(&clones),
+            })
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        clones.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_retried_is_not_copied() {
+        let address = server().await;
+        use http::Method;
+        // HTTP/1: a copy only for an idempotent request with a retry budget.
+        assert_eq!(copies(address, Method::GET, false, false).await, 0);
+        assert_eq!(copies(address, Method::POST, false, false).await, 0);
+        assert_eq!(copies(address, Method::POST, true, false).await, 0);
+        assert_eq!(copies(address, Method::GET, true, false).await, 1);
+        // HTTP/2: one copy kept for a stream a server refuses after it opened.
+        assert_eq!(copies(address, Method::POST, false, true).await, 1);
+        assert_eq!(copies(address, Method::GET, true, true).await, 1);
+    }
+}
