@@ -26,8 +26,8 @@
 //! Bodies that are not `Clone` (a streaming `StreamBody`, a proxied `hyper::body::Incoming`)
 //! go through a client made by
 //! [`streaming_http_client`](crate::Builder::streaming_http_client): they get the resends of
-//! requests that never left the client, and are never sent twice otherwise. Over HTTP/1, and for
-//! requests that cannot be retried, nothing is copied.
+//! requests that never left the client, and are never sent twice otherwise. Over HTTP/1, a
+//! request that cannot be retried is sent without any copy.
 //!
 //! A runnable example: two hyper servers on loopback, and a GET through the balanced client.
 //!
@@ -236,7 +236,9 @@ where
         loop {
             let (mut sender, reused) = match Self::idle_http1(parked) {
                 Some(sender) => (sender, true),
-                None => match self.connect_http1().await {
+                // Boxed: the connect future (TCP, TLS) would otherwise make every request's
+                // future that much larger, and it is rarely needed.
+                None => match Box::pin(self.connect_http1()).await {
                     Ok(sender) => (sender, false),
                     Err(error) => return Err(EndpointError::unsent(request, error)),
                 },
@@ -278,17 +280,20 @@ where
         }
     }
 
-    /// The HTTP/2 connection, made when there is none (or it closed).
-    async fn http2_sender(
+    /// The HTTP/2 connection, when there is one and it is open.
+    fn open_http2(shared: &Mutex<Option<http2::SendRequest<B>>>) -> Option<http2::SendRequest<B>> {
+        let current = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
+    /// A new HTTP/2 connection, shared from now on; or the one another request made meanwhile.
+    async fn connect_http2(
         &self,
         shared: &Mutex<Option<http2::SendRequest<B>>>,
     ) -> Result<(http2::SendRequest<B>, bool), Error> {
-        {
-            let current = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(sender) = current.as_ref().filter(|sender| !sender.is_closed()) {
-                return Ok((sender.clone(), true));
-            }
-        }
         let io = self.connect().await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -323,9 +328,13 @@ where
             return Err(EndpointError::Failed(error));
         }
         loop {
-            let (mut sender, reused) = match self.http2_sender(shared).await {
-                Ok(sender) => sender,
-                Err(error) => return Err(EndpointError::unsent(request, error)),
+            let (mut sender, reused) = match Self::open_http2(shared) {
+                Some(sender) => (sender, true),
+                // Boxed, as for HTTP/1: the connect future is large and rarely needed.
+                None => match Box::pin(self.connect_http2(shared)).await {
+                    Ok(sender) => sender,
+                    Err(error) => return Err(EndpointError::unsent(request, error)),
+                },
             };
             let failed = match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
