@@ -453,12 +453,47 @@ impl Builder {
         ))
     }
 
-    /// A hyper HTTP client over the target, for request bodies of type `B`.
+    /// A hyper HTTP client over the target, for request bodies of type `B` that can be replayed
+    /// (`Clone`: `Full<Bytes>`, `Empty<Bytes>`, `String`, ...). Idempotent requests are
+    /// retried under [`retry_idempotent`](Builder::retry_idempotent); see
+    /// [`HttpClient`](crate::hyper::HttpClient) for when a request is sent again, and
+    /// [`streaming_http_client`](Builder::streaming_http_client) for bodies that are not
+    /// `Clone`.
     #[cfg(feature = "hyper")]
     #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn http_client<B>(&self) -> Result<crate::hyper::HttpClient<B>, Error>
     where
-        B: hyper::body::Body + Clone + Send + Sync + Unpin + 'static,
+        B: hyper::body::Body + Clone + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        self.build_http_client(Some(B::clone))
+    }
+
+    /// A hyper HTTP client over the target for any request body, `Clone` or not (a streaming
+    /// `http_body_util::StreamBody`, a proxied `hyper::body::Incoming`). A request that never
+    /// left the client still goes to another endpoint (hyper hands it back); one that may have
+    /// been sent is never sent again, even with
+    /// [`retry_idempotent`](Builder::retry_idempotent). The body must be `Unpin`; box one that
+    /// is not (`Pin<Box<B>>` is a body too).
+    #[cfg(feature = "hyper")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+    pub fn streaming_http_client<B>(&self) -> Result<crate::hyper::HttpClient<B>, Error>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        self.build_http_client(None)
+    }
+
+    #[cfg(feature = "hyper")]
+    fn build_http_client<B>(
+        &self,
+        replay: Option<crate::hyper::Replay<B>>,
+    ) -> Result<crate::hyper::HttpClient<B>, Error>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<crate::BoxError>,
     {
@@ -471,18 +506,23 @@ impl Builder {
             &[b"http/1.1"]
         };
         let connector = self.connector(alpn)?;
-        let tls = connector.is_tls();
-        let pool = crate::hyper::pool::<B>(connector, self.http2_only);
+        let http2_only = self.http2_only;
         let endpoints = self.endpoints()?;
         let balance = Balance::builder(endpoints)
             .config(config)
             .hash_key(self.key.clone())
             .classify(HyperClassify)
             .build(move |endpoint: &waypost_discovery::Endpoint| {
-                HyperEndpoint::new(pool.clone(), endpoint.address(), tls)
+                HyperEndpoint::new(connector.clone(), endpoint.address(), http2_only)
             })
             .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;
         let retries = self.retry.map(crate::retry::Retries::new).transpose()?;
-        Ok(HttpClient::new(balance, self.timeout, retries))
+        Ok(HttpClient::new(
+            balance,
+            self.timeout,
+            retries,
+            replay,
+            http2_only,
+        ))
     }
 }

@@ -1,21 +1,33 @@
 //! A hyper HTTP client that balances each request across a target's endpoints.
 //!
-//! [`HttpClient`] sends each request to the endpoint the balancer picks, over hyper-util's
-//! pooled client (HTTP/1 keep-alive pooling, or HTTP/2 with
-//! [`http2_only`](crate::Builder::http2_only)). The request's URI only needs a path (and query):
-//! the scheme and authority are set to the chosen endpoint's address; a `Host` header the caller
-//! set is kept.
+//! [`HttpClient`] sends each request to the endpoint the balancer picks, over hyper's
+//! connections to that endpoint (HTTP/1 keep-alive connections, pooled per endpoint, or one
+//! HTTP/2 connection per endpoint with [`http2_only`](crate::Builder::http2_only)). The
+//! request's URI only needs a path (and query): the request goes to the chosen endpoint's
+//! address; a `Host` header the caller set is kept (HTTP/1 sends the endpoint's address
+//! otherwise).
 //!
-//! - A request that could not reach an endpoint (connection refused or timed out, or refused
-//!   unprocessed by a server's GOAWAY) is sent to another endpoint, up to three sends in all
-//!   (the retry budget's `max_attempts` for idempotent requests with a budget).
+//! When a request is sent again:
+//!
+//! - A request that never left the client (the connection could not be made, or it closed
+//!   before the request was written) is sent to another endpoint, up to three sends in all (the
+//!   retry budget's `max_attempts` for idempotent requests with a budget and a replayable body).
+//!   hyper hands such a request back unsent, so this needs no copy and works for any body.
 //! - With [`retry_idempotent`](crate::Builder::retry_idempotent), requests with an idempotent
 //!   method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) that failed after they may have been sent,
-//!   or were answered 503, are sent again within a retry budget (tower's `TpsBudget`).
-//! - The timeout covers waiting for an endpoint, retries and the response head.
+//!   or were answered 503, are sent again within a retry budget (tower's `TpsBudget`), when
+//!   their body can be replayed: a client made by [`http_client`](crate::Builder::http_client)
+//!   (bodies that are `Clone`) keeps one copy of such a request while it is in flight.
+//! - Over HTTP/2, a request the server refused unprocessed after its stream opened (a GOAWAY's
+//!   last stream id below it, or `REFUSED_STREAM`) was consumed by hyper; it is sent to another
+//!   endpoint from the copy a client with `Clone` bodies keeps over HTTP/2, and fails otherwise.
+//! - The timeout covers waiting for an endpoint, resends and the response head.
 //!
-//! Bodies must be `Clone` (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...), so that a request can
-//! be sent again.
+//! Bodies that are not `Clone` (a streaming `StreamBody`, a proxied `hyper::body::Incoming`)
+//! go through a client made by
+//! [`streaming_http_client`](crate::Builder::streaming_http_client): they get the resends of
+//! requests that never left the client, and are never sent twice otherwise. Over HTTP/1, a
+//! request that cannot be retried is sent without any copy.
 //!
 //! A runnable example: two hyper servers on loopback, and a GET through the balanced client.
 //!
@@ -54,237 +66,418 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::{Service, ServiceExt};
 use waypost_balance::{Balance, Classify, HttpStatus, Outcome};
 use waypost_discovery::Endpoints;
 
-use crate::connect::{Connector, Stream};
+use crate::builder::UNSENT_ATTEMPTS;
+use crate::connect::Connector;
+use crate::endpoint_error::EndpointError;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::key::RequestKey;
+use crate::retry::{Plan, Retries, Sent};
 
-use crate::retry::Retries;
 pub use crate::retry::RetryBudget;
 
-/// A connection made by [`Connector`], for hyper-util's pool.
-pub(crate) struct PooledStream {
-    inner: Box<dyn Stream>,
-    h2: bool,
-}
+/// How long an HTTP/1 connection may stay idle in an endpoint's pool and still be reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-impl tokio::io::AsyncRead for PooledStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for PooledStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl Connection for PooledStream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
-
-/// hyper-util's connector: our TCP and TLS connector, addressed by the URI's authority (always
-/// an endpoint address here).
-#[derive(Clone)]
-pub(crate) struct PoolConnector {
-    connector: Connector,
-    http2_only: bool,
-}
-
-impl Service<http::Uri> for PoolConnector {
-    type Response = TokioIo<PooledStream>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connector = self.connector.clone();
-        let h2 = self.http2_only;
-        Box::pin(async move {
-            let address: SocketAddr = uri
-                .authority()
-                .and_then(|authority| authority.as_str().parse().ok())
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Transport,
-                        format!("`{uri}` has no endpoint address"),
-                    )
-                })?;
-            let inner = connector.connect(address).await?;
-            Ok(TokioIo::new(PooledStream { inner, h2 }))
-        })
-    }
-}
-
-/// The per-endpoint service: the shared pooled client, aimed at one endpoint.
+/// The per-endpoint service: connections to one endpoint, shared by the client's clones.
 pub(crate) struct HyperEndpoint<B> {
-    client: Client<PoolConnector, B>,
-    origin: Arc<(http::uri::Scheme, http::uri::Authority)>,
-    address: SocketAddr,
+    pool: Arc<EndpointPool<B>>,
 }
 
 impl<B> Clone for HyperEndpoint<B> {
     fn clone(&self) -> Self {
         HyperEndpoint {
-            client: self.client.clone(),
-            origin: Arc::clone(&self.origin),
-            address: self.address,
+            pool: Arc::clone(&self.pool),
         }
     }
 }
 
-impl<B> HyperEndpoint<B> {
-    pub(crate) fn new(client: Client<PoolConnector, B>, address: SocketAddr, tls: bool) -> Self {
-        let scheme = if tls {
+/// One endpoint's connections.
+struct EndpointPool<B> {
+    connector: Connector,
+    address: SocketAddr,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The `Host` header HTTP/1 requests without one get: the endpoint's address.
+    host: http::HeaderValue,
+    connections: Connections<B>,
+}
+
+enum Connections<B> {
+    /// Connections made, each either busy (its response still being read) or idle; a request
+    /// takes an idle one, else makes a new one.
+    Http1(Mutex<Vec<Parked<B>>>),
+    /// The one multiplexed connection, once made.
+    Http2(Mutex<Option<http2::SendRequest<B>>>),
+}
+
+/// An HTTP/1 connection back in the pool, and since when.
+struct Parked<B> {
+    sender: http1::SendRequest<B>,
+    since: Instant,
+}
+
+impl<B> HyperEndpoint<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(connector: Connector, address: SocketAddr, http2_only: bool) -> Self {
+        let scheme = if connector.is_tls() {
             http::uri::Scheme::HTTPS
         } else {
             http::uri::Scheme::HTTP
         };
-        let authority = address
-            .to_string()
-            .parse()
-            .expect("a socket address is a valid authority");
+        let text = address.to_string();
+        let authority = text.parse().expect("a socket address is a valid authority");
+        let host = http::HeaderValue::try_from(text).expect("a socket address is a valid header");
+        let connections = if http2_only {
+            Connections::Http2(Mutex::new(None))
+        } else {
+            Connections::Http1(Mutex::new(Vec::new()))
+        };
         HyperEndpoint {
-            client,
-            origin: Arc::new((scheme, authority)),
-            address,
+            pool: Arc::new(EndpointPool {
+                connector,
+                address,
+                scheme,
+                authority,
+                host,
+                connections,
+            }),
         }
     }
 }
 
-pub(crate) fn pool<B>(connector: Connector, http2_only: bool) -> Client<PoolConnector, B>
+/// The error of a request that never left the client: the connection closed first.
+fn closed_before_sent(address: SocketAddr, source: hyper::Error) -> Error {
+    Error::new(
+        ErrorKind::Unreachable,
+        "the connection closed before the request was sent",
+    )
+    .with_endpoint(address)
+    .with_source(source)
+}
+
+impl<B> EndpointPool<B>
 where
-    B: Body + Send + 'static + Unpin,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    Client::builder(TokioExecutor::new())
-        .http2_only(http2_only)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(PoolConnector {
-            connector,
-            http2_only,
-        })
+    async fn connect(&self) -> Result<TokioIo<Box<dyn crate::connect::Stream>>, Error> {
+        Ok(TokioIo::new(self.connector.connect(self.address).await?))
+    }
+
+    fn handshake_failed(&self, source: hyper::Error) -> Error {
+        Error::new(ErrorKind::Unreachable, "the HTTP handshake failed")
+            .with_endpoint(self.address)
+            .with_source(source)
+    }
+
+    /// An idle HTTP/1 connection; closed and long idle ones are dropped on the way.
+    fn idle_http1(parked: &Mutex<Vec<Parked<B>>>) -> Option<http1::SendRequest<B>> {
+        let mut parked = parked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now = None;
+        let mut index = parked.len();
+        while index > 0 {
+            index -= 1;
+            let connection = &parked[index];
+            if connection.sender.is_closed() {
+                parked.swap_remove(index);
+            } else if connection.sender.is_ready() {
+                let now = *now.get_or_insert_with(Instant::now);
+                let connection = parked.swap_remove(index);
+                if now.saturating_duration_since(connection.since) <= IDLE_TIMEOUT {
+                    return Some(connection.sender);
+                }
+            }
+        }
+        None
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<B>, Error> {
+        let io = self.connect().await?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|error| self.handshake_failed(error))?;
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(target: "waypost::hyper", %address, %error, "HTTP/1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_http1(
+        &self,
+        parked: &Mutex<Vec<Parked<B>>>,
+        mut request: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, EndpointError<http::Request<B>>> {
+        if let Err(error) = origin_form(&mut request, self.address) {
+            return Err(EndpointError::Failed(error));
+        }
+        request
+            .headers_mut()
+            .entry(http::header::HOST)
+            .or_insert_with(|| self.host.clone());
+        loop {
+            let (mut sender, reused) = match Self::idle_http1(parked) {
+                Some(sender) => (sender, true),
+                // Boxed: the connect future (TCP, TLS) would otherwise make every request's
+                // future that much larger, and it is rarely needed.
+                None => match Box::pin(self.connect_http1()).await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err(EndpointError::unsent(request, error)),
+                },
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    // Busy until the response body has been read; the next request that finds
+                    // it ready takes it.
+                    if !sender.is_closed() {
+                        parked
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(Parked {
+                                sender,
+                                since: Instant::now(),
+                            });
+                    }
+                    return Ok(response);
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // An idle connection the server had closed: the same request on another
+                    // connection to this endpoint.
+                    Some(unsent) if reused => request = unsent,
+                    Some(unsent) => {
+                        return Err(EndpointError::unsent(
+                            unsent,
+                            closed_before_sent(self.address, failed.into_error()),
+                        ));
+                    }
+                    None => {
+                        return Err(EndpointError::Failed(
+                            Error::new(ErrorKind::Transport, "the request failed")
+                                .with_endpoint(self.address)
+                                .with_source(failed.into_error()),
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    /// The HTTP/2 connection, when there is one and it is open.
+    fn open_http2(shared: &Mutex<Option<http2::SendRequest<B>>>) -> Option<http2::SendRequest<B>> {
+        let current = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
+    /// A new HTTP/2 connection, shared from now on; or the one another request made meanwhile.
+    async fn connect_http2(
+        &self,
+        shared: &Mutex<Option<http2::SendRequest<B>>>,
+    ) -> Result<(http2::SendRequest<B>, bool), Error> {
+        let io = self.connect().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|error| self.handshake_failed(error))?;
+        let address = self.address;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(target: "waypost::hyper", %address, %error, "HTTP/2 connection ended");
+            }
+        });
+        let mut current = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        match current.as_ref().filter(|sender| !sender.is_closed()) {
+            // Another request made one meanwhile: share it, and let this one close.
+            Some(theirs) => Ok((theirs.clone(), true)),
+            None => {
+                *current = Some(sender.clone());
+                Ok((sender, false))
+            }
+        }
+    }
+
+    async fn send_http2(
+        &self,
+        shared: &Mutex<Option<http2::SendRequest<B>>>,
+        mut request: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, EndpointError<http::Request<B>>> {
+        if let Err(error) =
+            crate::connect::aim(&mut request, &self.scheme, &self.authority, self.address)
+        {
+            return Err(EndpointError::Failed(error));
+        }
+        loop {
+            let (mut sender, reused) = match Self::open_http2(shared) {
+                Some(sender) => (sender, true),
+                // Boxed, as for HTTP/1: the connect future is large and rarely needed.
+                None => match Box::pin(self.connect_http2(shared)).await {
+                    Ok(sender) => sender,
+                    Err(error) => return Err(EndpointError::unsent(request, error)),
+                },
+            };
+            let failed = match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            };
+            let mut failed = failed;
+            match failed.take_message() {
+                // The shared connection had closed: the same request on a new one.
+                Some(unsent) if reused => request = unsent,
+                Some(unsent) => {
+                    return Err(EndpointError::unsent(
+                        unsent,
+                        closed_before_sent(self.address, failed.into_error()),
+                    ));
+                }
+                None => {
+                    let error = failed.into_error();
+                    return Err(if crate::connect::refused_by_server(&error) {
+                        EndpointError::Refused(
+                            Error::new(
+                                ErrorKind::Unreachable,
+                                "the server refused the request before processing it (GOAWAY)",
+                            )
+                            .with_endpoint(self.address)
+                            .with_source(error),
+                        )
+                    } else {
+                        EndpointError::Failed(
+                            Error::new(ErrorKind::Transport, "the request failed")
+                                .with_endpoint(self.address)
+                                .with_source(error),
+                        )
+                    });
+                }
+            }
+        }
+    }
 }
+
+/// HTTP/1 sends the path and query only (`/` when there is none).
+fn origin_form<B>(request: &mut http::Request<B>, endpoint: SocketAddr) -> Result<(), Error> {
+    let uri = request.uri();
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return Ok(());
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path);
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|error| {
+        Error::new(ErrorKind::Transport, "the request URI is invalid")
+            .with_endpoint(endpoint)
+            .with_source(error)
+    })?;
+    Ok(())
+}
+
+type EndpointFuture<B> = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<Incoming>, EndpointError<http::Request<B>>>>
+            + Send,
+    >,
+>;
 
 impl<B> Service<http::Request<B>> for HyperEndpoint<B>
 where
-    B: Body + Send + 'static + Unpin,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     type Response = http::Response<Incoming>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+    type Error = EndpointError<http::Request<B>>;
+    type Future = EndpointFuture<B>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let address = self.address;
-        if let Err(error) =
-            crate::connect::aim(&mut request, &self.origin.0, &self.origin.1, address)
-        {
-            return Box::pin(std::future::ready(Err(error)));
-        }
-        let response = self.client.request(request);
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let pool = Arc::clone(&self.pool);
         Box::pin(async move {
-            response.await.map_err(|error| {
-                let (kind, message) = if error.is_connect() {
-                    (ErrorKind::Unreachable, "could not connect")
-                } else if crate::connect::refused_by_server(&error) {
-                    (
-                        ErrorKind::Unreachable,
-                        "the server refused the request before processing it (GOAWAY)",
-                    )
-                } else {
-                    (ErrorKind::Transport, "the request failed")
-                };
-                Error::new(kind, message)
-                    .with_endpoint(address)
-                    .with_source(error)
-            })
+            match &pool.connections {
+                Connections::Http1(parked) => pool.send_http1(parked, request).await,
+                Connections::Http2(shared) => pool.send_http2(shared, request).await,
+            }
         })
     }
 }
 
-/// Connect failures make the endpoint unreachable; statuses as [`HttpStatus`].
+/// Requests that never left the client and connect failures make the endpoint unreachable;
+/// statuses as [`HttpStatus`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct HyperClassify;
 
-impl Classify<http::Response<Incoming>, Error> for HyperClassify {
+impl<B> Classify<http::Response<Incoming>, EndpointError<http::Request<B>>> for HyperClassify
+where
+    B: Send + 'static,
+{
     fn classify_response(&self, response: &http::Response<Incoming>) -> Outcome {
         Classify::<_, ()>::classify_response(&HttpStatus, response)
     }
 
-    fn classify_error(&self, error: &Error) -> Outcome {
-        if error.kind() == ErrorKind::Unreachable {
-            Outcome::Unreachable
-        } else {
-            Outcome::Failure
+    fn classify_error(&self, error: &EndpointError<http::Request<B>>) -> Outcome {
+        match error {
+            EndpointError::Unsent { .. } | EndpointError::Refused(_) => Outcome::Unreachable,
+            EndpointError::Failed(error) if error.kind() == ErrorKind::Unreachable => {
+                Outcome::Unreachable
+            }
+            EndpointError::Failed(_) => Outcome::Failure,
         }
     }
 }
 
 pub(crate) type ClientBalance<B> = Balance<HyperEndpoint<B>, RequestKey, HyperClassify>;
 
-/// A balanced HTTP client. Cheap to clone; clones share the balancer and the connection pool.
+/// Makes a copy of a body, for a client whose bodies can be replayed.
+pub(crate) type Replay<B> = fn(&B) -> B;
+
+/// A balanced HTTP client. Cheap to clone; clones share the balancer and the connections.
+///
+/// Which requests may be sent more than once:
+///
+/// - A request that never left the client (no connection could be made, or the connection
+///   closed before the request was written) goes to another endpoint, whatever its body: hyper
+///   hands it back, nothing is copied.
+/// - With [`retry_idempotent`](crate::Builder::retry_idempotent), an idempotent request that
+///   failed after it may have been sent, or was answered 503, is sent again only when its body
+///   can be replayed: the client was made by [`http_client`](crate::Builder::http_client), whose
+///   bodies are `Clone`, and a copy is kept while the request is in flight. A client made by
+///   [`streaming_http_client`](crate::Builder::streaming_http_client) accepts any body and
+///   never sends a request twice after it may have been sent.
+/// - Over HTTP/2, a request a server refused after its stream opened (GOAWAY, `REFUSED_STREAM`)
+///   is sent again from that copy; a client with `Clone` bodies keeps one over HTTP/2 for this.
+///
+/// Requests that cannot be retried, over HTTP/1, are sent without any copy.
 pub struct HttpClient<B> {
     balance: ClientBalance<B>,
     timeout: Option<Duration>,
     retry: Option<Retries>,
+    replay: Option<Replay<B>>,
+    http2: bool,
 }
 
 impl<B> Clone for HttpClient<B> {
@@ -293,6 +486,8 @@ impl<B> Clone for HttpClient<B> {
             balance: self.balance.clone(),
             timeout: self.timeout,
             retry: self.retry.clone(),
+            replay: self.replay,
+            http2: self.http2,
         }
     }
 }
@@ -306,11 +501,11 @@ impl<B> fmt::Debug for HttpClient<B> {
                 "retry_idempotent",
                 &self.retry.as_ref().map(|retries| retries.max_attempts),
             )
+            .field("replayable_bodies", &self.replay.is_some())
+            .field("http2_only", &self.http2)
             .finish()
     }
 }
-
-use crate::builder::UNSENT_ATTEMPTS;
 
 fn is_idempotent(method: &http::Method) -> bool {
     matches!(
@@ -326,7 +521,7 @@ fn is_idempotent(method: &http::Method) -> bool {
 
 impl<B> HttpClient<B>
 where
-    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -334,11 +529,15 @@ where
         balance: ClientBalance<B>,
         timeout: Option<Duration>,
         retry: Option<Retries>,
+        replay: Option<Replay<B>>,
+        http2: bool,
     ) -> Self {
         HttpClient {
             balance,
             timeout,
             retry,
+            replay,
+            http2,
         }
     }
 
@@ -362,15 +561,13 @@ where
         self.balance.in_flight()
     }
 
-    /// Sends `request` to the endpoint the balancer picks; see the [module docs](self) for
-    /// retries and the timeout.
+    /// Sends `request` to the endpoint the balancer picks; see the [type docs](HttpClient) for
+    /// when it is sent again, and the [module docs](self) for the timeout.
     pub async fn request(
         &self,
         request: http::Request<B>,
     ) -> Result<http::Response<Incoming>, Error> {
-        let balance = self.balance.clone();
-        let retry = self.retry.clone();
-        let send = send(balance, retry, request);
+        let send = self.send(request);
         match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
@@ -384,32 +581,37 @@ where
             None => send.await,
         }
     }
+
+    async fn send(&self, request: http::Request<B>) -> Result<http::Response<Incoming>, Error> {
+        let balance = &self.balance;
+        let sends = tower::service_fn(move |request: http::Request<B>| {
+            let balance = balance.clone();
+            async move { Ok::<_, std::convert::Infallible>(send_once(balance, request).await) }
+        });
+        let retries = self
+            .retry
+            .as_ref()
+            .filter(|_| is_idempotent(request.method()));
+        match self.replay {
+            // A copy is kept only when it can be used: for an idempotent retry, or for a stream
+            // an HTTP/2 server refuses after it opened.
+            Some(replay) if retries.is_some() || self.http2 => {
+                let plan = Plan::new(UNSENT_ATTEMPTS, retries.cloned());
+                let original = copy_request(&request, replay);
+                let copy = move || Some(copy_request(&original, replay));
+                crate::retry::run(sends, request, plan, copy).await
+            }
+            // Only requests hyper hands back unsent go again: no copy.
+            _ => {
+                let plan = Plan::new(UNSENT_ATTEMPTS, None);
+                crate::retry::run(sends, request, plan, || None).await
+            }
+        }
+    }
 }
 
-async fn send<B>(
-    balance: ClientBalance<B>,
-    retry: Option<Retries>,
-    request: http::Request<B>,
-) -> Result<http::Response<Incoming>, Error>
-where
-    B: Body + Clone + Send + Sync + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let retry = retry.filter(|_| is_idempotent(request.method()));
-    let plan = crate::retry::Plan::new(UNSENT_ATTEMPTS, retry);
-    // Bodies are `Clone`: every resend is a copy of the original request.
-    let original = copy_request(&request);
-    let copy = move || Some(copy_request(&original));
-    let send = tower::service_fn(move |request: http::Request<B>| {
-        let balance = balance.clone();
-        async move { Ok::<_, std::convert::Infallible>(send_once(balance, request).await) }
-    });
-    crate::retry::run(send, request, plan, copy).await
-}
-
-fn copy_request<B: Clone>(request: &http::Request<B>) -> http::Request<B> {
-    let mut copy = http::Request::new(request.body().clone());
+fn copy_request<B>(request: &http::Request<B>, replay: Replay<B>) -> http::Request<B> {
+    let mut copy = http::Request::new(replay(request.body()));
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();
@@ -422,35 +624,48 @@ fn copy_request<B: Clone>(request: &http::Request<B>) -> http::Request<B> {
 async fn send_once<B>(
     mut balance: ClientBalance<B>,
     request: http::Request<B>,
-) -> crate::retry::Sent<http::Request<B>, http::Response<Incoming>>
+) -> Sent<http::Request<B>, http::Response<Incoming>>
 where
-    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    use crate::retry::Sent;
     let result = match balance.ready().await {
         Ok(ready) => ready.call(request).await,
         Err(error) => Err(error),
     };
-    match result {
+    let error = match result {
         Ok(response) => {
             let refusing = response.status() == http::StatusCode::SERVICE_UNAVAILABLE;
-            Sent::Answer { response, refusing }
+            return Sent::Answer { response, refusing };
         }
-        Err(error) => {
-            let error = Error::from_balance(error);
-            if error.is_unavailable() {
-                Sent::Final(error)
-            } else if error.is_not_processed() {
-                Sent::NotProcessed {
-                    request: None,
-                    error,
-                }
+        Err(error) => error,
+    };
+    if !error.is_endpoint() {
+        return Sent::Final(Error::from_balance(error));
+    }
+    let target = error.target().to_owned();
+    let named = |error: Error| error.with_target(target.as_str());
+    let Some(source) = error.into_source() else {
+        return Sent::Failed(named(Error::new(
+            ErrorKind::Transport,
+            "the endpoint failed",
+        )));
+    };
+    match source.downcast::<EndpointError<http::Request<B>>>() {
+        Ok(failure) => {
+            let request = failure.take_request();
+            let not_processed = failure.is_not_processed();
+            let error = named(failure.into_error());
+            if not_processed {
+                Sent::NotProcessed { request, error }
             } else {
                 Sent::Failed(error)
             }
         }
+        Err(other) => Sent::Failed(named(
+            Error::new(ErrorKind::Transport, "the endpoint failed").with_source(other),
+        )),
     }
 }
 
@@ -460,7 +675,7 @@ pub type ResponseFuture =
 
 impl<B> Service<http::Request<B>> for HttpClient<B>
 where
-    B: Body + Clone + Send + Sync + Unpin + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -475,5 +690,179 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let client = self.clone();
         Box::pin(async move { client.request(request).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Frame;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A body that counts its copies.
+    struct Counted {
+        inner: Full<Bytes>,
+        clones: Arc<AtomicUsize>,
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, Ordering::SeqCst);
+            Counted {
+                inner: self.inner.clone(),
+                clones: Arc::clone(&self.clones),
+            }
+        }
+    }
+
+    impl Body for Counted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.inner).poll_frame(cx)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.inner.size_hint()
+        }
+    }
+
+    /// A body that is not `Clone`, with its text.
+    struct Once(Full<Bytes>);
+
+    impl Body for Once {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+    }
+
+    /// A loopback HTTP/1 and HTTP/2 server answering "ok".
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(|request: http::Request<Incoming>| async move {
+                            request.into_body().collect().await?;
+                            Ok::<_, hyper::Error>(http::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        });
+                    let mut http1 = hyper::server::conn::http1::Builder::new();
+                    let mut peek = [0u8; 3];
+                    // HTTP/2's preface starts with "PRI".
+                    let h2 = matches!(stream.peek(&mut peek).await, Ok(3) if &peek == b"PRI");
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                    } else {
+                        let _ = http1.keep_alive(true).serve_connection(io, service).await;
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    fn connector() -> Connector {
+        Connector {
+            timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsent_request_comes_back_whole_with_a_body_that_is_not_clone() {
+        // Nothing listens there once the listener is dropped: the connection is refused.
+        let refusing = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for http2 in [false, true] {
+            let mut endpoint = HyperEndpoint::new(connector(), refusing, http2);
+            let request = http::Request::post("/orders")
+                .header("x-order", "42")
+                .body(Once(Full::new(Bytes::from_static(b"the order"))))
+                .unwrap();
+            let Err(error) = endpoint.call(request).await else {
+                panic!("nothing listens at {refusing}");
+            };
+            assert!(matches!(error, EndpointError::Unsent { .. }), "{error:?}");
+            assert!(error.is_not_processed());
+            let back = error.take_request().expect("the request is handed back");
+            assert_eq!(back.method(), http::Method::POST);
+            assert_eq!(back.headers()["x-order"], "42");
+            let body = back.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "the order", "the body was not consumed");
+        }
+    }
+
+    /// Sends one request with a counted body through a client over `address`; the copies made.
+    async fn copies(
+        address: SocketAddr,
+        method: http::Method,
+        retries: bool,
+        http2: bool,
+    ) -> usize {
+        let mut builder = crate::Builder::new(&format!("static:///{address}"))
+            .unwrap()
+            .http2_only(http2);
+        if retries {
+            builder = builder.retry_idempotent(RetryBudget::default());
+        }
+        let client: HttpClient<Counted> = builder.http_client().unwrap();
+        let clones = Arc::new(AtomicUsize::new(0));
+        let request = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .body(Counted {
+                inner: Full::new(Bytes::from_static(b"body")),
+                clones: Arc::clone(&clones),
+            })
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        clones.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_retried_is_not_copied() {
+        let address = server().await;
+        use http::Method;
+        // HTTP/1: a copy only for an idempotent request with a retry budget.
+        assert_eq!(copies(address, Method::GET, false, false).await, 0);
+        assert_eq!(copies(address, Method::POST, false, false).await, 0);
+        assert_eq!(copies(address, Method::POST, true, false).await, 0);
+        assert_eq!(copies(address, Method::GET, true, false).await, 1);
+        // HTTP/2: one copy kept for a stream a server refuses after it opened.
+        assert_eq!(copies(address, Method::POST, false, true).await, 1);
+        assert_eq!(copies(address, Method::GET, true, true).await, 1);
     }
 }

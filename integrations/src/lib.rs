@@ -35,7 +35,7 @@
 //!
 //! - `dns` (default): `dns:///` targets through hickory-resolver (A/AAAA, SRV, TTL refresh).
 //! - `tonic` (default): [`tonic::Channel`].
-//! - `hyper` (default): [`hyper::HttpClient`] over hyper-util's pooled client.
+//! - `hyper` (default): [`hyper::HttpClient`] over hyper's connections, pooled per endpoint.
 //! - `kubernetes`: `kubernetes:///` targets through a watch of the Service's EndpointSlices
 //!   (kube; the application picks the k8s-openapi version feature, as with kube).
 //! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
@@ -49,6 +49,8 @@
 mod builder;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod connect;
+#[cfg(any(feature = "tonic", feature = "hyper"))]
+mod endpoint_error;
 mod error;
 #[cfg(feature = "tonic")]
 mod grpc_timeout;

@@ -1,11 +1,19 @@
 //! End to end: the waypost HTTP client against real hyper servers on loopback, discovery
 //! through the in-process DNS server or a static list.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 use waypost::balance::{BalanceConfig, OutlierDetection, Policy};
 use waypost::hyper::{HttpClient, RetryBudget};
 use waypost_tests::backend::{self, Backend};
@@ -251,4 +259,241 @@ async fn a_timeout_covers_the_wait_for_an_endpoint() {
         error.target(),
         Some("dns:///nothing.prod.svc.cluster.local.:8080")
     );
+}
+
+/// A loopback HTTP/1 and HTTP/2 server that answers each request with its body; counts the
+/// requests it read.
+struct Echo {
+    address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Echo {
+    async fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counted = Arc::clone(&counted);
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let counted = Arc::clone(&counted);
+                    async move {
+                        let body: hyper::body::Incoming = request.into_body();
+                        let bytes = body.collect().await?.to_bytes();
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, hyper::Error>(http::Response::new(Full::new(bytes)))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Echo {
+            address,
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback server that reads the start of each request and then closes the connection
+/// without answering: the request was sent and may have been processed. Counts the requests
+/// it read from.
+async fn breaking_server() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reads);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                if matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                // Dropping the stream closes the connection with the request unanswered.
+            });
+        }
+    });
+    (address, reads, task)
+}
+
+/// An address on loopback nothing listens on: connections to it are refused.
+async fn refusing_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A body that is not `Clone`: its chunks arrive through a channel, as a proxied or generated
+/// body's would.
+type Streaming =
+    StreamBody<Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>>;
+
+fn streaming(chunks: &[&'static str]) -> Streaming {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    for chunk in chunks {
+        sender
+            .send(Ok(Frame::data(Bytes::from_static(chunk.as_bytes()))))
+            .unwrap();
+    }
+    drop(sender);
+    StreamBody::new(Box::pin(futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx)
+    })))
+}
+
+async fn text(response: http::Response<hyper::body::Incoming>) -> String {
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_body_that_is_not_clone_gets_through() {
+    let echo = Echo::start().await;
+    for http2 in [false, true] {
+        let client: HttpClient<Streaming> =
+            waypost::Builder::new(&format!("static:///{}", echo.address))
+                .unwrap()
+                .http2_only(http2)
+                .streaming_http_client()
+                .unwrap();
+        for _ in 0..3 {
+            let request = http::Request::post("/upload")
+                .body(streaming(&[
+                    "first chunk, ",
+                    "second chunk, ",
+                    "last chunk",
+                ]))
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            assert!(response.status().is_success(), "http2={http2}");
+            assert_eq!(
+                text(response).await,
+                "first chunk, second chunk, last chunk",
+                "http2={http2}"
+            );
+        }
+    }
+    assert_eq!(echo.requests(), 6);
+}
+
+// One thread and round-robin: of two requests, one is picked for the refusing endpoint first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_refused_unsent_goes_to_another_endpoint_with_a_streaming_body() {
+    let echo = Echo::start().await;
+    let refusing = refusing_address().await;
+    for http2 in [false, true] {
+        let client: HttpClient<Streaming> =
+            waypost::Builder::new(&format!("static:///{refusing},{}", echo.address))
+                .unwrap()
+                .policy(Policy::round_robin())
+                .http2_only(http2)
+                .streaming_http_client()
+                .unwrap();
+        for n in 0..2 {
+            // POST: not idempotent, and the body cannot be replayed; only an unsent request may
+            // go again, and hyper hands it back.
+            let request = http::Request::post("/orders")
+                .body(streaming(&["order ", "number"]))
+                .unwrap();
+            let response = client
+                .request(request)
+                .await
+                .unwrap_or_else(|error| panic!("request {n}, http2={http2}: {error}"));
+            assert_eq!(text(response).await, "order number");
+        }
+    }
+    assert_eq!(echo.requests(), 4, "each request reached the server once");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn idempotent_retries_resend_a_replayable_body_after_a_broken_connection() {
+    let echo = Echo::start().await;
+    let (breaking, reads, _task) = breaking_server().await;
+    let client: HttpClient<Full<Bytes>> =
+        waypost::Builder::new(&format!("static:///{breaking},{}", echo.address))
+            .unwrap()
+            .policy(Policy::round_robin())
+            .retry_idempotent(RetryBudget::default())
+            .http_client()
+            .unwrap();
+    for n in 0..4 {
+        let request = http::Request::put("/item")
+            .body(Full::new(Bytes::from_static(b"the same item")))
+            .unwrap();
+        let response = client
+            .request(request)
+            .await
+            .unwrap_or_else(|error| panic!("request {n}: {error}"));
+        assert_eq!(text(response).await, "the same item");
+    }
+    assert!(
+        reads.load(Ordering::SeqCst) >= 1,
+        "the breaking server read a request first"
+    );
+    assert_eq!(echo.requests(), 4, "every request was answered there");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_that_cannot_be_replayed_is_never_sent_twice() {
+    let echo = Echo::start().await;
+    let (breaking, reads, _task) = breaking_server().await;
+    // Idempotent retries configured, an idempotent method: the body still cannot be replayed.
+    let client: HttpClient<Streaming> =
+        waypost::Builder::new(&format!("static:///{breaking},{}", echo.address))
+            .unwrap()
+            .policy(Policy::round_robin())
+            .retry_idempotent(RetryBudget::default())
+            .streaming_http_client()
+            .unwrap();
+    let (mut answered, mut failed) = (0, 0);
+    for _ in 0..4 {
+        let request = http::Request::put("/item")
+            .body(streaming(&["sent ", "once"]))
+            .unwrap();
+        match client.request(request).await {
+            Ok(response) => {
+                assert_eq!(text(response).await, "sent once");
+                answered += 1;
+            }
+            Err(error) => {
+                assert_eq!(error.kind(), waypost::ErrorKind::Transport, "{error}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        failed >= 1,
+        "round-robin sent at least one to the breaking server"
+    );
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        failed,
+        "each failure was one send"
+    );
+    assert_eq!(echo.requests(), answered, "no failed request went again");
+    assert_eq!(answered + failed, 4);
 }
