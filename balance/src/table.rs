@@ -40,11 +40,13 @@ pub(crate) struct Context {
 
 /// One endpoint as the request path sees it: its counters and its service.
 ///
-/// Not padded to a cache line of its own: a request writes its endpoint's counters and the
-/// `Arc`'s reference count beside them, so both share a line; two endpoints' counters share
-/// one only at an allocation boundary. Padding tripled the memory per endpoint and spread a
-/// pick over more cache lines.
+/// Aligned to a cache line, so that no two endpoints' slots (each behind its own `Arc`, whose
+/// reference count a request writes too) share one: without it, two threads calling different
+/// endpoints of a small set slowed each other down (least-pending calls on two threads over ten
+/// endpoints took 155 ns instead of 118). 64 bytes rather than 128 (`CachePadded` on x86-64):
+/// 128 doubled the memory per endpoint for no measured gain.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Slot<S> {
     pub(crate) state: EndpointState,
     pub(crate) service: S,

@@ -108,9 +108,36 @@ const OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
 const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
 
 /// A built Maglev lookup table over candidate positions `0..n`.
+///
+/// Entries are 16-bit while there are at most 65 536 candidates (half the memory, and half the
+/// cache a lookup into a large table misses), 32-bit beyond.
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
-    entries: Box<[u32]>,
+    entries: Entries,
+}
+
+#[derive(Debug, Clone)]
+enum Entries {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Entries {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Entries::Narrow(entries) => entries.len(),
+            Entries::Wide(entries) => entries.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, index: usize) -> usize {
+        match self {
+            Entries::Narrow(entries) => usize::from(entries[index]),
+            Entries::Wide(entries) => entries[index] as usize,
+        }
+    }
 }
 
 impl MaglevTable {
@@ -173,9 +200,13 @@ impl MaglevTable {
                 }
             }
         }
-        Some(MaglevTable {
-            entries: entries.into_boxed_slice(),
-        })
+        let entries = if n <= usize::from(u16::MAX) + 1 {
+            // Every entry holds a position below n, so it fits.
+            Entries::Narrow(entries.iter().map(|&entry| entry as u16).collect())
+        } else {
+            Entries::Wide(entries.into_boxed_slice())
+        };
+        Some(MaglevTable { entries })
     }
 
     /// The table size.
@@ -186,22 +217,22 @@ impl MaglevTable {
     /// The candidate position for a 64-bit key hash.
     #[inline]
     pub fn pick(&self, key: u64) -> usize {
-        self.entries[(key % self.entries.len() as u64) as usize] as usize
+        self.entries.get((key % self.entries.len() as u64) as usize)
     }
 
     /// The candidate `step` entries after the key's own, for walking on under bounded loads.
     #[inline]
     pub(crate) fn pick_after(&self, key: u64, step: u64) -> usize {
         let size = self.entries.len() as u64;
-        self.entries[((key % size + step) % size) as usize] as usize
+        self.entries.get(((key % size + step) % size) as usize)
     }
 
     /// How many entries each of `n` candidates owns: its share of the keys is its count over
     /// the table size.
     pub fn counts(&self, n: usize) -> Vec<u64> {
         let mut counts = vec![0u64; n];
-        for &entry in self.entries.iter() {
-            counts[entry as usize] += 1;
+        for index in 0..self.entries.len() {
+            counts[self.entries.get(index)] += 1;
         }
         counts
     }

@@ -5,20 +5,28 @@
 //! choose, read the load counters), without sending anything. A pingora pick is
 //! `LoadBalancer::select(key, 256)`. Times are per pick, per thread.
 //!
+//! `rebuild`: one endpoint leaves or joins (alternately) until the new table is visible to
+//! picks, against pingora's `LoadBalancer::update` with a discovery answering the two sets in
+//! turn. `maglev_build`: the Maglev table alone.
+//!
 //! ```text
 //! cargo bench --manifest-path benches/peers/Cargo.toml --bench pick
+//! cargo bench --manifest-path benches/peers/Cargo.toml --bench pick -- rebuild
 //! ```
 
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use waypost_balance::{Balance, BalanceConfig, Policy};
 use waypost_discovery::{Endpoint, Publisher};
 
@@ -175,5 +183,101 @@ fn maglev_build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pick, maglev_build);
+/// A discovery that answers the two sets in turn.
+struct Alternating {
+    sets: [BTreeSet<Backend>; 2],
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ServiceDiscovery for Alternating {
+    async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok((self.sets[call % 2].clone(), HashMap::new()))
+    }
+}
+
+fn pingora_balancer<S>(n: usize) -> LoadBalancer<S>
+where
+    S: pingora_load_balancing::selection::BackendSelection + 'static,
+    S::Iter: pingora_load_balancing::selection::BackendIter,
+{
+    let full: BTreeSet<Backend> = addresses(n)
+        .iter()
+        .map(|address| Backend::new(&address.to_string()).expect("address"))
+        .collect();
+    let mut less = full.clone();
+    less.pop_last();
+    let discovery = Alternating {
+        sets: [full, less],
+        calls: AtomicUsize::new(0),
+    };
+    LoadBalancer::<S>::from_backends(Backends::new(Box::new(discovery)))
+}
+
+fn rebuild(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("rebuild");
+    group.sample_size(20);
+    for n in [100, 1000, 10_000] {
+        for (name, policy) in [
+            ("p2c_least_pending", Policy::p2c_least_pending()),
+            ("round_robin", Policy::round_robin()),
+            ("maglev", Policy::maglev()),
+        ] {
+            let _guard = runtime.enter();
+            let full: Vec<Endpoint> = addresses(n).into_iter().map(Endpoint::new).collect();
+            let less = full[..n - 1].to_vec();
+            let mut publisher = Publisher::new("bench");
+            publisher.publish(full.iter().cloned());
+            let balance = Balance::builder(publisher.endpoints())
+                .config(BalanceConfig::with_policy(policy))
+                .build(|_: &Endpoint| Noop::new(tower::service_fn(|_: ()| async { Ok(()) })))
+                .expect("valid configuration");
+            let visible = |expected: usize| {
+                runtime.block_on(async {
+                    while balance.usable_endpoints() != expected {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            visible(n);
+            let mut turn = 0u64;
+            group.bench_with_input(
+                BenchmarkId::new(format!("waypost {name}"), n),
+                &n,
+                |b, _| {
+                    b.iter(|| {
+                        turn += 1;
+                        let (set, expected) = if turn % 2 == 1 {
+                            (&less, n - 1)
+                        } else {
+                            (&full, n)
+                        };
+                        publisher.publish(set.iter().cloned());
+                        visible(expected);
+                    })
+                },
+            );
+        }
+        macro_rules! pingora {
+            ($name:literal, $selection:ty) => {{
+                let lb = pingora_balancer::<$selection>(n);
+                runtime.block_on(lb.update()).expect("static discovery");
+                group.bench_with_input(BenchmarkId::new($name, n), &n, |b, _| {
+                    b.iter(|| runtime.block_on(lb.update()).expect("static discovery"))
+                });
+                black_box(lb.select(b"", 256));
+            }};
+        }
+        pingora!("pingora round_robin", RoundRobin);
+        pingora!("pingora consistent", Consistent);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pick, maglev_build, rebuild);
 criterion_main!(benches);
