@@ -76,13 +76,20 @@ pub(crate) trait ConnectivityCell: Send + Sync {
 pub struct ConnectivityReporter {
     cell: Weak<dyn ConnectivityCell>,
     wake: Weak<Notify>,
+    /// Shared by the balancer's endpoints: notified when one of them reconnects.
+    retry: Weak<Notify>,
 }
 
 impl ConnectivityReporter {
-    pub(crate) fn new(cell: Weak<dyn ConnectivityCell>, wake: &Arc<Notify>) -> Self {
+    pub(crate) fn new(
+        cell: Weak<dyn ConnectivityCell>,
+        wake: &Arc<Notify>,
+        retry: &Arc<Notify>,
+    ) -> Self {
         ConnectivityReporter {
             cell,
             wake: Arc::downgrade(wake),
+            retry: Arc::downgrade(retry),
         }
     }
 
@@ -98,24 +105,47 @@ impl ConnectivityReporter {
         ConnectivityReporter {
             cell: Weak::<Nothing>::new(),
             wake: Weak::new(),
+            retry: Weak::new(),
         }
     }
 
     /// Reports the connection state. A change wakes the balancer, which rebuilds its tables:
     /// a [`Disconnected`](Connectivity::Disconnected) endpoint is not picked (outside panic
     /// mode) until it is reported [`Connected`](Connectivity::Connected). Losing the connection
-    /// also asks discovery to look again early (the endpoint may be gone).
+    /// also asks discovery to look again early (the endpoint may be gone). Reconnecting after
+    /// being disconnected tells the balancer's other connectors to try again
+    /// ([`retry_requested`](Self::retry_requested)).
     pub fn report(&self, connectivity: Connectivity) {
         let Some(cell) = self.cell.upgrade() else {
             return;
         };
-        if cell.swap_connectivity(connectivity) != connectivity {
+        let previous = cell.swap_connectivity(connectivity);
+        if previous != connectivity {
             if connectivity == Connectivity::Disconnected {
                 cell.request_refresh();
+            }
+            if connectivity == Connectivity::Connected
+                && previous == Connectivity::Disconnected
+                && let Some(retry) = self.retry.upgrade()
+            {
+                // An outage that ends for one endpoint often ends for all (a network or a
+                // rolling restart): the others need not wait out long backoffs.
+                retry.notify_waiters();
             }
             if let Some(wake) = self.wake.upgrade() {
                 wake.notify_one();
             }
+        }
+    }
+
+    /// Completes when another endpoint of the same balancer reconnects after being
+    /// disconnected. A connector backing off should then try again soon (no sooner than its
+    /// own minimum delay): whatever kept the endpoints away may be over for this one too.
+    /// Never completes for a [`detached`](Self::detached) reporter or once the balancer is gone.
+    pub async fn retry_requested(&self) {
+        match self.retry.upgrade() {
+            Some(retry) => retry.notified().await,
+            None => std::future::pending().await,
         }
     }
 

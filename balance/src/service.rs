@@ -175,6 +175,7 @@ impl<K, C> Builder<K, C> {
                 .map(|p| (p.decay.as_secs_f64() * 1000.0, p.failure_penalty)),
             consecutive_failures: config.outlier_detection.consecutive_failures,
             wake: Arc::new(Notify::new()),
+            retry: Arc::new(Notify::new()),
             total_in_flight: config
                 .policy
                 .bounded_load

@@ -34,6 +34,11 @@ pub(crate) struct Context {
     pub(crate) peak_ewma: Option<(f64, Duration)>,
     pub(crate) consecutive_failures: u32,
     pub(crate) wake: Arc<Notify>,
+    /// Notified when an endpoint reconnects after being disconnected: connectors backing off
+    /// try again (see [`ConnectivityReporter::retry_requested`]).
+    ///
+    /// [`ConnectivityReporter::retry_requested`]: crate::ConnectivityReporter::retry_requested
+    pub(crate) retry: Arc<Notify>,
     /// Requests in flight across all endpoints, kept only for bounded loads.
     pub(crate) total_in_flight: Option<CachePadded<AtomicU64>>,
 }

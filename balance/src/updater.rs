@@ -250,7 +250,7 @@ impl<M: MakeEndpoint> Updater<M> {
         let make = &mut self.make;
         let slot = Arc::new_cyclic(|weak: &std::sync::Weak<Slot<M::Service>>| {
             let cell: std::sync::Weak<dyn ConnectivityCell> = weak.clone();
-            let reporter = ConnectivityReporter::new(cell, &context.wake);
+            let reporter = ConnectivityReporter::new(cell, &context.wake, &context.retry);
             Slot {
                 state,
                 service: make.make_endpoint(endpoint, reporter),

@@ -182,18 +182,21 @@ fn after(now: Instant, delay: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
-/// Waits `delay`, or less when a call asks for the endpoint (`kick`), but not before `earliest`.
-/// Returns `false` when the endpoint was dropped meanwhile.
+/// Waits `delay`, or less when a call asks for the endpoint (`kick`) or another endpoint of the
+/// balancer reconnected (`reporter`), but not before `earliest`. Returns `false` when the
+/// endpoint was dropped meanwhile.
 async fn back_off(
     delay: Duration,
     earliest: Instant,
     kick: &Notify,
+    reporter: &ConnectivityReporter,
     stopped: &mut oneshot::Receiver<()>,
 ) -> bool {
     let until = after(Instant::now(), delay);
     tokio::select! {
         _ = tokio::time::sleep_until(until) => return true,
         _ = kick.notified() => {}
+        _ = reporter.retry_requested() => {}
         _ = &mut *stopped => return false,
     }
     tokio::select! {
@@ -312,7 +315,7 @@ async fn run<B>(
         reporter.report(Connectivity::Disconnected);
         tracing::debug!(target: "waypost::connect", endpoint = %address, %error, ?delay, "connect failed; backing off");
         let earliest = reconnect.earliest_early_attempt(attempted);
-        if !back_off(delay, earliest, &kick, &mut stopped).await {
+        if !back_off(delay, earliest, &kick, &reporter, &mut stopped).await {
             return;
         }
         let Some(live) = cell.upgrade() else { return };
@@ -519,7 +522,8 @@ mod tests {
         // The server came back, and a call finds the endpoint backing off.
         kick.notify_one();
         let earliest = reconnect.earliest_early_attempt(attempted);
-        assert!(back_off(delay, earliest, &kick, &mut stopped).await);
+        let reporter = ConnectivityReporter::detached();
+        assert!(back_off(delay, earliest, &kick, &reporter, &mut stopped).await);
         assert!(
             attempted.elapsed() <= Duration::from_secs(2),
             "the next attempt {:?} after the last",
@@ -532,7 +536,66 @@ mod tests {
 
         // Without a call, the whole backoff is waited out.
         let started = Instant::now();
-        assert!(back_off(delay, started, &kick, &mut stopped).await);
+        assert!(back_off(delay, started, &kick, &reporter, &mut stopped).await);
         assert!(started.elapsed() + Duration::from_millis(1) >= delay);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_endpoint_reconnecting_brings_a_long_backoff_forward() {
+        use waypost_balance::{Balance, WithConnectivity};
+        use waypost_discovery::{Endpoint, Publisher};
+
+        // Two endpoints of one balancer; their reporters stand in for their connectors.
+        let reporters = Arc::new(Mutex::new(Vec::new()));
+        let mut publisher = Publisher::new("static:///two");
+        publisher
+            .publish([1, 2].map(|port| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)))));
+        let made = Arc::clone(&reporters);
+        let _balance = Balance::builder(publisher.endpoints())
+            .build(WithConnectivity(
+                move |_: &Endpoint, reporter: ConnectivityReporter| {
+                    made.lock().unwrap().push(reporter);
+                    tower::service_fn(|_: ()| async { Ok::<(), std::convert::Infallible>(()) })
+                },
+            ))
+            .unwrap();
+        let (first, second) = {
+            let reporters = reporters.lock().unwrap();
+            (reporters[0].clone(), reporters[1].clone())
+        };
+        first.report(Connectivity::Disconnected);
+        second.report(Connectivity::Disconnected);
+
+        // The second endpoint's connector is deep in its backoff.
+        let mut reconnect = Reconnect::new(Backoff::seeded(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            3,
+        ));
+        for _ in 0..10 {
+            reconnect.failed();
+        }
+        let attempted = Instant::now();
+        let delay = reconnect.failed();
+        assert!(delay >= Duration::from_secs(15), "{delay:?}");
+        let earliest = reconnect.earliest_early_attempt(attempted);
+        let kick = Notify::new();
+        let (_stop, mut stopped) = oneshot::channel();
+        let waiting = tokio::spawn(async move {
+            assert!(back_off(delay, earliest, &kick, &second, &mut stopped).await);
+            attempted.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The first endpoint's server is back: the second tries again at its initial delay.
+        first.report(Connectivity::Connected);
+        let waited = waiting.await.unwrap();
+        assert!(
+            waited >= Duration::from_secs(1),
+            "not sooner than the initial delay: {waited:?}"
+        );
+        assert!(
+            waited <= Duration::from_secs(2),
+            "brought forward: {waited:?}"
+        );
     }
 }

@@ -232,3 +232,81 @@ async fn unreachable_endpoints_come_back_at_jittered_times() {
         "returns spread over time: at {returns:?} (x10 ms)"
     );
 }
+
+/// A balancer over `n` endpoints whose connectors are the test: their reporters, in address
+/// order.
+fn with_reporters(
+    n: u16,
+) -> (
+    Publisher,
+    Balance<BoxService, NoHashKey, ErrorIsUnreachable>,
+    Vec<ConnectivityReporter>,
+) {
+    let reporters = Arc::new(Mutex::new(Vec::new()));
+    let mut publisher = Publisher::new("static:///connectors");
+    publisher.publish((1..=n).map(|port| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)))));
+    let made = Arc::clone(&reporters);
+    let balance = Balance::builder(publisher.endpoints())
+        .classify(ErrorIsUnreachable)
+        .build(WithConnectivity(
+            move |_: &Endpoint, reporter: ConnectivityReporter| {
+                made.lock().unwrap().push(reporter);
+                BoxService::new(tower::service_fn(|_: ()| async { Ok::<u16, NotSent>(1) }))
+            },
+        ))
+        .unwrap();
+    let reporters = reporters.lock().unwrap().clone();
+    assert_eq!(reporters.len(), usize::from(n));
+    (publisher, balance, reporters)
+}
+
+/// Spawns a task per reporter that waits for a retry request; the flags say which completed.
+fn retry_waiters(reporters: &[ConnectivityReporter]) -> Vec<Arc<AtomicBool>> {
+    reporters
+        .iter()
+        .map(|reporter| {
+            let asked = Arc::new(AtomicBool::new(false));
+            let (reporter, flag) = (reporter.clone(), Arc::clone(&asked));
+            tokio::spawn(async move {
+                reporter.retry_requested().await;
+                flag.store(true, Ordering::SeqCst);
+            });
+            asked
+        })
+        .collect()
+}
+
+fn asked(flags: &[Arc<AtomicBool>]) -> Vec<bool> {
+    flags.iter().map(|f| f.load(Ordering::SeqCst)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_reconnects_asks_the_other_connectors_to_try_again() {
+    let (_publisher, _balance, reporters) = with_reporters(3);
+    // First connections are no recovery: nobody is asked to hurry.
+    let flags = retry_waiters(&reporters);
+    settle().await;
+    for reporter in &reporters {
+        reporter.report(Connectivity::Connected);
+    }
+    settle().await;
+    assert_eq!(asked(&flags), [false, false, false]);
+
+    // An outage: every connection is lost, and the connectors back off.
+    for reporter in &reporters {
+        reporter.report(Connectivity::Disconnected);
+    }
+    settle().await;
+    assert_eq!(asked(&flags), [false, false, false]);
+
+    // One endpoint is back: the connectors still backing off are told to try again.
+    reporters[0].report(Connectivity::Connected);
+    settle().await;
+    assert_eq!(asked(&flags), [true, true, true]);
+
+    // A detached reporter is never asked.
+    let detached = retry_waiters(&[ConnectivityReporter::detached()]);
+    reporters[1].report(Connectivity::Connected);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(asked(&detached), [false]);
+}
