@@ -31,25 +31,24 @@
 //! cargo bench --manifest-path benches/peers/Cargo.toml --bench instructions -- pick   # filter
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
-use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use tower::Service;
 use tower::balance::p2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use waypost_balance::{Balance, BalanceConfig, Policy};
+use waypost_bench_peers::{addresses, alternating_backends};
 use waypost_discovery::{Endpoint, Publisher};
 
 const SIZES: [usize; 3] = [100, 1000, 10_000];
@@ -60,13 +59,6 @@ const REBUILD_SHORT: u64 = 1;
 const REBUILD_LONG: u64 = 3;
 /// Set in the child process: which case to run, at which N, for how many iterations.
 const CASE_VAR: &str = "WAYPOST_INSTRUCTIONS_CASE";
-
-fn addresses(n: usize) -> Vec<SocketAddr> {
-    // Data only: nothing connects to these addresses.
-    (0..n)
-        .map(|i| SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
-        .collect()
-}
 
 fn key(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -271,33 +263,8 @@ fn waypost_rebuild(name: &str, n: usize, iters: u64) {
     });
 }
 
-/// A discovery that answers the two sets in turn.
-struct Alternating {
-    sets: [BTreeSet<Backend>; 2],
-    calls: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ServiceDiscovery for Alternating {
-    async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok((self.sets[call % 2].clone(), HashMap::new()))
-    }
-}
-
 fn pingora_rebuild(consistent: bool, n: usize, iters: u64) {
-    let full: BTreeSet<Backend> = addresses(n)
-        .iter()
-        .map(|address| Backend::new(&address.to_string()).expect("address"))
-        .collect();
-    let mut less = full.clone();
-    less.pop_last();
-    let discovery = Alternating {
-        // The first update (below) takes the full set; then less, full, less, ...
-        sets: [full, less],
-        calls: AtomicUsize::new(0),
-    };
-    let backends = Backends::new(Box::new(discovery));
+    let backends = alternating_backends(n);
     let mut cx = Context::from_waker(Waker::noop());
     macro_rules! run {
         ($selection:ty) => {{

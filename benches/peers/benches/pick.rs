@@ -14,30 +14,20 @@
 //! cargo bench --manifest-path benches/peers/Cargo.toml --bench pick -- rebuild
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use waypost_balance::{Balance, BalanceConfig, Policy};
+use waypost_bench_peers::{addresses, alternating_backends};
 use waypost_discovery::{Endpoint, Publisher};
 
 const SIZES: [usize; 4] = [3, 100, 1000, 10_000];
-
-fn addresses(n: usize) -> Vec<SocketAddr> {
-    // Data only: nothing connects to these addresses.
-    (0..n)
-        .map(|i| SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
-        .collect()
-}
 
 type Noop = tower::util::BoxCloneSyncService<(), (), Infallible>;
 
@@ -183,36 +173,12 @@ fn maglev_build(c: &mut Criterion) {
     group.finish();
 }
 
-/// A discovery that answers the two sets in turn.
-struct Alternating {
-    sets: [BTreeSet<Backend>; 2],
-    calls: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ServiceDiscovery for Alternating {
-    async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        Ok((self.sets[call % 2].clone(), HashMap::new()))
-    }
-}
-
 fn pingora_balancer<S>(n: usize) -> LoadBalancer<S>
 where
     S: pingora_load_balancing::selection::BackendSelection + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
-    let full: BTreeSet<Backend> = addresses(n)
-        .iter()
-        .map(|address| Backend::new(&address.to_string()).expect("address"))
-        .collect();
-    let mut less = full.clone();
-    less.pop_last();
-    let discovery = Alternating {
-        sets: [full, less],
-        calls: AtomicUsize::new(0),
-    };
-    LoadBalancer::<S>::from_backends(Backends::new(Box::new(discovery)))
+    LoadBalancer::<S>::from_backends(alternating_backends(n))
 }
 
 fn rebuild(c: &mut Criterion) {
