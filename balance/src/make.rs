@@ -139,8 +139,10 @@ impl ConnectivityReporter {
     }
 
     /// Completes when another endpoint of the same balancer reconnects after being
-    /// disconnected. A connector backing off should then try again soon (no sooner than its
-    /// own minimum delay): whatever kept the endpoints away may be over for this one too.
+    /// disconnected, or when discovery answers (with a new set or the same one) while an
+    /// endpoint of the balancer is disconnected. A connector backing off should then try again
+    /// soon (no sooner than its own minimum delay): whatever kept the endpoints away may be over
+    /// for this one too, and discovery still announces its address.
     /// Never completes for a [`detached`](Self::detached) reporter or once the balancer is gone.
     pub async fn retry_requested(&self) {
         match self.retry.upgrade() {

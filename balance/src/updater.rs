@@ -63,6 +63,9 @@ struct Episodes {
     unreachable_until: Option<Instant>,
     /// When the current unreachable period began.
     unreachable_since: Option<Instant>,
+    /// Discovery answered with the endpoint during the current unreachable period: it is
+    /// probed once the initial backoff has passed, as for waiting requests.
+    reannounced: bool,
     /// How long the next unreachable period lasts: jittered, doubling, reset once connected.
     backoff: Backoff,
 }
@@ -79,6 +82,7 @@ fn episodes_of<'a>(
             returned_at: None,
             unreachable_until: None,
             unreachable_since: None,
+            reannounced: false,
             backoff: backoff_for(config, address),
         })
     })
@@ -113,8 +117,12 @@ impl<S> Tracked<S> {
         self.episodes.as_ref().and_then(|e| e.unreachable_until)
     }
 
-    fn unreachable_since(&self) -> Option<Instant> {
-        self.episodes.as_ref().and_then(|e| e.unreachable_since)
+    /// When the endpoint may be probed early (before its backoff ends) because requests wait
+    /// or discovery announced it again: the initial backoff after its unreachable period began.
+    fn early_probe_at(&self, waiting: bool, initial: Duration) -> Option<Instant> {
+        let episodes = self.episodes.as_deref()?;
+        let since = episodes.unreachable_since?;
+        (waiting || episodes.reannounced).then(|| after(since, initial))
     }
 
     fn is_ejected(&self) -> bool {
@@ -335,16 +343,17 @@ impl<M: MakeEndpoint> Updater<M> {
                     }
                     Some(until)
                         if until <= now
-                            || (waiting
+                            || ((waiting || episodes.reannounced)
                                 && episodes.unreachable_since.is_some_and(|since| {
                                     after(since, config.reconnect_backoff.initial) <= now
                                 })) =>
                     {
                         // Time to try again: the next request is the probe. Requests waiting
-                        // for an endpoint do not wait out a long backoff: they probe after the
-                        // initial one.
+                        // for an endpoint, and discovery announcing it again, do not wait out a
+                        // long backoff: the probe comes after the initial one.
                         episodes.unreachable_until = None;
                         episodes.unreachable_since = None;
+                        episodes.reannounced = false;
                         state.end_unreachable();
                     }
                     Some(_) => {}
@@ -352,6 +361,7 @@ impl<M: MakeEndpoint> Updater<M> {
             } else if let Some(episodes) = tracked.episodes.as_deref_mut() {
                 episodes.unreachable_until = None;
                 episodes.unreachable_since = None;
+                episodes.reannounced = false;
                 if state.connectivity() == Connectivity::Connected {
                     // Connected: the backoff starts over, and once no ejection is running or
                     // was recent, there is nothing left to remember.
@@ -557,8 +567,9 @@ impl<M: MakeEndpoint> Updater<M> {
         let mut next = self.next_interval;
         let waiting = self.requests_waiting();
         for tracked in self.tracked.iter() {
-            if waiting && let Some(since) = tracked.unreachable_since() {
-                next = next.min(after(since, self.config.reconnect_backoff.initial));
+            if let Some(at) = tracked.early_probe_at(waiting, self.config.reconnect_backoff.initial)
+            {
+                next = next.min(at);
             }
             for at in [tracked.ejected_until(), tracked.unreachable_until()]
                 .into_iter()
@@ -583,11 +594,17 @@ impl<M: MakeEndpoint> Updater<M> {
         loop {
             let now = Instant::now();
             let deadline = self.next_deadline(now);
+            let applied = watcher.seen_revision();
             tokio::select! {
                 biased;
                 _ = &mut alive => return,
-                changed = watcher.changed(), if discovery_open => match changed {
-                    Ok(set) => self.apply_set(&set, false),
+                answered = watcher.answered(), if discovery_open => match answered {
+                    Ok(set) => {
+                        if set.revision() > applied {
+                            self.apply_set(&set, false);
+                        }
+                        self.reannounced();
+                    }
                     Err(_) => discovery_open = false,
                 },
                 _ = self.context.wake.notified() => {}
@@ -596,6 +613,27 @@ impl<M: MakeEndpoint> Updater<M> {
             let now = Instant::now();
             self.evaluate_health(now);
             self.rebuild(now);
+        }
+    }
+
+    /// Discovery answered (with a new set or the same one): the endpoints it still announces
+    /// and that could not be reached are tried again soon. Connectors backing off are asked to
+    /// retry (no sooner than their initial delay), and unreachable endpoints are probed once the
+    /// initial backoff has passed, instead of waiting out backoffs of up to
+    /// [`reconnect_backoff`](crate::BalanceConfig::reconnect_backoff)'s maximum.
+    fn reannounced(&mut self) {
+        let mut disconnected = false;
+        for tracked in self.tracked.iter_mut() {
+            let state = &tracked.slot.state;
+            disconnected |= state.connectivity() == Connectivity::Disconnected;
+            if let Some(episodes) = tracked.episodes.as_deref_mut()
+                && episodes.unreachable_since.is_some()
+            {
+                episodes.reannounced = true;
+            }
+        }
+        if disconnected {
+            self.context.retry.notify_waiters();
         }
     }
 

@@ -117,8 +117,10 @@ impl Endpoints {
     pub fn watch(&self) -> Watcher {
         let mut notify = self.notify.clone();
         notify.borrow_and_update();
+        let health = self.shared.health.load();
         Watcher {
-            seen_health: self.shared.health.load().generation,
+            seen_health: health.generation,
+            seen_answers: health.answers,
             shared: Arc::clone(&self.shared),
             seen: self.revision(),
             notify,
@@ -216,6 +218,7 @@ pub struct Watcher {
     shared: Arc<Shared>,
     seen: u64,
     seen_health: u64,
+    seen_answers: u64,
     notify: watch::Receiver<u64>,
 }
 
@@ -261,6 +264,41 @@ impl Watcher {
                     .unseen_health()
                     .ok_or_else(|| DiscoveryError::closed(&self.shared.target));
             }
+        }
+    }
+
+    /// Waits for the source's next successful answer since the last one this watcher saw (or
+    /// since it was made), whether the answer changed the set or confirmed it unchanged, and
+    /// returns the current set, marked seen as by [`changed`](Self::changed). Several answers
+    /// between two calls are returned as one. A caller compares the set's revision with the
+    /// last it applied to tell a change from a confirmation: a balancer uses a confirmation to
+    /// try endpoints it could not reach again, since discovery still announces them. After the
+    /// source closes, returns a [`Closed`](crate::DiscoveryErrorKind::Closed) error once the
+    /// newest answer was returned.
+    pub async fn answered(&mut self) -> Result<Arc<EndpointSet>, DiscoveryError> {
+        loop {
+            self.notify.borrow_and_update();
+            if let Some(set) = self.unseen_answer() {
+                return Ok(set);
+            }
+            if self.notify.changed().await.is_err() {
+                return self
+                    .unseen_answer()
+                    .ok_or_else(|| DiscoveryError::closed(&self.shared.target));
+            }
+        }
+    }
+
+    fn unseen_answer(&mut self) -> Option<Arc<EndpointSet>> {
+        // The health is stored after the set: an answer counted here has its set installed.
+        let answers = self.shared.health.load().answers;
+        let set = self.shared.current.load_full();
+        if answers > self.seen_answers || set.revision() > self.seen {
+            self.seen_answers = self.seen_answers.max(answers);
+            self.seen = self.seen.max(set.revision());
+            Some(set)
+        } else {
+            None
         }
     }
 
@@ -344,6 +382,8 @@ pub struct Health {
     gone: bool,
     /// Counts changes of status, failures and the gone flag, for [`Watcher::health_changed`].
     generation: u64,
+    /// Counts successful answers, changed or not, for [`Watcher::answered`].
+    answers: u64,
 }
 
 impl Health {
@@ -357,6 +397,7 @@ impl Health {
             last_error: None,
             gone: false,
             generation: 0,
+            answers: 0,
         }
     }
 
@@ -399,6 +440,12 @@ impl Health {
     /// [`is_gone`](Self::is_gone), the confirmation that the target does not exist.
     pub fn last_error(&self) -> Option<&DiscoveryError> {
         self.last_error.as_ref()
+    }
+
+    /// How many times the source answered successfully since it started, whether the answer
+    /// changed the set or confirmed it (a DNS refresh with the same records counts).
+    pub fn answers(&self) -> u64 {
+        self.answers
     }
 
     /// `true` when the source confirmed that its target does not exist (for DNS: the negative
@@ -533,20 +580,21 @@ impl Publisher {
             last_error: gone.or_else(|| was.last_error.clone()),
             gone: is_gone,
             generation: was.generation + u64::from(status_changed),
+            answers: was.answers + 1,
         };
         if current.revision() > 0 && current.same_endpoints(&set) {
             self.shared.health.store(Arc::new(health));
-            if status_changed {
-                if !is_gone {
-                    tracing::info!(
-                        target: "waypost::discovery",
-                        target = %self.shared.target,
-                        revision = current.revision(),
-                        "discovery recovered; endpoint set unchanged"
-                    );
-                }
-                self.wake();
+            if status_changed && !is_gone {
+                tracing::info!(
+                    target: "waypost::discovery",
+                    target = %self.shared.target,
+                    revision = current.revision(),
+                    "discovery recovered; endpoint set unchanged"
+                );
             }
+            // Watchers waiting for a set change go back to sleep; `Watcher::answered` wakes
+            // (the endpoints are confirmed: a connector backing off may try again).
+            self.wake();
             return Publication::Unchanged(current.revision());
         }
         let revision = current.revision() + 1;
@@ -609,6 +657,7 @@ impl Publisher {
             last_error: Some(error),
             gone: was.gone,
             generation: was.generation + 1,
+            answers: was.answers,
         }));
         self.wake();
     }
@@ -889,5 +938,48 @@ mod tests {
 
         drop(publisher);
         assert!(watcher.health_changed().await.unwrap_err().is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchers_see_answers_that_change_nothing() {
+        let mut publisher = Publisher::new("t");
+        let endpoints = publisher.endpoints();
+        let mut watcher = endpoints.watch();
+        let mut sets = endpoints.watch();
+        let failure = || DiscoveryError::new("t", DiscoveryErrorKind::Resolve, "timeout");
+
+        publisher.publish([ep(1)]);
+        assert_eq!(watcher.answered().await.unwrap().revision(), 1);
+        assert_eq!(sets.changed().await.unwrap().revision(), 1);
+
+        // The same endpoints again: an answer, not a change.
+        assert_eq!(publisher.publish([ep(1)]), Publication::Unchanged(1));
+        let confirmed = watcher.answered().await.unwrap();
+        assert_eq!(confirmed.revision(), 1);
+        assert_eq!(confirmed.as_slice(), &[ep(1)]);
+        assert_eq!(endpoints.health().answers(), 2);
+        let quiet = tokio::time::timeout(std::time::Duration::from_secs(1), sets.changed());
+        assert!(quiet.await.is_err(), "no set change");
+
+        // A failure is no answer; answers collapse when the watcher is slow.
+        publisher.report_failure(failure());
+        let quiet = tokio::time::timeout(std::time::Duration::from_secs(1), watcher.answered());
+        assert!(quiet.await.is_err(), "a failure is not an answer");
+        publisher.publish([ep(1)]);
+        publisher.publish([ep(1), ep(2)]);
+        assert_eq!(watcher.answered().await.unwrap().revision(), 2);
+        assert_eq!(endpoints.health().answers(), 4);
+
+        // A watcher made now has seen everything so far.
+        let mut late = endpoints.watch();
+        let quiet = tokio::time::timeout(std::time::Duration::from_secs(1), late.answered());
+        assert!(quiet.await.is_err());
+
+        publisher.publish([ep(1), ep(2)]);
+        drop(publisher);
+        assert_eq!(late.answered().await.unwrap().revision(), 2);
+        assert!(late.answered().await.unwrap_err().is_closed());
+        assert_eq!(watcher.answered().await.unwrap().revision(), 2);
+        assert!(watcher.answered().await.unwrap_err().is_closed());
     }
 }

@@ -182,8 +182,8 @@ fn after(now: Instant, delay: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
-/// Waits `delay`, or less when a call asks for the endpoint (`kick`) or another endpoint of the
-/// balancer reconnected (`reporter`), but not before `earliest`. Returns `false` when the
+/// Waits `delay`, or less when a call asks for the endpoint (`kick`), or another endpoint of the
+/// balancer reconnected or discovery answered again (`reporter`), but not before `earliest`. Returns `false` when the
 /// endpoint was dropped meanwhile.
 async fn back_off(
     delay: Duration,
@@ -588,6 +588,60 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The first endpoint's server is back: the second tries again at its initial delay.
         first.report(Connectivity::Connected);
+        let waited = waiting.await.unwrap();
+        assert!(
+            waited >= Duration::from_secs(1),
+            "not sooner than the initial delay: {waited:?}"
+        );
+        assert!(
+            waited <= Duration::from_secs(2),
+            "brought forward: {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_discovery_answer_brings_a_long_backoff_forward() {
+        use waypost_balance::{Balance, WithConnectivity};
+        use waypost_discovery::{Endpoint, Publisher};
+
+        // One endpoint; its reporter stands in for its connector, which lost its connection.
+        let reporters = Arc::new(Mutex::new(Vec::new()));
+        let mut publisher = Publisher::new("dns:///one:1");
+        let announced = [Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1)))];
+        publisher.publish(announced.clone());
+        let made = Arc::clone(&reporters);
+        let _balance = Balance::builder(publisher.endpoints())
+            .build(WithConnectivity(
+                move |_: &Endpoint, reporter: ConnectivityReporter| {
+                    made.lock().unwrap().push(reporter);
+                    tower::service_fn(|_: ()| async { Ok::<(), std::convert::Infallible>(()) })
+                },
+            ))
+            .unwrap();
+        let reporter = reporters.lock().unwrap()[0].clone();
+        reporter.report(Connectivity::Disconnected);
+
+        let mut reconnect = Reconnect::new(Backoff::seeded(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            4,
+        ));
+        for _ in 0..10 {
+            reconnect.failed();
+        }
+        let attempted = Instant::now();
+        let delay = reconnect.failed();
+        assert!(delay >= Duration::from_secs(15), "{delay:?}");
+        let earliest = reconnect.earliest_early_attempt(attempted);
+        let kick = Notify::new();
+        let (_stop, mut stopped) = oneshot::channel();
+        let waiting = tokio::spawn(async move {
+            assert!(back_off(delay, earliest, &kick, &reporter, &mut stopped).await);
+            attempted.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // DNS answers with the same address again: the connector tries at its initial delay.
+        publisher.publish(announced);
         let waited = waiting.await.unwrap();
         assert!(
             waited >= Duration::from_secs(1),

@@ -1,6 +1,6 @@
 //! Connectivity reports on tokio's paused clock: a request's failure counts only when nothing
-//! newer was reported while it ran, and calls waiting for an endpoint do not wait out a long
-//! reconnect backoff.
+//! newer was reported while it ran, and neither calls waiting for an endpoint nor discovery
+//! announcing it again wait out a long reconnect backoff.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -309,4 +309,76 @@ async fn an_endpoint_that_reconnects_asks_the_other_connectors_to_try_again() {
     reporters[1].report(Connectivity::Connected);
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(asked(&detached), [false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_answer_asks_the_connectors_to_try_again() {
+    let (mut publisher, _balance, reporters) = with_reporters(3);
+    let addresses: Vec<Endpoint> = publisher.current().as_slice().to_vec();
+    for reporter in &reporters {
+        reporter.report(Connectivity::Connected);
+    }
+    settle().await;
+
+    // Discovery confirms a set whose endpoints are all connected: nobody is asked anything.
+    let flags = retry_waiters(&reporters);
+    settle().await;
+    publisher.publish(addresses.clone());
+    settle().await;
+    assert_eq!(asked(&flags), [false, false, false]);
+
+    // An outage: the connectors back off. Discovery still announces the same addresses (a DNS
+    // refresh with the same records): the connectors are told to try again.
+    for reporter in &reporters {
+        reporter.report(Connectivity::Disconnected);
+    }
+    settle().await;
+    assert_eq!(asked(&flags), [false, false, false]);
+    publisher.publish(addresses);
+    settle().await;
+    assert_eq!(asked(&flags), [true, true, true]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_answer_probes_an_endpoint_in_a_long_backoff() {
+    let endpoint = Endpoint1::default();
+    let config = BalanceConfig {
+        reconnect_backoff: ReconnectBackoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+        },
+        wait_for_endpoints: Duration::from_secs(600),
+        ..BalanceConfig::default()
+    };
+    let (mut publisher, balance) = endpoint.balance(config);
+    let announced: Vec<Endpoint> = publisher.current().as_slice().to_vec();
+    endpoint.down.store(true, Ordering::SeqCst);
+    // Unreachable at every probe: the backoff grows to minutes.
+    for _ in 0..10 {
+        assert!(balance.clone().oneshot(()).await.is_err());
+        settle().await;
+        while balance.usable_endpoints() == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(balance.clone().oneshot(()).await.is_err());
+    settle().await;
+    assert_eq!(balance.usable_endpoints(), 0);
+    // Without an answer from discovery (and with no call waiting) it stays skipped.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(balance.usable_endpoints(), 0, "still backing off");
+
+    // The server is back and discovery announces the address again: with no call waiting,
+    // the endpoint is usable again within 2 s, not after minutes.
+    endpoint.down.store(false, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    publisher.publish(announced);
+    while balance.usable_endpoints() == 0 {
+        assert!(
+            started.elapsed() <= Duration::from_secs(2),
+            "still skipped after the answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(balance.clone().oneshot(()).await.unwrap(), 1);
 }
