@@ -187,7 +187,11 @@ impl<K, C> Builder<K, C> {
             context,
             table: ArcSwap::from_pointee(PickTable::empty(ErrorKind::NoEndpoints)),
             table_epoch,
-            stripes: Stripes::new(seed),
+            stripes: if config.policy.uses_stripes() {
+                Stripes::new(seed)
+            } else {
+                Stripes::unused()
+            },
             config,
             clones: AtomicU64::new(0),
             waiting: std::sync::atomic::AtomicUsize::new(0),

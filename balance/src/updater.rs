@@ -41,12 +41,15 @@ pub(crate) struct Shared<S> {
     pub(crate) _alive: oneshot::Sender<()>,
 }
 
+/// The task's record of one endpoint of the applied set (the endpoint itself is read from the
+/// set: `tracked[i]` is `set[i]`).
 struct Tracked<S> {
     slot: Arc<Slot<S>>,
-    endpoint: Endpoint,
     /// When the endpoint joined, for slow start; `None` for the balancer's first set.
     joined: Option<Instant>,
-    ejections: u32,
+    ejections: u16,
+    /// What the last table was built from for this endpoint: see [`Tracked::build_input`].
+    built_from: u16,
     /// The endpoint's finished-request count when the last interval ended.
     finished_mark: u32,
     /// Ejection and reachability timings: only endpoints that failed have them (most never
@@ -68,6 +71,21 @@ struct Episodes {
     reannounced: bool,
     /// How long the next unreachable period lasts: jittered, doubling, reset once connected.
     backoff: Backoff,
+}
+
+/// [`Tracked::built_from`] before the endpoint's first table: no input encodes to it.
+const NOT_BUILT: u16 = u16::MAX;
+
+/// An endpoint's inputs to the table in 16 bits: the top bit for healthy (not ejected, not
+/// unreachable), the slow-start factor in thousandths below it (the table's own resolution:
+/// weights are scaled by 100).
+fn build_input(healthy: bool, ramp: f64) -> u16 {
+    let ramp = if ramp >= 1.0 {
+        1000
+    } else {
+        (ramp.max(0.0) * 1000.0).round() as u16
+    };
+    (u16::from(healthy) << 15) | ramp
 }
 
 /// The episodes of an endpoint, made at rest when it has none.
@@ -102,7 +120,7 @@ fn backoff_for(config: &BalanceConfig, address: SocketAddr) -> Backoff {
 
 impl<S> Tracked<S> {
     fn address(&self) -> SocketAddr {
-        self.endpoint.address()
+        self.slot.address()
     }
 
     fn ejected_until(&self) -> Option<Instant> {
@@ -144,19 +162,12 @@ pub(crate) struct Updater<M: MakeEndpoint> {
     tracked: Vec<Tracked<M::Service>>,
     next_interval: Instant,
     last_panic: bool,
-    /// What the installed table was built from; a wake that changes none of it rebuilds
-    /// nothing.
-    built_from: Option<BuildInputs>,
-    /// The revision of the discovery set applied last.
-    revision: u64,
-}
-
-/// Everything a table depends on besides the configuration: the discovery set (by revision),
-/// and per endpoint, in address order, its health and its slow-start weight.
-#[derive(Debug, Clone, PartialEq)]
-struct BuildInputs {
-    revision: u64,
-    endpoints: Vec<(bool, u32)>,
+    /// The discovery set applied last; `tracked` holds one record per endpoint, in its order.
+    set: Arc<EndpointSet>,
+    /// The revision of the set the installed table was built from (with each endpoint's
+    /// [`Tracked::built_from`], everything a table depends on besides the configuration: a
+    /// wake that changes none of it rebuilds nothing); `None` before the first build.
+    built_revision: Option<u64>,
 }
 
 impl<M: MakeEndpoint> Updater<M> {
@@ -170,8 +181,8 @@ impl<M: MakeEndpoint> Updater<M> {
             tracked: Vec::new(),
             next_interval,
             last_panic: false,
-            built_from: None,
-            revision: 0,
+            set: Arc::default(),
+            built_revision: None,
         }
     }
 
@@ -179,8 +190,8 @@ impl<M: MakeEndpoint> Updater<M> {
     /// dropped, kept ones keep their state and take the new attributes. The set and the tracked
     /// endpoints are both sorted by address: one pass over both finds what left and what
     /// joined, and the kept endpoints stay where they are.
-    pub(crate) fn apply_set(&mut self, set: &EndpointSet, first: bool) {
-        self.revision = set.revision();
+    pub(crate) fn apply_set(&mut self, set: &Arc<EndpointSet>, first: bool) {
+        self.set = Arc::clone(set);
         let endpoints = set.as_slice();
         // Positions in `endpoints` of the endpoints not tracked yet.
         let mut joined = Vec::new();
@@ -193,9 +204,6 @@ impl<M: MakeEndpoint> Updater<M> {
             }
             match endpoints.get(next) {
                 Some(endpoint) if endpoint.address() == address => {
-                    if tracked.endpoint != *endpoint {
-                        tracked.endpoint = endpoint.clone();
-                    }
                     next += 1;
                     true
                 }
@@ -268,9 +276,9 @@ impl<M: MakeEndpoint> Updater<M> {
         });
         Tracked {
             slot,
-            endpoint: endpoint.clone(),
             joined,
             ejections: 0,
+            built_from: NOT_BUILT,
             finished_mark: 0,
             episodes: None,
         }
@@ -322,7 +330,7 @@ impl<M: MakeEndpoint> Updater<M> {
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
         for tracked in self.tracked.iter_mut() {
-            let address = tracked.endpoint.address();
+            let address = tracked.address();
             if let Some(episodes) = tracked.episodes.as_deref_mut()
                 && episodes.ejected_until.is_some_and(|until| until <= now)
             {
@@ -461,7 +469,7 @@ impl<M: MakeEndpoint> Updater<M> {
         tracked.ejections = tracked.ejections.saturating_add(1);
         let duration = outlier
             .base_ejection_time
-            .saturating_mul(tracked.ejections)
+            .saturating_mul(u32::from(tracked.ejections))
             .min(outlier.max_ejection_time);
         episodes_of(&mut tracked.episodes, &self.config, address).ejected_until =
             Some(after(now, duration));
@@ -494,35 +502,27 @@ impl<M: MakeEndpoint> Updater<M> {
             .iter()
             .map(|tracked| self.ramp(tracked, now))
             .collect();
-        let inputs = BuildInputs {
-            revision: self.revision,
-            endpoints: self
-                .tracked
-                .iter()
-                .zip(&ramps)
-                .map(|(tracked, &ramp)| {
-                    // The ramp in the resolution the table uses (weights scaled by 100).
-                    let ramp = if ramp >= 1.0 {
-                        1000
-                    } else {
-                        (ramp * 1000.0).round() as u32
-                    };
-                    (tracked.is_healthy(), ramp)
-                })
-                .collect(),
-        };
-        if self.built_from.as_ref() == Some(&inputs) {
+        // A table depends on the set (by revision) and, per endpoint, on its health and its
+        // slow-start weight: rebuild only when one of them changed since the last build.
+        let mut changed = self.built_revision != Some(self.set.revision());
+        for (tracked, &ramp) in self.tracked.iter_mut().zip(&ramps) {
+            let input = build_input(tracked.is_healthy(), ramp);
+            changed |= tracked.built_from != input;
+            tracked.built_from = input;
+        }
+        if !changed {
             return;
         }
-        self.built_from = Some(inputs);
+        self.built_revision = Some(self.set.revision());
         let config = &self.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
             .iter()
+            .zip(self.set.as_slice())
             .zip(ramps)
-            .map(|(tracked, ramp)| BuildEntry {
+            .map(|((tracked, endpoint), ramp)| BuildEntry {
                 slot: &tracked.slot,
-                endpoint: &tracked.endpoint,
+                endpoint,
                 healthy: tracked.is_healthy(),
                 ramp,
             })

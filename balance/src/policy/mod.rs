@@ -111,6 +111,12 @@ impl Policy {
         }
     }
 
+    /// `true` for the round-robin policies, whose picks walk the endpoints with per-thread
+    /// counters.
+    pub(crate) fn uses_stripes(&self) -> bool {
+        matches!(self.kind, Kind::RoundRobin | Kind::WeightedRoundRobin)
+    }
+
     /// Power of two choices with the Peak EWMA load metric (default parameters). The default
     /// policy: it sends less traffic to slow, busy and failing endpoints.
     pub fn p2c_peak_ewma() -> Self {
