@@ -181,12 +181,12 @@ impl Policy {
     }
 
     /// Ring hash with [`DEFAULT_POINTS_PER_WEIGHT`] (160) points per unit of weight, as in
-    /// ketama, whatever the number of endpoints: about 1.3 KB of ring per endpoint, and a
+    /// ketama, whatever the number of endpoints: about 1.5 KB of ring per endpoint, and a
     /// rebuild cheaper than pingora's ketama ring. Its spread is a ketama ring's: the busiest
-    /// endpoint owns about **1.25x the mean share at 100 endpoints, 1.3x at 1 000 and 1.35x at
-    /// 10 000**. For an even spread use [`maglev`](Self::maglev) (within about 1% of the mean),
-    /// or [`ring_hash_with`](Self::ring_hash_with) for a ring sized to a target imbalance.
-    /// See the [`ring`] module.
+    /// endpoint owns about **1.2-1.3x the mean share at 100 and 1 000 endpoints, and 1.3-1.4x
+    /// at 10 000**. For an even spread use [`maglev`](Self::maglev) (within about 1% of the
+    /// mean), or [`ring_hash_with`](Self::ring_hash_with) for a ring sized to a target
+    /// imbalance. See the [`ring`] module.
     pub fn ring_hash() -> Self {
         Policy::new(Kind::RingHash {
             sizing: ring::Sizing::PerWeight(ring::DEFAULT_POINTS_PER_WEIGHT),
@@ -194,10 +194,10 @@ impl Policy {
         })
     }
 
-    /// Ring hash sized for `max_imbalance` (0.1 = the busiest endpoint owns at most 10% more
-    /// than the mean): `⌈2 ln N / max_imbalance²⌉` points per unit of weight for `N` endpoints
-    /// ([`ring::points_per_weight`]; 1 382 per endpoint for 10% at N = 1 000), with at most
-    /// `max_ring_size` points. When the cap is reached the target is not met; the ring is as
+    /// Ring hash sized for `max_imbalance` (0.1 = the busiest endpoint should own at most 10%
+    /// more than the mean): `⌈2 ln N / max_imbalance²⌉` points per unit of weight for `N`
+    /// endpoints ([`ring::points_per_weight`]; 1 382 per endpoint for 10% at N = 1 000), with at
+    /// most `max_ring_size` points. When the cap is reached the target is not met; the ring is as
     /// large as allowed. [`DEFAULT_MAX_RING_SIZE`] is Envoy's default cap.
     pub fn ring_hash_with(max_imbalance: f64, max_ring_size: usize) -> Result<Self, ConfigError> {
         if !(max_imbalance > 0.0 && max_imbalance.is_finite()) {
