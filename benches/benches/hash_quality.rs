@@ -2,10 +2,12 @@
 //! the endpoints' shares) and what share of keys moves when one endpoint leaves.
 //!
 //! Schemes: Maglev with the default policy's table sized from N (`maglev::table_size_for`) and
-//! with the former fixed M = 65 537, waypost's ring hash sized for a 10% imbalance, and the same
-//! ring with gRPC's default sizing (`min_ring_size` 1 024, `max_ring_size` 4 096: each of N
-//! equal endpoints gets `⌈1024/N⌉` points, capped at `4096/N`). Shares are exact (table slots,
-//! ring arcs); the moved share is measured over 200 000 random keys.
+//! with the former fixed M = 65 537, waypost's default ring hash (`Policy::ring_hash()`: 160
+//! points per endpoint, as in ketama), the ring sized for a 10% imbalance
+//! (`Policy::ring_hash_with(0.1, ..)`), and the same ring with gRPC's default sizing
+//! (`min_ring_size` 1 024, `max_ring_size` 4 096: each of N equal endpoints gets `⌈1024/N⌉`
+//! points, capped at `4096/N`). Shares are exact (table slots, ring arcs); the moved share is
+//! measured over 200 000 random keys.
 //!
 //! ```text
 //! cargo bench -p waypost-benches --bench hash_quality
@@ -58,9 +60,13 @@ fn fastrand_seed(mut state: u64) -> impl FnMut() -> u64 {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and gets a quick run.
     let full = std::env::args().any(|arg| arg == "--bench");
-    let sizes: &[usize] = if full { &[10, 100, 1000] } else { &[10] };
+    let sizes: &[usize] = if full {
+        &[10, 100, 1000, 10_000]
+    } else {
+        &[10]
+    };
     println!(
-        "{:<24} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "{:<26} {:>6} {:>10} {:>10} {:>10} {:>10}",
         "scheme", "N", "entries", "max/mean", "moved", "ideal"
     );
     for &n in sizes {
@@ -97,7 +103,7 @@ fn main() {
                 .map(|&c| c as f64 / before.size() as f64)
                 .collect();
             println!(
-                "{:<24} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}   (build {:.2} ms)",
+                "{:<26} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}   (build {:.2} ms)",
                 name,
                 n,
                 before.size(),
@@ -111,7 +117,7 @@ fn main() {
         // The Maglev paper sizes the table at more than 100 × N; at N = 1 000 the former
         // default 65 537 is only 65 × N, so show larger primes too.
         for size in [100_003u32, 1_000_003] {
-            if n < 1000 {
+            if n != 1000 {
                 break;
             }
             let before = MaglevTable::new(&refs, &vec![1; n], size).expect("non-empty");
@@ -122,7 +128,7 @@ fn main() {
                 .map(|&c| c as f64 / before.size() as f64)
                 .collect();
             println!(
-                "{:<24} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}",
+                "{:<26} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}",
                 "maglev",
                 n,
                 before.size(),
@@ -134,7 +140,13 @@ fn main() {
 
         let rings = [
             (
-                "ring (waypost, ε = 0.1)",
+                "ring (default, 160 / w)",
+                ring::DEFAULT_POINTS_PER_WEIGHT
+                    .min(ring::DEFAULT_MAX_RING_SIZE as u64 / n as u64)
+                    .max(1),
+            ),
+            (
+                "ring (ring_hash_with 0.1)",
                 ring::points_per_weight(n, 0.1, n as u64, ring::DEFAULT_MAX_RING_SIZE),
             ),
             (
@@ -143,16 +155,20 @@ fn main() {
             ),
         ];
         for (name, points) in rings {
+            let started = Instant::now();
             let before = Ring::new(&refs, &vec![1; n], points).expect("non-empty");
+            let build = started.elapsed();
             let after = Ring::new(&rest, &vec![1; n - 1], points).expect("non-empty");
             println!(
-                "{:<24} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}",
+                "{:<26} {:>6} {:>10} {:>10.4} {:>10.4} {:>10.4}   (build {:.2} ms, {} B / endpoint)",
                 name,
                 n,
                 before.len(),
                 max_over_mean(&before.shares(n)),
                 moved(|k| before.pick(k), |k| after.pick(k), gone),
-                ideal
+                ideal,
+                build.as_secs_f64() * 1e3,
+                before.heap_bytes() / n
             );
         }
     }

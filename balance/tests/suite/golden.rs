@@ -57,6 +57,17 @@ async fn ring_hash_placement_is_pinned() {
 }
 
 #[tokio::test]
+async fn ring_sized_for_a_target_placement_is_pinned() {
+    let policy =
+        Policy::ring_hash_with(0.10, waypost_balance::policy::DEFAULT_MAX_RING_SIZE).unwrap();
+    let got = ports(policy, &five(), &keys());
+    assert_eq!(
+        got, GOLDEN_RING_10_PERCENT,
+        "sized ring hash placement changed"
+    );
+}
+
+#[tokio::test]
 async fn hash_keys_survive_address_changes() {
     // StatefulSet pods keep their names when their IPs change: placement follows the name.
     let named = |port: u16, name: &str| {
@@ -94,6 +105,18 @@ const GOLDEN_MAGLEV: [u16; 16] = [
 const GOLDEN_MAGLEV_65_537: [u16; 16] = [
     8002, 8002, 8003, 8005, 8003, 8002, 8005, 8002, 8004, 8001, 8005, 8001, 8005, 8002, 8002, 8004,
 ];
+/// The default ring over five endpoints. Re-pinned, deliberately, when the ring changed twice
+/// at once: its points became one `u64` each (a 32-bit hash derived from xxHash64 of the
+/// endpoint's key, and the owner), looked up by the top 32 bits of the request's key, and the
+/// default ring went from a size targeting a 10% imbalance (322 points per endpoint at N = 5)
+/// to 160 points per endpoint, as in ketama. Until then it was
+/// `[8002, 8001, 8002, 8005, 8001, 8005, 8004, 8003, 8001, 8004, 8002, 8004, 8004, 8004, 8003,
+/// 8003]`.
 const GOLDEN_RING: [u16; 16] = [
-    8002, 8001, 8002, 8005, 8001, 8005, 8004, 8003, 8001, 8004, 8002, 8004, 8004, 8004, 8003, 8003,
+    8003, 8002, 8003, 8005, 8002, 8002, 8004, 8002, 8005, 8001, 8005, 8001, 8005, 8002, 8005, 8005,
+];
+/// `Policy::ring_hash_with(0.10, DEFAULT_MAX_RING_SIZE)` over five endpoints (the former
+/// default's sizing, in the current point format), pinned when the default changed.
+const GOLDEN_RING_10_PERCENT: [u16; 16] = [
+    8005, 8004, 8003, 8005, 8002, 8002, 8004, 8002, 8005, 8001, 8001, 8001, 8003, 8005, 8005, 8005,
 ];

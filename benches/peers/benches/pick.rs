@@ -193,6 +193,7 @@ fn rebuild(c: &mut Criterion) {
             ("p2c_least_pending", Policy::p2c_least_pending()),
             ("round_robin", Policy::round_robin()),
             ("maglev", Policy::maglev()),
+            ("ring_hash", Policy::ring_hash()),
         ] {
             let _guard = runtime.enter();
             let full: Vec<Endpoint> = addresses(n).into_iter().map(Endpoint::new).collect();
