@@ -21,4 +21,6 @@ install_packages() {
 
 # The Debian packages the test suite needs:
 # - unbound: the real DNS server the DNS source tests run against (tests/src/dns/unbound.rs).
-TEST_PACKAGES=(unbound)
+# - iproute2 and nftables: the partition test's network namespace and its packet-drop rule
+#   (tests/tests/suite/partition.rs).
+TEST_PACKAGES=(unbound iproute2 nftables)

@@ -72,7 +72,9 @@ pub mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL};
+pub use builder::{
+    Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT,
+};
 pub use error::{BoxError, Error, ErrorKind};
 pub use key::RequestKey;
 #[cfg(any(feature = "tonic", feature = "hyper"))]

@@ -60,7 +60,8 @@ struct Options {
     connect_timeout: Duration,
     timeout: Option<Duration>,
     wait_for_endpoints: Duration,
-    keep_alive_interval: Option<Duration>,
+    /// The ping interval and the wait for its acknowledgement.
+    keep_alive: (Option<Duration>, Duration),
     retry: Option<RetryBudget>,
     backoff: (Duration, Duration),
     ejection: (Duration, Duration),
@@ -84,7 +85,7 @@ fn options() -> impl Strategy<Value = Options> {
             duration(),
             proptest::option::of(duration()),
             duration(),
-            proptest::option::of(duration()),
+            (proptest::option::of(duration()), duration()),
             proptest::option::of(retry),
             (duration(), duration()),
         ),
@@ -103,7 +104,7 @@ fn options() -> impl Strategy<Value = Options> {
     )
         .prop_map(
             |(
-                (connect_timeout, timeout, wait_for_endpoints, keep_alive_interval, retry, backoff),
+                (connect_timeout, timeout, wait_for_endpoints, keep_alive, retry, backoff),
                 (
                     ejection,
                     interval,
@@ -116,7 +117,7 @@ fn options() -> impl Strategy<Value = Options> {
                 connect_timeout,
                 timeout,
                 wait_for_endpoints,
-                keep_alive_interval,
+                keep_alive,
                 retry,
                 backoff,
                 ejection,
@@ -142,7 +143,7 @@ impl Options {
         };
         self.connect_timeout = nonzero(self.connect_timeout);
         self.timeout = self.timeout.map(nonzero);
-        self.keep_alive_interval = self.keep_alive_interval.map(nonzero);
+        self.keep_alive = (self.keep_alive.0.map(nonzero), nonzero(self.keep_alive.1));
         if let Some(retry) = &mut self.retry {
             if !(retry.retry_percent.is_finite() && (0.0..=1000.0).contains(&retry.retry_percent)) {
                 retry.retry_percent = 0.2;
@@ -193,7 +194,8 @@ impl Options {
             .unwrap()
             .balance_config(self.balance_config())
             .connect_timeout(self.connect_timeout)
-            .keep_alive_interval(self.keep_alive_interval);
+            .keep_alive_interval(self.keep_alive.0)
+            .keep_alive_timeout(self.keep_alive.1);
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
         }
@@ -216,9 +218,8 @@ impl Options {
         });
         !self.connect_timeout.is_zero()
             && self.timeout.is_none_or(|timeout| !timeout.is_zero())
-            && self
-                .keep_alive_interval
-                .is_none_or(|interval| !interval.is_zero())
+            && self.keep_alive.0.is_none_or(|interval| !interval.is_zero())
+            && !self.keep_alive.1.is_zero()
             && retry_valid
             && !self.backoff.0.is_zero()
             && self.backoff.1 >= self.backoff.0

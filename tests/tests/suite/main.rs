@@ -18,4 +18,5 @@ mod kube_api_rig;
 mod kubernetes_merge;
 mod kubernetes_namespace;
 mod kubernetes_watch;
+mod partition;
 mod static_target;
