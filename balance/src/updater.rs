@@ -48,7 +48,7 @@ struct Tracked<S> {
     /// When the endpoint joined, for slow start; `None` for the balancer's first set.
     joined: Option<Instant>,
     ejections: u16,
-    /// What the last table was built from for this endpoint: see [`Tracked::build_input`].
+    /// What the last table was built from for this endpoint: see [`build_input`].
     built_from: u16,
     /// The endpoint's finished-request count when the last interval ended.
     finished_mark: u32,
@@ -594,13 +594,12 @@ impl<M: MakeEndpoint> Updater<M> {
         loop {
             let now = Instant::now();
             let deadline = self.next_deadline(now);
-            let applied = watcher.seen_revision();
             tokio::select! {
                 biased;
                 _ = &mut alive => return,
                 answered = watcher.answered(), if discovery_open => match answered {
                     Ok(set) => {
-                        if set.revision() > applied {
+                        if set.revision() > self.set.revision() {
                             self.apply_set(&set, false);
                         }
                         self.reannounced();

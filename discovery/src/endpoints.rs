@@ -532,8 +532,9 @@ impl Publisher {
     /// Publishes the endpoints of a successful answer and marks the source current.
     ///
     /// The endpoints are sorted and deduplicated as in [`EndpointSet::new`]. If they equal the
-    /// current set (and the source has published before), the revision stays and watchers are
-    /// not woken for a set change. The first publication always creates revision 1, even when
+    /// current set (and the source has published before), the revision stays and
+    /// [`Watcher::changed`] keeps waiting; [`Watcher::answered`] sees the confirmation. The
+    /// first publication always creates revision 1, even when
     /// empty, so that [`Endpoints::resolved`] can tell "answered: nothing" from "not yet".
     pub fn publish<I>(&mut self, endpoints: I) -> Publication
     where
