@@ -540,6 +540,32 @@ mod tests {
         assert!(started.elapsed() + Duration::from_millis(1) >= delay);
     }
 
+    /// A connector 11 failures deep in a 1 s..30 s backoff (a wait of 15 s or more), waiting in
+    /// `back_off` with `reporter`; the task returns how long it waited after its last attempt.
+    fn deep_in_backoff(
+        reporter: ConnectivityReporter,
+        seed: u64,
+    ) -> tokio::task::JoinHandle<Duration> {
+        let mut reconnect = Reconnect::new(Backoff::seeded(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            seed,
+        ));
+        for _ in 0..10 {
+            reconnect.failed();
+        }
+        let attempted = Instant::now();
+        let delay = reconnect.failed();
+        assert!(delay >= Duration::from_secs(15), "{delay:?}");
+        let earliest = reconnect.earliest_early_attempt(attempted);
+        tokio::spawn(async move {
+            let kick = Notify::new();
+            let (_stop, mut stopped) = oneshot::channel::<()>();
+            assert!(back_off(delay, earliest, &kick, &reporter, &mut stopped).await);
+            attempted.elapsed()
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn another_endpoint_reconnecting_brings_a_long_backoff_forward() {
         use waypost_balance::{Balance, WithConnectivity};
@@ -567,24 +593,7 @@ mod tests {
         second.report(Connectivity::Disconnected);
 
         // The second endpoint's connector is deep in its backoff.
-        let mut reconnect = Reconnect::new(Backoff::seeded(
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-            3,
-        ));
-        for _ in 0..10 {
-            reconnect.failed();
-        }
-        let attempted = Instant::now();
-        let delay = reconnect.failed();
-        assert!(delay >= Duration::from_secs(15), "{delay:?}");
-        let earliest = reconnect.earliest_early_attempt(attempted);
-        let kick = Notify::new();
-        let (_stop, mut stopped) = oneshot::channel();
-        let waiting = tokio::spawn(async move {
-            assert!(back_off(delay, earliest, &kick, &second, &mut stopped).await);
-            attempted.elapsed()
-        });
+        let waiting = deep_in_backoff(second, 3);
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The first endpoint's server is back: the second tries again at its initial delay.
         first.report(Connectivity::Connected);
@@ -621,24 +630,7 @@ mod tests {
         let reporter = reporters.lock().unwrap()[0].clone();
         reporter.report(Connectivity::Disconnected);
 
-        let mut reconnect = Reconnect::new(Backoff::seeded(
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-            4,
-        ));
-        for _ in 0..10 {
-            reconnect.failed();
-        }
-        let attempted = Instant::now();
-        let delay = reconnect.failed();
-        assert!(delay >= Duration::from_secs(15), "{delay:?}");
-        let earliest = reconnect.earliest_early_attempt(attempted);
-        let kick = Notify::new();
-        let (_stop, mut stopped) = oneshot::channel();
-        let waiting = tokio::spawn(async move {
-            assert!(back_off(delay, earliest, &kick, &reporter, &mut stopped).await);
-            attempted.elapsed()
-        });
+        let waiting = deep_in_backoff(reporter, 4);
         tokio::time::sleep(Duration::from_millis(200)).await;
         // DNS answers with the same address again: the connector tries at its initial delay.
         publisher.publish(announced);
