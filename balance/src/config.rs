@@ -9,6 +9,8 @@
 //! | [`slow_start`](BalanceConfig::slow_start) | off | ramp new endpoints' weight up over a window |
 //! | [`wait_for_endpoints`](BalanceConfig::wait_for_endpoints) | 10 s | how long a request waits for a usable endpoint |
 //! | [`reconnect_backoff`](BalanceConfig::reconnect_backoff) | 1 s doubling to 30 s | how long an unreachable endpoint is skipped |
+//! | [`load_feedback`](BalanceConfig::load_feedback) | on: the server's pushback, else 1 s, at most 60 s | how long an endpoint that refused work as overloaded is passed over |
+//! | [`concurrency_limit`](BalanceConfig::concurrency_limit) | off | the most requests in flight per endpoint, and what a request does when every endpoint is full |
 //!
 //! The health rules follow Envoy's outlier detection, panic threshold, zone-aware routing and
 //! slow start, with the same defaults where Envoy has them.
@@ -248,6 +250,92 @@ impl Default for ReconnectBackoff {
     }
 }
 
+/// What the balancer does with an endpoint that refused work as overloaded
+/// ([`Outcome::Overloaded`](crate::Outcome::Overloaded): HTTP 429 or 503, gRPC
+/// `RESOURCE_EXHAUSTED` or a trailers-only `UNAVAILABLE`, as [`HttpStatus`](crate::HttpStatus)
+/// classifies them).
+///
+/// Besides counting as a failure (outlier detection, and the Peak EWMA failure penalty), the
+/// endpoint is *passed over* for a while: every policy treats it as it treats an endpoint whose
+/// connection just went down. P2C takes the other candidate, round-robin and random pick again,
+/// consistent hashing walks on to the next endpoint. It still gets requests when every
+/// candidate is passed over, so load feedback alone never fails a request; unlike an ejection
+/// it holds in panic mode too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadFeedback {
+    /// How long an endpoint is passed over when the server did not say (no `Retry-After`, no
+    /// `grpc-retry-pushback-ms`). Zero: only when it says. Default 1 s.
+    pub default_backoff: Duration,
+    /// The longest a server's pushback is honoured. Default 60 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for LoadFeedback {
+    fn default() -> Self {
+        LoadFeedback {
+            default_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LoadFeedback {
+    /// How long an endpoint that answered "overloaded" with `retry_after` is passed over.
+    pub(crate) fn backoff(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.default_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// A per-endpoint concurrency limit, as Envoy's `max_requests` circuit breaker: an endpoint
+/// with `max_in_flight` requests in flight takes no more until one ends.
+///
+/// The limit is exact, whatever the number of clones and threads sending: a request reserves
+/// its place with a compare-and-swap on the endpoint's counter. Picks pass full endpoints over
+/// (as load feedback does); when every usable endpoint is full the request does what
+/// [`when_full`](Self::when_full) says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConcurrencyLimit {
+    /// The most requests in flight on one endpoint; at least 1.
+    pub max_in_flight: u32,
+    /// What a request does when every usable endpoint is full. Default [`WhenFull::Fail`].
+    pub when_full: WhenFull,
+}
+
+impl ConcurrencyLimit {
+    /// At most `max_in_flight` requests per endpoint; a request that finds them all full fails
+    /// at once.
+    pub fn new(max_in_flight: u32) -> Self {
+        ConcurrencyLimit {
+            max_in_flight,
+            when_full: WhenFull::Fail,
+        }
+    }
+
+    /// The same limit; a request that finds every endpoint full waits for room.
+    pub fn waiting(self) -> Self {
+        ConcurrencyLimit {
+            when_full: WhenFull::Wait,
+            ..self
+        }
+    }
+}
+
+/// What a request does when every usable endpoint is at its [`ConcurrencyLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Fail at once with [`ErrorKind::Overloaded`](crate::ErrorKind::Overloaded), unsent (so a
+    /// caller may shed or queue it itself). The default.
+    #[default]
+    Fail,
+    /// Wait for a request to end (or for another endpoint), up to
+    /// [`wait_for_endpoints`](BalanceConfig::wait_for_endpoints) and within the caller's own
+    /// deadline, then fail with [`ErrorKind::Overloaded`](crate::ErrorKind::Overloaded).
+    Wait,
+}
+
 /// Everything a [`Balance`](crate::Balance) is configured with.
 #[derive(Debug, Clone)]
 pub struct BalanceConfig {
@@ -270,6 +358,12 @@ pub struct BalanceConfig {
     pub wait_for_endpoints: Duration,
     /// How long an unreachable endpoint is skipped.
     pub reconnect_backoff: ReconnectBackoff,
+    /// Passing over endpoints that refuse work as overloaded. Default on
+    /// ([`LoadFeedback::default`]); `None` turns it off (an overloaded answer is then only a
+    /// failure).
+    pub load_feedback: Option<LoadFeedback>,
+    /// The most requests in flight per endpoint. Default off.
+    pub concurrency_limit: Option<ConcurrencyLimit>,
     /// Seeds the random choices, for reproducible tests. Default: seeded from the thread's
     /// random generator.
     pub seed: Option<u64>,
@@ -288,6 +382,8 @@ impl Default for BalanceConfig {
             slow_start: None,
             wait_for_endpoints: Duration::from_secs(10),
             reconnect_backoff: ReconnectBackoff::default(),
+            load_feedback: Some(LoadFeedback::default()),
+            concurrency_limit: None,
             seed: None,
             latency_clock: LatencyClock::default(),
         }
@@ -301,6 +397,13 @@ impl BalanceConfig {
             policy,
             ..BalanceConfig::default()
         }
+    }
+
+    /// `true` when a request that finds every endpoint full fails at once.
+    pub(crate) fn concurrency_limit_fails(&self) -> bool {
+        self.concurrency_limit
+            .as_ref()
+            .is_some_and(|limit| limit.when_full == WhenFull::Fail)
     }
 
     /// Checks every field; the error names the first one that cannot work.
@@ -324,6 +427,24 @@ impl BalanceConfig {
             return Err(ConfigError::new(
                 "reconnect_backoff",
                 "initial must be above zero and max at least initial",
+            ));
+        }
+        if let Some(feedback) = &self.load_feedback
+            && feedback.max_backoff < feedback.default_backoff
+        {
+            return Err(ConfigError::new(
+                "load_feedback.max_backoff",
+                "must not be shorter than default_backoff",
+            ));
+        }
+        if self
+            .concurrency_limit
+            .as_ref()
+            .is_some_and(|limit| limit.max_in_flight == 0)
+        {
+            return Err(ConfigError::new(
+                "concurrency_limit.max_in_flight",
+                "must be at least 1",
             ));
         }
         Ok(())

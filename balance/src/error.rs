@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Discovery,
     /// The endpoint's service failed; its error is the [`source`](std::error::Error::source).
     Endpoint,
+    /// Every usable endpoint had as many requests in flight as the
+    /// [`ConcurrencyLimit`](crate::ConcurrencyLimit) allows; the request was not sent.
+    Overloaded,
 }
 
 /// A failed request, naming the target and, when one was chosen, the endpoint.
@@ -40,6 +43,8 @@ pub struct Error {
     target: Arc<str>,
     endpoint: Option<SocketAddr>,
     waited: Option<Duration>,
+    /// The concurrency limit, for [`ErrorKind::Overloaded`].
+    limit: Option<u32>,
     source: Option<BoxError>,
 }
 
@@ -55,7 +60,19 @@ impl Error {
             target,
             endpoint: None,
             waited: Some(waited),
+            limit: None,
             source: discovery.map(|error| Box::new(error) as BoxError),
+        }
+    }
+
+    pub(crate) fn overloaded(target: Arc<str>, limit: u32, waited: Duration) -> Self {
+        Error {
+            kind: ErrorKind::Overloaded,
+            target,
+            endpoint: None,
+            waited: Some(waited),
+            limit: Some(limit),
+            source: None,
         }
     }
 
@@ -65,6 +82,7 @@ impl Error {
             target,
             endpoint: Some(endpoint),
             waited: None,
+            limit: None,
             source: Some(source),
         }
     }
@@ -99,6 +117,16 @@ impl Error {
         self.kind == ErrorKind::Discovery
     }
 
+    /// `true` when every usable endpoint was at its concurrency limit.
+    pub fn is_overloaded(&self) -> bool {
+        self.kind == ErrorKind::Overloaded
+    }
+
+    /// The per-endpoint concurrency limit every endpoint was at, for [`ErrorKind::Overloaded`].
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+
     /// `true` when the endpoint's service failed.
     pub fn is_endpoint(&self) -> bool {
         self.kind == ErrorKind::Endpoint
@@ -123,6 +151,7 @@ impl fmt::Debug for Error {
             .field("target", &self.target)
             .field("endpoint", &self.endpoint)
             .field("waited", &self.waited)
+            .field("limit", &self.limit)
             .field("source", &self.source)
             .finish()
     }
@@ -152,6 +181,13 @@ impl fmt::Display for Error {
                 }
                 None => write!(f, "request to `{}` failed", self.target),
             },
+            ErrorKind::Overloaded => {
+                write!(f, "every endpoint of `{}` is at its limit", self.target)?;
+                if let Some(limit) = self.limit {
+                    write!(f, " of {limit} requests in flight")?;
+                }
+                write!(f, "{waited}; the request was not sent")
+            }
         }
     }
 }
@@ -191,6 +227,18 @@ impl ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overloaded_error_names_the_limit() {
+        let error = Error::overloaded(Arc::from("dns:///api:80"), 8, Duration::ZERO);
+        assert!(error.is_overloaded());
+        assert_eq!(error.limit(), Some(8));
+        assert_eq!(
+            error.to_string(),
+            "every endpoint of `dns:///api:80` is at its limit of 8 requests in flight \
+             after waiting 0ns; the request was not sent"
+        );
+    }
 
     #[test]
     fn messages_name_target_and_endpoint() {

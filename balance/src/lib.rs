@@ -9,9 +9,11 @@
 //!   Maglev and ring hash consistent hashing with optional bounded loads. Weight 0 means "no
 //!   new requests" everywhere.
 //! - **Health** ([`BalanceConfig`]): passive outlier detection (consecutive failures and failure
-//!   percentage, growing ejection times, a cap on ejected endpoints), a panic threshold, zone
-//!   preference with spill-over, slow start, and per-endpoint connectivity (an unreachable
-//!   endpoint is skipped with backoff, never dropped for good).
+//!   percentage, growing ejection times, a cap on ejected endpoints), load feedback (endpoints
+//!   that answer "overloaded" are passed over for their `Retry-After`), per-endpoint
+//!   concurrency limits, a panic threshold, zone preference with spill-over, slow start, and
+//!   per-endpoint connectivity (an unreachable endpoint is skipped with backoff, never dropped
+//!   for good).
 //! - **The pick path** reads an immutable table through an `ArcSwap` and atomics: no lock, no
 //!   allocation, no channel hop, no clock read (Peak EWMA costs are compared in the log domain).
 //!   Per-endpoint state (latency, in-flight, failures, ejections) survives every set update.
@@ -62,9 +64,10 @@ mod state;
 mod table;
 mod updater;
 
-pub use classify::{Classify, ErrorIsFailure, HttpStatus, Outcome};
+pub use classify::{Classify, ErrorIsFailure, HttpStatus, Outcome, Pushback, pushback};
 pub use config::{
-    BalanceConfig, OutlierDetection, ReconnectBackoff, SlowStart, ZoneMode, ZonePreference,
+    BalanceConfig, ConcurrencyLimit, LoadFeedback, OutlierDetection, ReconnectBackoff, SlowStart,
+    WhenFull, ZoneMode, ZonePreference,
 };
 pub use error::{BoxError, ConfigError, Error, ErrorKind};
 pub use key::{ExtensionKey, HashKey, HeaderKey, KeyFn, NoHashKey, RequestHashKey, hash_key_bytes};

@@ -40,7 +40,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::task::{Context, Poll, ready};
 
 use arc_swap::ArcSwap;
@@ -180,6 +180,14 @@ impl<K, C> Builder<K, C> {
                 .policy
                 .bounded_load
                 .map(|_| CachePadded::new(AtomicU64::new(0))),
+            limit: config
+                .concurrency_limit
+                .as_ref()
+                .map(|limit| limit.max_in_flight),
+            waiting_for_room: AtomicUsize::new(0),
+            room: Notify::new(),
+            load_feedback: config.load_feedback.clone(),
+            epoch: Instant::now(),
         });
         let (table_epoch, _) = watch::channel(0);
         let (alive, dead) = oneshot::channel();
@@ -194,7 +202,7 @@ impl<K, C> Builder<K, C> {
             },
             config,
             clones: AtomicU64::new(0),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             _alive: alive,
         });
         let mut updater = Updater::new(&shared, make);
@@ -238,7 +246,8 @@ impl<S, K, C> Balance<S, K, C> {
 
     /// The endpoint a request with hash `key` would be sent to now, without sending anything:
     /// the same pick a [`call`](Service::call) makes (no lock, no allocation), but it does not
-    /// count as a request. `None` when no endpoint is usable.
+    /// count as a request (nor reserve a place under a concurrency limit). `None` when no
+    /// endpoint is usable.
     #[inline]
     pub fn pick(&mut self, key: Option<u64>) -> Option<std::net::SocketAddr> {
         self.pick_slot(key, |slot| slot.address())
@@ -268,8 +277,15 @@ impl<S, K, C> Balance<S, K, C> {
     /// or `None` when an endpoint is usable. Clients whose own deadline ends while a request
     /// waits use it to say why.
     pub fn why_unavailable(&self, waited: std::time::Duration) -> Option<Error> {
-        match self.shared.table.load().status {
-            TableStatus::Ready => None,
+        let table = self.shared.table.load();
+        match table.status {
+            TableStatus::Ready => {
+                let limit = self.shared.context.limit?;
+                let full = table
+                    .pick_with_room(&mut fastrand::Rng::new(), limit)
+                    .is_none();
+                full.then(|| overloaded(&self.shared, limit, waited))
+            }
             TableStatus::Empty(reason) => Some(unavailable(&self.shared, reason, waited)),
         }
     }
@@ -346,16 +362,100 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let key = self.key.hash_key(&request);
-        match self.pick_slot(key, Arc::clone) {
-            Some(slot) => ResponseFuture::calling(slot, request, self.classify.clone()),
-            None => ResponseFuture::waiting(
-                Arc::clone(&self.shared),
+        let begun = match self.shared.context.limit {
+            None => match self.pick_slot(key, |slot| InFlight::start(Arc::clone(slot))) {
+                Some(in_flight) => Begin::Started(in_flight),
+                None => Begin::Empty,
+            },
+            Some(limit) => {
+                let shared = &self.shared;
+                begin_limited(shared, &shared.table.load(), key, &mut self.rng, limit)
+            }
+        };
+        let shared = &self.shared;
+        match begun {
+            Begin::Started(in_flight) => {
+                ResponseFuture::calling(in_flight, request, self.classify.clone())
+            }
+            Begin::Full(limit) if shared.config.concurrency_limit_fails() => {
+                ResponseFuture::failed(
+                    overloaded(shared, limit, std::time::Duration::ZERO),
+                    self.classify.clone(),
+                )
+            }
+            Begin::Full(_) | Begin::Empty => ResponseFuture::waiting(
+                Arc::clone(shared),
                 key,
                 self.rng.fork(),
                 request,
                 self.classify.clone(),
             ),
         }
+    }
+}
+
+/// What a request found when it tried to start on an endpoint.
+enum Begin<S> {
+    /// Counted in flight on its endpoint.
+    Started(InFlight<S>),
+    /// Every usable endpoint is at the concurrency limit (the limit).
+    Full(u32),
+    /// Nothing usable.
+    Empty,
+}
+
+/// Picks from `table` and starts the request there, under the concurrency `limit`: when the
+/// policy's pick is full, another endpoint with room is taken; [`Begin::Full`] when none has.
+fn begin_limited<S>(
+    shared: &Shared<S>,
+    table: &PickTable<S>,
+    key: Option<u64>,
+    rng: &mut fastrand::Rng,
+    limit: u32,
+) -> Begin<S> {
+    let Some(slot) = table.pick(
+        key,
+        rng,
+        &shared.stripes,
+        shared.context.total_in_flight.as_deref(),
+    ) else {
+        return Begin::Empty;
+    };
+    if let Some(in_flight) = InFlight::try_start(slot, limit) {
+        return Begin::Started(in_flight);
+    }
+    // Other requests may take the room found before this one does: a few tries.
+    for _ in 0..4 {
+        match table.pick_with_room(rng, limit) {
+            Some(slot) => {
+                if let Some(in_flight) = InFlight::try_start(slot, limit) {
+                    return Begin::Started(in_flight);
+                }
+            }
+            None => break,
+        }
+    }
+    Begin::Full(limit)
+}
+
+/// Picks from `table` and starts the request there, with or without a concurrency limit.
+fn begin<S>(
+    shared: &Shared<S>,
+    table: &PickTable<S>,
+    key: Option<u64>,
+    rng: &mut fastrand::Rng,
+) -> Begin<S> {
+    match shared.context.limit {
+        Some(limit) => begin_limited(shared, table, key, rng, limit),
+        None => match table.pick(
+            key,
+            rng,
+            &shared.stripes,
+            shared.context.total_in_flight.as_deref(),
+        ) {
+            Some(slot) => Begin::Started(InFlight::start(Arc::clone(slot))),
+            None => Begin::Empty,
+        },
     }
 }
 
@@ -373,6 +473,18 @@ struct InFlight<S> {
 impl<S> InFlight<S> {
     fn start(slot: Arc<Slot<S>>) -> Self {
         slot.state.start_request();
+        Self::started(slot)
+    }
+
+    /// Starts a request on `slot` if it has fewer than `limit` in flight.
+    fn try_start(slot: &Arc<Slot<S>>, limit: u32) -> Option<Self> {
+        slot.state
+            .try_start_request(limit)
+            .then(|| Self::started(Arc::clone(slot)))
+    }
+
+    /// The bookkeeping of a request already counted in the endpoint's started requests.
+    fn started(slot: Arc<Slot<S>>) -> Self {
         slot.metrics.request_started();
         if let Some(total) = &slot.context.total_in_flight {
             total.fetch_add(1, Ordering::Relaxed);
@@ -411,6 +523,23 @@ impl<S> InFlight<S> {
                     context.wake.notify_one();
                 }
             }
+            Outcome::Overloaded { retry_after } => {
+                if state.record_failure() == context.consecutive_failures {
+                    context.wake.notify_one();
+                }
+                if let Some(feedback) = &context.load_feedback {
+                    let backoff = feedback.backoff(retry_after);
+                    if !backoff.is_zero() {
+                        let until = context
+                            .millis_since_epoch(Instant::now())
+                            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+                        if state.shed_until(until) {
+                            // The task learns when the period ends.
+                            context.wake.notify_one();
+                        }
+                    }
+                }
+            }
             Outcome::Unreachable => {
                 state.record_failure();
                 if state.mark_unreachable_since(self.connectivity) {
@@ -422,10 +551,19 @@ impl<S> InFlight<S> {
     }
 
     fn end(&self) {
+        let context = &self.slot.context;
         self.slot.state.end_request();
         self.slot.metrics.request_ended();
-        if let Some(total) = &self.slot.context.total_in_flight {
+        if let Some(total) = &context.total_in_flight {
             total.fetch_sub(1, Ordering::Relaxed);
+        }
+        if context.limit.is_some() {
+            // Pairs with the fence of a request that starts waiting for room: either it sees
+            // this end, or this sees it waiting and wakes it.
+            fence(Ordering::SeqCst);
+            if context.waiting_for_room.load(Ordering::Relaxed) > 0 {
+                context.room.notify_one();
+            }
         }
     }
 }
@@ -439,7 +577,7 @@ impl<S> Drop for InFlight<S> {
     }
 }
 
-type WaitFuture<S> = Pin<Box<dyn Future<Output = Result<Arc<Slot<S>>, Error>> + Send>>;
+type WaitFuture<S> = Pin<Box<dyn Future<Output = Result<InFlight<S>, Error>> + Send>>;
 
 #[pin_project(project = StateProj)]
 enum State<S, Request>
@@ -456,6 +594,10 @@ where
         wait: WaitFuture<S>,
         request: Option<Request>,
     },
+    /// Failed before it could start (every endpoint full, [`WhenFull::Fail`]).
+    ///
+    /// [`WhenFull::Fail`]: crate::WhenFull::Fail
+    Failed { error: Option<Error> },
 }
 
 /// The response future of [`Balance`].
@@ -474,14 +616,22 @@ where
     S: Service<Request> + Clone + Send + Sync + 'static,
     Request: Send + 'static,
 {
-    fn calling(slot: Arc<Slot<S>>, request: Request, classify: C) -> Self {
+    fn calling(in_flight: InFlight<S>, request: Request, classify: C) -> Self {
         ResponseFuture {
-            state: Self::call_state(slot, request),
+            state: Self::call_state(in_flight, request),
             classify,
         }
     }
 
-    fn call_state(slot: Arc<Slot<S>>, request: Request) -> State<S, Request> {
+    fn failed(error: Error, classify: C) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            classify,
+        }
+    }
+
+    fn call_state(in_flight: InFlight<S>, request: Request) -> State<S, Request> {
+        let slot = &in_flight.slot;
         let span = tracing::debug_span!(
             target: "waypost::balance",
             "request",
@@ -491,7 +641,7 @@ where
         let service = slot.service.clone();
         State::Calling {
             call: Oneshot::new(service, request),
-            in_flight: InFlight::start(slot),
+            in_flight,
             span,
         }
     }
@@ -510,16 +660,38 @@ where
             let _waiting = Waiting::start(&shared);
             let deadline = crate::state::after(started, shared.config.wait_for_endpoints);
             let mut epoch = shared.table_epoch.subscribe();
+            let mut waiting_for_room = None;
             loop {
                 epoch.borrow_and_update();
+                let room = shared.context.room.notified();
+                tokio::pin!(room);
+                if waiting_for_room.is_some() {
+                    room.as_mut().enable();
+                }
                 let table = shared.table.load_full();
-                if let Some(slot) = table.pick(
-                    key,
-                    &mut rng,
-                    &shared.stripes,
-                    shared.context.total_in_flight.as_deref(),
-                ) {
-                    return Ok(Arc::clone(slot));
+                let limit = match begin(&shared, &table, key, &mut rng) {
+                    Begin::Started(in_flight) => return Ok(in_flight),
+                    Begin::Full(limit) => Some(limit),
+                    Begin::Empty => None,
+                };
+                if let Some(limit) = limit {
+                    let waited = Instant::now().saturating_duration_since(started);
+                    if shared.config.concurrency_limit_fails() {
+                        return Err(overloaded(&shared, limit, waited));
+                    }
+                    if waiting_for_room.is_none() {
+                        // Counted first, then looked again: an end that came before the count
+                        // is seen by the next look, one after it wakes this request.
+                        waiting_for_room = Some(RoomWaiting::start(&shared.context));
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = &mut room => continue,
+                        changed = epoch.changed() => if changed.is_ok() { continue },
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
+                    let waited = Instant::now().saturating_duration_since(started);
+                    return Err(overloaded(&shared, limit, waited));
                 }
                 let reason = match table.status {
                     TableStatus::Empty(reason) => reason,
@@ -554,6 +726,35 @@ where
 fn confirmed_empty(endpoints: &Endpoints) -> bool {
     let set = endpoints.load();
     set.is_empty() && set.revision() > 0 && endpoints.health().is_current()
+}
+
+/// Counts a request waiting for room under the concurrency limit, until dropped.
+struct RoomWaiting<'a> {
+    context: &'a crate::table::Context,
+}
+
+impl<'a> RoomWaiting<'a> {
+    fn start(context: &'a crate::table::Context) -> Self {
+        context.waiting_for_room.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fence after a request ends (see `InFlight::end`).
+        fence(Ordering::SeqCst);
+        RoomWaiting { context }
+    }
+}
+
+impl Drop for RoomWaiting<'_> {
+    fn drop(&mut self) {
+        self.context
+            .waiting_for_room
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The error for a request that found every usable endpoint at the concurrency limit.
+fn overloaded<S>(shared: &Shared<S>, limit: u32, waited: std::time::Duration) -> Error {
+    let context = &shared.context;
+    tracing::debug!(target: "waypost::balance", target = %context.target, limit, "every usable endpoint is at its concurrency limit");
+    Error::overloaded(Arc::clone(&context.target), limit, waited)
 }
 
 /// Counts a request waiting for an endpoint, until dropped.
@@ -631,11 +832,16 @@ where
                     });
                 }
                 StateProj::Waiting { wait, request } => {
-                    let slot = ready!(wait.as_mut().poll(cx))?;
+                    let in_flight = ready!(wait.as_mut().poll(cx))?;
                     let request = request
                         .take()
                         .expect("the request is taken once, when the wait ends");
-                    this.state.set(Self::call_state(slot, request));
+                    this.state.set(Self::call_state(in_flight, request));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .expect("a failed response future is polled once after it completes")));
                 }
             }
         }
@@ -650,6 +856,7 @@ where
         let state = match &self.state {
             State::Calling { in_flight, .. } => format!("calling {}", in_flight.slot.address()),
             State::Waiting { .. } => "waiting for an endpoint".to_owned(),
+            State::Failed { .. } => "failed".to_owned(),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -171,8 +171,11 @@ pub(crate) struct EndpointState {
     ewma_key: AtomicU64,
     consecutive_failures: AtomicU32,
     interval_failures: AtomicU32,
-    /// The state in the low `STATE_BITS` bits, the number of connector reports above.
+    /// The state in the low two bits, [`SHED`] above them, the number of connector reports
+    /// above that.
     connectivity: AtomicU32,
+    /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
+    shed_until: AtomicU32,
 }
 
 impl EndpointState {
@@ -191,6 +194,7 @@ impl EndpointState {
             consecutive_failures: AtomicU32::new(0),
             interval_failures: AtomicU32::new(0),
             connectivity: AtomicU32::new(0),
+            shed_until: AtomicU32::new(0),
         };
         let estimate = (initial_estimate.as_secs_f64() * 1e6) as f32;
         state.store_estimate(estimate, now_ms, tau_ms);
@@ -211,6 +215,38 @@ impl EndpointState {
     #[inline]
     pub(crate) fn start_request(&self) {
         self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts a request if fewer than `limit` are in flight; `false` (nothing counted) when the
+    /// endpoint is full. Exact under any number of threads: the start is a compare-and-swap on
+    /// the started count, against a finished count read first (it only grows, so the in-flight
+    /// count seen is never below the true one).
+    #[inline]
+    pub(crate) fn try_start_request(&self, limit: u32) -> bool {
+        let mut finished = self.finished.load(Ordering::Relaxed);
+        let mut started = self.started.load(Ordering::Relaxed);
+        let mut reread = false;
+        loop {
+            if started.wrapping_sub(finished) >= limit {
+                if reread {
+                    return false;
+                }
+                // A request may have ended since `finished` was read: look once more.
+                reread = true;
+                finished = self.finished.load(Ordering::Relaxed);
+                started = self.started.load(Ordering::Relaxed);
+                continue;
+            }
+            match self.started.compare_exchange_weak(
+                started,
+                started.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => started = actual,
+            }
+        }
     }
 
     #[inline]
@@ -342,10 +378,80 @@ impl EndpointState {
         self.connectivity.load(Ordering::Relaxed)
     }
 
-    /// `true` when requests should avoid the endpoint (reported disconnected or unreachable).
+    /// `true` when the endpoint's connection is down (reported disconnected, or unreachable).
     #[inline]
     pub(crate) fn is_down(&self) -> bool {
         state_of(self.connectivity.load(Ordering::Relaxed)) >= 2
+    }
+
+    /// What picks should pass the endpoint over for, in one load: `(down, shed)`.
+    #[inline]
+    pub(crate) fn avoidance(&self) -> (bool, bool) {
+        let word = self.connectivity.load(Ordering::Relaxed);
+        (state_of(word) >= 2, word & SHED != 0)
+    }
+
+    /// `true` while the endpoint is passed over after an overloaded answer.
+    pub(crate) fn is_shed(&self) -> bool {
+        self.connectivity.load(Ordering::Relaxed) & SHED != 0
+    }
+
+    /// Passes the endpoint over until `until_ms` (milliseconds since the epoch), or longer if it
+    /// already is; `true` when it was not passed over before, so the background task must
+    /// learn when it ends.
+    pub(crate) fn shed_until(&self, until_ms: u64) -> bool {
+        let until = until_ms as u32;
+        let mut current = self.shed_until.load(Ordering::Relaxed);
+        let was_shed = self.is_shed();
+        // Later deadlines win (wrapping comparison: sheds last far less than 24 days).
+        while !was_shed || (until.wrapping_sub(current) as i32) > 0 {
+            match self.shed_until.compare_exchange_weak(
+                current,
+                until,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.connectivity.fetch_or(SHED, Ordering::Relaxed) & SHED == 0
+    }
+
+    /// While the endpoint is passed over: the milliseconds since the epoch when that ends.
+    pub(crate) fn shed_deadline(&self, now_ms: u64) -> Option<u64> {
+        if !self.is_shed() {
+            return None;
+        }
+        let left = self
+            .shed_until
+            .load(Ordering::Relaxed)
+            .wrapping_sub(now_ms as u32) as i32;
+        Some(now_ms.saturating_add_signed(i64::from(left.max(0))))
+    }
+
+    /// Ends the endpoint's shed period if it is over at `now_ms`; `true` when it ended.
+    pub(crate) fn end_shed_if_over(&self, now_ms: u64) -> bool {
+        if self
+            .shed_deadline(now_ms)
+            .is_none_or(|until| until > now_ms)
+        {
+            return false;
+        }
+        self.connectivity.fetch_and(!SHED, Ordering::Relaxed);
+        // A request may have extended the period between the two steps: keep it then.
+        if self.shed_deadline_raw(now_ms) > 0 {
+            self.connectivity.fetch_or(SHED, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Milliseconds left of the stored shed deadline (negative when passed), flag or not.
+    fn shed_deadline_raw(&self, now_ms: u64) -> i32 {
+        self.shed_until
+            .load(Ordering::Relaxed)
+            .wrapping_sub(now_ms as u32) as i32
     }
 
     /// Marks the endpoint unreachable after a request that started at `stamp` could not reach
@@ -414,7 +520,9 @@ impl EndpointState {
         let mut current = self.connectivity.load(Ordering::Relaxed);
         loop {
             let generation = generation_of(current).wrapping_add(1) & GENERATION_MASK;
-            let next = (generation << STATE_BITS) | u32::from(connectivity.as_u8());
+            let next = (generation << GENERATION_SHIFT)
+                | (current & SHED)
+                | u32::from(connectivity.as_u8());
             match self.connectivity.compare_exchange_weak(
                 current,
                 next,
@@ -428,18 +536,21 @@ impl EndpointState {
     }
 }
 
-/// The connectivity word: the state in the low bits, the number of connector reports (wrapping)
-/// above them.
-const STATE_BITS: u32 = 2;
-const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
-const GENERATION_MASK: u32 = u32::MAX >> STATE_BITS;
+/// The connectivity word: the state in the low two bits, the [`SHED`] flag above them, the
+/// number of connector reports (wrapping) above that. A pick reads the state and the flag in
+/// one load.
+const STATE_MASK: u32 = 0b11;
+/// Set while the endpoint is passed over after an overloaded answer (load feedback).
+const SHED: u32 = 0b100;
+const GENERATION_SHIFT: u32 = 3;
+const GENERATION_MASK: u32 = u32::MAX >> GENERATION_SHIFT;
 
 fn state_of(word: u32) -> u8 {
     (word & STATE_MASK) as u8
 }
 
 fn generation_of(word: u32) -> u32 {
-    word >> STATE_BITS
+    word >> GENERATION_SHIFT
 }
 
 /// `e^-x` for `x >= 0`. Samples usually arrive far less than τ apart, where three terms of the
@@ -593,5 +704,69 @@ mod tests {
             Connectivity::Unknown
         );
         assert_eq!(s.connectivity(), Connectivity::Disconnected);
+    }
+
+    #[test]
+    fn a_limit_is_never_exceeded() {
+        let s = state(1);
+        assert!(s.try_start_request(2));
+        assert!(s.try_start_request(2));
+        assert!(!s.try_start_request(2), "full");
+        assert_eq!(s.in_flight(), 2, "a refused start counts nothing");
+        s.end_request();
+        assert!(s.try_start_request(2), "room again after an end");
+        // Many threads racing for a few places: never more in flight than the limit.
+        let s = std::sync::Arc::new(state(1));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let mut most = 0;
+                    for _ in 0..20_000 {
+                        if s.try_start_request(3) {
+                            most = most.max(s.in_flight());
+                            s.end_request();
+                        }
+                    }
+                    most
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(thread.join().unwrap() <= 3);
+        }
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn shed_periods_extend_and_end_and_keep_connectivity() {
+        let s = state(1);
+        assert_eq!(s.avoidance(), (false, false));
+        assert!(s.shed_until(1_000), "news for the task");
+        assert!(
+            !s.shed_until(500),
+            "already shed: an earlier end changes nothing"
+        );
+        assert_eq!(s.shed_deadline(0), Some(1_000));
+        assert!(!s.shed_until(2_000));
+        assert_eq!(s.shed_deadline(100), Some(2_000));
+        // A connector report keeps the flag, and the flag leaves the state alone.
+        s.set_connectivity(Connectivity::Connected);
+        assert_eq!(s.avoidance(), (false, true));
+        assert_eq!(s.connectivity(), Connectivity::Connected);
+        let stamp = s.connectivity_stamp();
+        assert!(s.mark_unreachable_since(stamp));
+        assert_eq!(s.avoidance(), (true, true));
+        assert!(!s.end_shed_if_over(1_999));
+        assert!(s.end_shed_if_over(2_000));
+        assert_eq!(s.avoidance(), (true, false));
+        assert!(s.is_unreachable());
+        assert_eq!(s.shed_deadline(2_000), None);
+        // Stamps wrap like the estimate's.
+        let near_wrap = u64::from(u32::MAX) - 10;
+        assert!(s.shed_until(near_wrap + 100));
+        assert_eq!(s.shed_deadline(near_wrap), Some(near_wrap + 100));
+        assert!(!s.end_shed_if_over(near_wrap + 99));
+        assert!(s.end_shed_if_over(near_wrap + 100));
     }
 }

@@ -8,11 +8,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use waypost_discovery::topology::{hints_prefer_zone, is_hinted_local, is_in_zone};
 use waypost_discovery::{Endpoint, Endpoints};
 
@@ -41,6 +42,23 @@ pub(crate) struct Context {
     pub(crate) retry: Arc<Notify>,
     /// Requests in flight across all endpoints, kept only for bounded loads.
     pub(crate) total_in_flight: Option<CachePadded<AtomicU64>>,
+    /// The per-endpoint concurrency limit, when configured.
+    pub(crate) limit: Option<u32>,
+    /// With a concurrency limit: requests waiting for room on a full endpoint, and the
+    /// notification an ending request gives one of them.
+    pub(crate) waiting_for_room: AtomicUsize,
+    pub(crate) room: Notify,
+    /// How long an endpoint that answered "overloaded" is passed over, when load feedback is on.
+    pub(crate) load_feedback: Option<crate::config::LoadFeedback>,
+    /// The origin of shed deadlines (tokio's clock, as the background task's timers).
+    pub(crate) epoch: Instant,
+}
+
+impl Context {
+    /// Milliseconds from the balancer's epoch to `at`.
+    pub(crate) fn millis_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// One endpoint as the request path sees it: its counters and its service.
@@ -99,12 +117,15 @@ pub(crate) struct PickTable<S> {
     /// The spill-over group and the share of picks it gets, scaled to `u32::MAX`.
     spill: Option<(Group, u32)>,
     bounded_load: Option<f64>,
+    /// The per-endpoint concurrency limit: picks pass full endpoints over.
+    limit: Option<u32>,
 }
 
 struct GroupLoads<'a, S> {
     slots: &'a [Arc<Slot<S>>],
     /// In panic mode every endpoint is used, down or not.
     panic: bool,
+    limit: Option<u32>,
 }
 
 impl<S> Loads for GroupLoads<'_, S> {
@@ -119,8 +140,10 @@ impl<S> Loads for GroupLoads<'_, S> {
     }
 
     #[inline]
-    fn is_down(&self, candidate: usize) -> bool {
-        !self.panic && self.slots[candidate].state.is_down()
+    fn avoid(&self, candidate: usize) -> bool {
+        let state = &self.slots[candidate].state;
+        let (down, shed) = state.avoidance();
+        (down && !self.panic) || shed || self.limit.is_some_and(|limit| state.in_flight() >= limit)
     }
 }
 
@@ -134,6 +157,7 @@ impl<S> PickTable<S> {
             primary: None,
             spill: None,
             bounded_load: None,
+            limit: None,
         }
     }
 
@@ -171,10 +195,41 @@ impl<S> PickTable<S> {
             &GroupLoads {
                 slots,
                 panic: self.panic,
+                limit: self.limit,
             },
             bound,
         );
         slots.get(index)
+    }
+
+    /// With a concurrency limit, after the policy's pick found its endpoint full: an endpoint
+    /// with room, looking at every candidate from a random place (one that is not down or shed
+    /// first). `None` when every candidate is full. Only runs when endpoints fill up.
+    pub(crate) fn pick_with_room(
+        &self,
+        rng: &mut fastrand::Rng,
+        limit: u32,
+    ) -> Option<&Arc<Slot<S>>> {
+        let len = self.candidates.len();
+        if len == 0 {
+            return None;
+        }
+        let start = rng.usize(..len);
+        let mut fallback = None;
+        for slot in self.candidates[start..]
+            .iter()
+            .chain(&self.candidates[..start])
+        {
+            if slot.state.in_flight() >= limit {
+                continue;
+            }
+            let (down, shed) = slot.state.avoidance();
+            if (!down || self.panic) && !shed {
+                return Some(slot);
+            }
+            fallback.get_or_insert(slot);
+        }
+        fallback
     }
 
     /// Every candidate, in table order.
@@ -317,6 +372,10 @@ pub(crate) fn build<S>(
         primary: Some(primary),
         spill,
         bounded_load: config.policy.bounded_load,
+        limit: config
+            .concurrency_limit
+            .as_ref()
+            .map(|limit| limit.max_in_flight),
     }
 }
 

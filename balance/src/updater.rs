@@ -3,7 +3,8 @@
 //! One task per balancer (not per clone) owns everything that changes rarely: the map from
 //! address to slot, ejections, reconnect backoffs, slow-start ramps and the outlier-detection
 //! interval. It wakes when discovery publishes a set, when the request path reports that an
-//! endpoint crossed the consecutive-failure threshold or became unreachable, when a connector
+//! endpoint crossed the consecutive-failure threshold, became unreachable or said it was
+//! overloaded (it ends the endpoint's shed period when due), when a connector
 //! reports its connection state, and when a timer is due (an ejection ends, a backoff ends, a
 //! ramp advances, an interval ends). Discovery therefore progresses whether or not requests
 //! flow. The task ends when the last clone of the balancer is dropped.
@@ -329,8 +330,12 @@ impl<M: MakeEndpoint> Updater<M> {
         let config = &self.config;
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
+        let now_ms = self.context.millis_since_epoch(now);
         for tracked in self.tracked.iter_mut() {
             let address = tracked.address();
+            if tracked.slot.state.end_shed_if_over(now_ms) {
+                tracing::debug!(target: "waypost::balance", target = %target, endpoint = %address, "endpoint no longer passed over after it said it was overloaded");
+            }
             if let Some(episodes) = tracked.episodes.as_deref_mut()
                 && episodes.ejected_until.is_some_and(|until| until <= now)
             {
@@ -566,7 +571,11 @@ impl<M: MakeEndpoint> Updater<M> {
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut next = self.next_interval;
         let waiting = self.requests_waiting();
+        let now_ms = self.context.millis_since_epoch(now);
         for tracked in self.tracked.iter() {
+            if let Some(until) = tracked.slot.state.shed_deadline(now_ms) {
+                next = next.min(after(self.context.epoch, Duration::from_millis(until)));
+            }
             if let Some(at) = tracked.early_probe_at(waiting, self.config.reconnect_backoff.initial)
             {
                 next = next.min(at);

@@ -1,5 +1,5 @@
 //! The pick path allocates nothing: a counting global allocator watches `Balance::pick` and full
-//! `call`s on no-op endpoint services, for every policy.
+//! `call`s on no-op endpoint services, for every policy, and with a concurrency limit.
 //!
 //! The allocator (`allocation-counter`, installed by linking it) counts per thread. The test
 //! harness's main thread keeps working after it has started the test's thread: it records the
@@ -13,7 +13,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use tower::Service;
-use waypost_balance::{Balance, BalanceConfig, Policy};
+use waypost_balance::{Balance, BalanceConfig, ConcurrencyLimit, Policy};
 use waypost_discovery::{Endpoint, Publisher};
 
 /// A no-op endpoint service whose future is ready at once and allocates nothing.
@@ -71,14 +71,24 @@ fn picks_and_calls_do_not_allocate() {
         Policy::ring_hash(),
         Policy::maglev().with_bounded_load(0.25).unwrap(),
     ];
-    for policy in policies {
+    let limited = |policy| BalanceConfig {
+        concurrency_limit: Some(ConcurrencyLimit::new(4)),
+        ..BalanceConfig::with_policy(policy)
+    };
+    let configs = policies.into_iter().map(BalanceConfig::with_policy).chain([
+        limited(Policy::p2c_least_pending()),
+        limited(Policy::round_robin()),
+        limited(Policy::maglev()),
+    ]);
+    for config in configs {
+        let policy = (config.policy, config.concurrency_limit.clone());
         let mut publisher = Publisher::new("zero-alloc");
         publisher.publish((1..=100u16).map(|i| {
             Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 10_000 + i)))
                 .with_weight(1 + u32::from(i % 3))
         }));
         let mut balance = Balance::builder(publisher.endpoints())
-            .config(BalanceConfig::with_policy(policy))
+            .config(config)
             .build(|_: &Endpoint| Noop)
             .unwrap();
         // Warm up thread-locals and lazily initialised statics.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use waypost_balance::{
-    Balance, BalanceConfig, BalanceLayer, MakeEndpoint, OutlierDetection, Policy, ZonePreference,
+    Balance, BalanceConfig, BalanceLayer, ConcurrencyLimit, LoadFeedback, MakeEndpoint,
+    OutlierDetection, Policy, ZonePreference,
 };
 #[cfg(any(feature = "tonic", all(feature = "tls", feature = "hyper")))]
 use waypost_discovery::DnsHost;
@@ -159,6 +160,25 @@ impl Builder {
     /// Outlier detection settings.
     pub fn outlier_detection(mut self, outlier_detection: OutlierDetection) -> Self {
         self.balance.outlier_detection = outlier_detection;
+        self
+    }
+
+    /// At most `limit.max_in_flight` requests in flight per endpoint (Envoy's `max_requests`
+    /// circuit breaker, per endpoint): picks pass full endpoints over, and a request that finds
+    /// every endpoint full fails unsent with [`ErrorKind::Overloaded`] or waits for room within
+    /// its deadline ([`ConcurrencyLimit::waiting`]). Default: no limit. A limit of 0 is a
+    /// configuration error when the client is built.
+    pub fn concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
+        self.balance.concurrency_limit = Some(limit);
+        self
+    }
+
+    /// How long endpoints that answer "overloaded" (HTTP 429 and 503, gRPC
+    /// `RESOURCE_EXHAUSTED` and trailers-only `UNAVAILABLE`) are passed over: their
+    /// `Retry-After` or `grpc-retry-pushback-ms`, else 1 s, at most 60 s, by default
+    /// ([`LoadFeedback::default`]). `None` turns it off.
+    pub fn load_feedback(mut self, feedback: Option<LoadFeedback>) -> Self {
+        self.balance.load_feedback = feedback;
         self
     }
 

@@ -32,6 +32,10 @@ pub enum ErrorKind {
     AllEjected,
     /// Discovery was failing and had no endpoints before the wait deadline.
     Discovery,
+    /// Every usable endpoint was at its concurrency limit
+    /// ([`Builder::concurrency_limit`](crate::Builder::concurrency_limit)); the request was not
+    /// sent.
+    Overloaded,
     /// The request's deadline passed (waiting for an endpoint included).
     Timeout,
     /// The request could not reach an endpoint (no connection, refused, reset before sending);
@@ -113,6 +117,7 @@ impl Error {
             waypost_balance::ErrorKind::NoEndpoints => ErrorKind::NoEndpoints,
             waypost_balance::ErrorKind::AllEjected => ErrorKind::AllEjected,
             waypost_balance::ErrorKind::Discovery => ErrorKind::Discovery,
+            waypost_balance::ErrorKind::Overloaded => ErrorKind::Overloaded,
             _ => ErrorKind::Transport,
         };
         if kind != ErrorKind::Transport {
@@ -126,6 +131,13 @@ impl Error {
                 ErrorKind::AllEjected => {
                     format!("every endpoint is ejected or unreachable{waited}")
                 }
+                ErrorKind::Overloaded => match error.limit() {
+                    Some(limit) => format!(
+                        "every endpoint is at its limit of {limit} requests in flight{waited}; \
+                         not sent"
+                    ),
+                    None => format!("every endpoint is at its concurrency limit{waited}; not sent"),
+                },
                 _ => format!("discovery is failing{waited}"),
             };
             let mut converted = Error::new(kind, message).with_target(target);
@@ -186,12 +198,15 @@ impl Error {
     }
 
     /// `true` when no endpoint could take the request before the wait deadline
-    /// ([`NoEndpoints`](ErrorKind::NoEndpoints), [`AllEjected`](ErrorKind::AllEjected) or
-    /// [`Discovery`](ErrorKind::Discovery)).
+    /// ([`NoEndpoints`](ErrorKind::NoEndpoints), [`AllEjected`](ErrorKind::AllEjected),
+    /// [`Discovery`](ErrorKind::Discovery) or [`Overloaded`](ErrorKind::Overloaded)).
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::NoEndpoints | ErrorKind::AllEjected | ErrorKind::Discovery
+            ErrorKind::NoEndpoints
+                | ErrorKind::AllEjected
+                | ErrorKind::Discovery
+                | ErrorKind::Overloaded
         )
     }
 

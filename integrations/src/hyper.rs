@@ -596,7 +596,7 @@ where
             // A copy is kept only when it can be used: for an idempotent retry, or for a stream
             // an HTTP/2 server refuses after it opened.
             Some(replay) if retries.is_some() || self.http2 => {
-                let plan = Plan::new(UNSENT_ATTEMPTS, retries.cloned());
+                let plan = Plan::new(UNSENT_ATTEMPTS, retries.cloned()).within(self.timeout);
                 let original = copy_request(&request, replay);
                 let copy = move || Some(copy_request(&original, replay));
                 crate::retry::run(sends, request, plan, copy).await
@@ -637,7 +637,12 @@ where
     let error = match result {
         Ok(response) => {
             let refusing = response.status() == http::StatusCode::SERVICE_UNAVAILABLE;
-            return Sent::Answer { response, refusing };
+            let pushback = waypost_balance::pushback(response.headers());
+            return Sent::Answer {
+                response,
+                refusing,
+                pushback,
+            };
         }
         Err(error) => error,
     };

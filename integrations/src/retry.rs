@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
+use waypost_balance::Pushback;
 
 use crate::error::{Error, ErrorKind};
 
@@ -95,8 +97,13 @@ impl Retries {
 /// What one send of a request came back with, as the retry engine sees it.
 pub(crate) enum Sent<Request, Response> {
     /// An answer; `refusing` when it is a server refusing work (HTTP 503, a trailers-only
-    /// gRPC `UNAVAILABLE`), which an idempotent request may be sent again after.
-    Answer { response: Response, refusing: bool },
+    /// gRPC `UNAVAILABLE`), which an idempotent request may be sent again after, no sooner
+    /// than the server's `pushback` (`Retry-After`, `grpc-retry-pushback-ms`) says.
+    Answer {
+        response: Response,
+        refusing: bool,
+        pushback: Option<Pushback>,
+    },
     /// The request never reached a server (no connection, refused unprocessed by a GOAWAY);
     /// the request itself when the endpoint gave it back.
     NotProcessed {
@@ -118,6 +125,9 @@ pub(crate) struct Plan {
     /// The budget for resends after a send that may have been processed; `None` for requests
     /// that are not idempotent.
     pub(crate) retries: Option<Retries>,
+    /// When the request's deadline passes: a retry the server's pushback would put after it is
+    /// not made, and the refusing answer is returned instead.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Plan {
@@ -129,15 +139,23 @@ impl Plan {
                 .as_ref()
                 .map_or(unsent_sends, |retries| retries.max_attempts),
             retries,
+            deadline: None,
         }
+    }
+
+    /// The same plan for a request whose deadline is `timeout` from now.
+    pub(crate) fn within(mut self, timeout: Option<Duration>) -> Self {
+        self.deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        self
     }
 }
 
 /// The one retry engine of the clients: sends `request` through `send`, and again while the
 /// outcome allows it, within `plan`. A request that was not processed is sent again (the copy
 /// from the endpoint, else `copy()`); one that may have been processed, or a refusing answer,
-/// only when the plan has a retry budget that allows it. Every send counts against
-/// `plan.max_sends`.
+/// only when the plan has a retry budget that allows it. A refusing answer's pushback is
+/// honoured: no resend sooner than it says, none when it says never or when it ends after the
+/// plan's deadline. Every send counts against `plan.max_sends`.
 pub(crate) async fn run<S, Request, Response>(
     mut send: S,
     request: Request,
@@ -166,11 +184,33 @@ where
             Sent::Final(Error::new(ErrorKind::Transport, "the request failed").with_source(error))
         });
         let next = match sent {
-            Sent::Answer { response, refusing } => {
-                if !refusing || last || !may_retry(&plan) {
+            Sent::Answer {
+                response,
+                refusing,
+                pushback,
+            } => {
+                if !refusing || last {
                     return Ok(response);
                 }
-                tracing::debug!(target: "waypost::retry", sends, "refused work; sending again");
+                let wait = match pushback {
+                    None => Duration::ZERO,
+                    Some(Pushback::Never) => return Ok(response),
+                    Some(Pushback::After(wait)) => wait,
+                };
+                let resend_at = Instant::now().checked_add(wait);
+                if plan
+                    .deadline
+                    .is_some_and(|deadline| resend_at.is_none_or(|at| at >= deadline))
+                {
+                    return Ok(response);
+                }
+                if !may_retry(&plan) {
+                    return Ok(response);
+                }
+                tracing::debug!(target: "waypost::retry", sends, ?wait, "refused work; sending again after the server's pushback");
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 copy()
             }
             Sent::NotProcessed { request, error } => {
@@ -269,7 +309,71 @@ mod tests {
         Sent::Answer {
             response: if refusing { "unavailable" } else { "ok" },
             refusing,
+            pushback: None,
         }
+    }
+
+    fn pushed_back(pushback: Pushback) -> Outcome {
+        Sent::Answer {
+            response: "unavailable",
+            refusing: true,
+            pushback: Some(pushback),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pushback_delays_the_retry_by_what_the_server_asked() {
+        let started = Instant::now();
+        let (service, mut handle) = mock::pair::<String, Outcome>();
+        let engine = tokio::spawn(run(
+            service,
+            "call".to_owned(),
+            Plan::new(3, budget(3)),
+            || Some("copy".to_owned()),
+        ));
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_response(pushed_back(Pushback::After(Duration::from_millis(1500))));
+        let (request, respond) = handle.next_request().await.unwrap();
+        assert_eq!(request, "copy");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(1500),
+            "not sooner, not later"
+        );
+        respond.send_response(answer(false));
+        assert_eq!(engine.await.unwrap().unwrap(), "ok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pushback_of_never_or_past_the_deadline_returns_the_answer() {
+        let (result, seen, _) =
+            run_script(Plan::new(3, budget(3)), vec![pushed_back(Pushback::Never)]).await;
+        assert_eq!(result.unwrap(), "unavailable");
+        assert_eq!(seen.len(), 1, "never retried");
+
+        let plan = Plan::new(3, budget(3)).within(Some(Duration::from_secs(1)));
+        let started = Instant::now();
+        let (result, seen, _) = run_script(
+            plan,
+            vec![pushed_back(Pushback::After(Duration::from_secs(2)))],
+        )
+        .await;
+        assert_eq!(result.unwrap(), "unavailable");
+        assert_eq!(seen.len(), 1, "a retry after the deadline is not made");
+        assert_eq!(started.elapsed(), Duration::ZERO, "nor waited for");
+
+        // Within the deadline it is made.
+        let plan = Plan::new(3, budget(3)).within(Some(Duration::from_secs(5)));
+        let (result, seen, _) = run_script(
+            plan,
+            vec![
+                pushed_back(Pushback::After(Duration::from_secs(2))),
+                answer(false),
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(seen.len(), 2);
     }
 
     #[tokio::test]

@@ -168,7 +168,9 @@ impl Service<http::Request<Body>> for Channel {
         Box::pin(async move {
             let send = async move {
                 match retries {
-                    Some(retries) => send_idempotent(balance, request, attempts, retries).await,
+                    Some(retries) => {
+                        send_idempotent(balance, request, attempts, retries, deadline).await
+                    }
                     None => send_replayable(balance, request, attempts).await,
                 }
             };
@@ -215,6 +217,7 @@ async fn send_idempotent(
     request: http::Request<Body>,
     attempts: usize,
     retries: Retries,
+    deadline: Option<std::time::Duration>,
 ) -> Result<http::Response<Incoming>, Error> {
     use http_body_util::{BodyExt, Full, Limited};
     let (parts, body) = request.into_parts();
@@ -237,7 +240,7 @@ async fn send_idempotent(
             Body::new(Full::new(message.clone())),
         ))
     };
-    let plan = crate::retry::Plan::new(attempts, Some(retries));
+    let plan = crate::retry::Plan::new(attempts, Some(retries)).within(deadline);
     crate::retry::run(endpoint_sends(balance), first, plan, copy).await
 }
 
@@ -270,7 +273,12 @@ async fn send_once(
     let error = match result {
         Ok(response) => {
             let refusing = is_unavailable(&response);
-            return Sent::Answer { response, refusing };
+            let pushback = waypost_balance::pushback(response.headers());
+            return Sent::Answer {
+                response,
+                refusing,
+                pushback,
+            };
         }
         Err(error) => error,
     };
@@ -324,6 +332,7 @@ pub(crate) fn status(error: Error) -> ::tonic::Status {
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::NoEndpoints
         | ErrorKind::AllEjected
+        | ErrorKind::Overloaded
         | ErrorKind::Discovery
         | ErrorKind::Unreachable
         | ErrorKind::Transport => Code::Unavailable,

@@ -3,8 +3,9 @@
 //! A [`Backend`] is a real hyper server on loopback speaking HTTP/1 and HTTP/2 (prior
 //! knowledge). Every response carries the backend's address in its body and in the `x-backend`
 //! header, so a client can tell who answered. Its behaviour changes while it runs: a latency
-//! before answering, a status to answer with (503 for "failing"), a graceful shutdown that
-//! finishes requests in flight, or an abrupt kill that drops every connection.
+//! before answering, a status to answer with (503 for "failing") and a `Retry-After` to send
+//! with it, a graceful shutdown that finishes requests in flight, or an abrupt kill that drops
+//! every connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::task::JoinSet;
 struct Control {
     latency_us: AtomicU64,
     status: AtomicU16,
+    retry_after: std::sync::Mutex<Option<String>>,
     requests: AtomicU64,
     in_flight: AtomicU64,
 }
@@ -86,6 +88,15 @@ impl Backend {
     /// Answers with this status from now on (503 makes a failing backend).
     pub fn set_status(&self, status: u16) {
         self.control.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Sends `Retry-After: value` with every answer from now on (`None`: no header).
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        *self
+            .control
+            .retry_after
+            .lock()
+            .expect("the Retry-After lock is never poisoned") = value.map(str::to_owned);
     }
 
     /// Requests answered or being answered so far.
@@ -196,9 +207,18 @@ async fn answer(control: &Control, address: SocketAddr) -> http::Response<Full<B
     }
     let status = control.status.load(Ordering::Relaxed);
     control.in_flight.fetch_sub(1, Ordering::Relaxed);
-    http::Response::builder()
+    let mut response = http::Response::builder()
         .status(status)
-        .header("x-backend", address.to_string())
+        .header("x-backend", address.to_string());
+    if let Some(retry_after) = control
+        .retry_after
+        .lock()
+        .expect("the Retry-After lock is never poisoned")
+        .as_deref()
+    {
+        response = response.header(http::header::RETRY_AFTER, retry_after);
+    }
+    response
         .body(Full::new(Bytes::from(address.to_string())))
         .expect("a valid response")
 }

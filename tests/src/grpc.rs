@@ -3,7 +3,9 @@
 //!
 //! Every response carries the backend's address in the `x-backend` metadata entry, so a client can
 //! tell who answered. A failing backend answers every call at once with a trailers-only
-//! `UNAVAILABLE` status, as a server refusing work does.
+//! `UNAVAILABLE` status, as a server refusing work does; an overloaded one answers with the
+//! status and the `grpc-retry-pushback-ms` a test chose, encoded by tonic itself
+//! (`Status::into_http`). The backend counts its calls in flight and the most it ever had.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +24,10 @@ use tower::ServiceExt;
 struct Control {
     latency_us: AtomicU64,
     unavailable: AtomicBool,
+    refusal: std::sync::Mutex<Option<(tonic::Code, Option<String>)>>,
     requests: AtomicU64,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
 }
 
 /// A running gRPC backend serving `grpc.health.v1.Health` on loopback.
@@ -68,7 +73,23 @@ impl GrpcBackend {
             let health = health.clone();
             async move {
                 control.requests.fetch_add(1, Ordering::Relaxed);
-                let mut response = if control.unavailable.load(Ordering::Relaxed) {
+                let now = control.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                control.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                let refusal = control
+                    .refusal
+                    .lock()
+                    .expect("the refusal lock is never poisoned")
+                    .clone();
+                let mut response = if let Some((code, pushback)) = refusal {
+                    let mut status = tonic::Status::new(code, "backend overloaded");
+                    if let Some(pushback) = pushback {
+                        status.metadata_mut().insert(
+                            "grpc-retry-pushback-ms",
+                            pushback.parse().expect("a valid metadata value"),
+                        );
+                    }
+                    status.into_http::<Body>()
+                } else if control.unavailable.load(Ordering::Relaxed) {
                     http::Response::builder()
                         .header("content-type", "application/grpc")
                         .header("grpc-status", "14")
@@ -85,6 +106,7 @@ impl GrpcBackend {
                         Err(never) => match never {},
                     }
                 };
+                control.in_flight.fetch_sub(1, Ordering::SeqCst);
                 response.headers_mut().insert(
                     "x-backend",
                     http::HeaderValue::from_str(&address.to_string())
@@ -124,6 +146,23 @@ impl GrpcBackend {
         self.control
             .unavailable
             .store(unavailable, Ordering::Relaxed);
+    }
+
+    /// Answers every call at once with `code` (a trailers-only response, as tonic encodes a
+    /// handler's error) and, when given, `grpc-retry-pushback-ms: pushback`; `None` goes back to
+    /// serving.
+    pub fn set_refusing(&self, refusal: Option<(tonic::Code, Option<&str>)>) {
+        *self
+            .control
+            .refusal
+            .lock()
+            .expect("the refusal lock is never poisoned") =
+            refusal.map(|(code, pushback)| (code, pushback.map(str::to_owned)));
+    }
+
+    /// The most calls this backend ever had in flight at once.
+    pub fn most_in_flight(&self) -> u64 {
+        self.control.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Calls received so far.

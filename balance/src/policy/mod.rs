@@ -325,12 +325,13 @@ pub(crate) struct CandidateInfo<'a> {
 pub(crate) trait Loads {
     fn peak_ewma_cost(&self, candidate: usize) -> f64;
     fn in_flight(&self, candidate: usize) -> u32;
-    /// `true` when the candidate's connection went down since the table was built: picks
-    /// avoid it at once, before the next rebuild removes it.
-    fn is_down(&self, candidate: usize) -> bool;
+    /// `true` when picks should pass the candidate over: its connection went down since the
+    /// table was built (avoided at once, before the next rebuild removes it), it answered that
+    /// it is overloaded (load feedback), or it is at its concurrency limit.
+    fn avoid(&self, candidate: usize) -> bool;
 }
 
-/// How many times a pick that landed on a down candidate tries again.
+/// How many times a pick that landed on a candidate to avoid tries again.
 const DOWN_RETRIES: usize = 3;
 
 /// A policy's lookup structure over candidates `0..len`.
@@ -441,7 +442,7 @@ impl PolicyTable {
                 if a == b {
                     return a;
                 }
-                match (loads.is_down(a), loads.is_down(b)) {
+                match (loads.avoid(a), loads.avoid(b)) {
                     (true, false) => return b,
                     (false, true) => return a,
                     _ => {}
@@ -478,12 +479,12 @@ impl PolicyTable {
     }
 }
 
-/// Picks again, a few times, while the pick lands on a down candidate.
+/// Picks again, a few times, while the pick lands on a candidate to avoid.
 #[inline]
 fn retry_down<L: Loads>(loads: &L, mut pick: impl FnMut() -> usize) -> usize {
     let mut candidate = pick();
     for _ in 0..DOWN_RETRIES {
-        if !loads.is_down(candidate) {
+        if !loads.avoid(candidate) {
             break;
         }
         candidate = pick();
@@ -491,8 +492,8 @@ fn retry_down<L: Loads>(loads: &L, mut pick: impl FnMut() -> usize) -> usize {
     candidate
 }
 
-/// Walks a hash table or ring from `first` past candidates that are down or, with bounded
-/// loads, full; at most one pass. Keeps `first` when nothing better is found.
+/// Walks a hash table or ring from `first` past candidates to avoid or, with bounded loads,
+/// full; at most one pass. Keeps `first` when nothing better is found.
 #[inline]
 fn walk<L: Loads>(
     first: usize,
@@ -502,7 +503,7 @@ fn walk<L: Loads>(
     at: impl Fn(usize) -> usize,
 ) -> usize {
     let unsuitable = |candidate: usize| {
-        loads.is_down(candidate) || bound.is_some_and(|cap| loads.in_flight(candidate) >= cap)
+        loads.avoid(candidate) || bound.is_some_and(|cap| loads.in_flight(candidate) >= cap)
     };
     if !unsuitable(first) {
         return first;
@@ -565,7 +566,7 @@ mod tests {
         fn in_flight(&self, _: usize) -> u32 {
             0
         }
-        fn is_down(&self, _: usize) -> bool {
+        fn avoid(&self, _: usize) -> bool {
             false
         }
     }
@@ -579,7 +580,7 @@ mod tests {
         fn in_flight(&self, i: usize) -> u32 {
             self.0[i]
         }
-        fn is_down(&self, _: usize) -> bool {
+        fn avoid(&self, _: usize) -> bool {
             false
         }
     }

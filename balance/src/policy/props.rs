@@ -17,7 +17,7 @@ impl Loads for Flat {
     fn in_flight(&self, _: usize) -> u32 {
         0
     }
-    fn is_down(&self, _: usize) -> bool {
+    fn avoid(&self, _: usize) -> bool {
         false
     }
 }

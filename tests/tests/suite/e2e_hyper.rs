@@ -216,6 +216,10 @@ async fn a_503_backend_is_ejected_and_returns() {
             max_ejection_percent: 25,
             ..OutlierDetection::default()
         },
+        // Load feedback would pass the refusing backend over after its first answer, and it
+        // would take five seconds of one request each to reach five failures: this test is
+        // about ejection alone (e2e_load.rs tests load feedback).
+        load_feedback: None,
         ..BalanceConfig::with_policy(Policy::round_robin())
     };
     let client: Client = waypost::Builder::new(&static_target(&backends))

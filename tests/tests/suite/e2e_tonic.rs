@@ -197,6 +197,10 @@ async fn an_unavailable_backend_is_ejected_and_returns() {
             max_ejection_percent: 25,
             ..OutlierDetection::default()
         },
+        // Load feedback would pass the refusing backend over after its first answer, and it
+        // would take five seconds of one request each to reach five failures: this test is
+        // about ejection alone (e2e_load.rs tests load feedback).
+        load_feedback: None,
         ..BalanceConfig::with_policy(Policy::round_robin())
     };
     let channel = waypost::Builder::new(&target)

@@ -9,6 +9,7 @@ mod dns_unbound;
 mod e2e_churn;
 mod e2e_hyper;
 mod e2e_kubernetes;
+mod e2e_load;
 mod e2e_reasons;
 mod e2e_reresolve;
 mod e2e_tls;
