@@ -12,6 +12,37 @@
 //!
 //! Handles are registered when an endpoint joins, so recording on the request path does not
 //! allocate. Without the feature every call here compiles to nothing.
+//!
+//! The `target` label is [`target_label`]: the target string, except that a `static:///` list
+//! of several addresses is named by its first address and how many follow, so the label stays
+//! short however long the list.
+
+use std::borrow::Cow;
+
+/// The longest `target` label; longer targets are cut (at a character boundary).
+pub const MAX_TARGET_LABEL: usize = 128;
+
+/// The `target` label of a target string: `static:///10.0.0.1:80,10.0.0.2:80,10.0.0.3:80`
+/// becomes `static:///10.0.0.1:80+2`; other targets keep their text, cut to
+/// [`MAX_TARGET_LABEL`] bytes.
+pub fn target_label(target: &str) -> Cow<'_, str> {
+    let label: Cow<'_, str> = match target.strip_prefix("static:///") {
+        Some(list) if list.contains(',') => {
+            let mut addresses = list.split(',');
+            let first = addresses.next().unwrap_or_default();
+            Cow::Owned(format!("static:///{first}+{}", addresses.count()))
+        }
+        _ => Cow::Borrowed(target),
+    };
+    if label.len() <= MAX_TARGET_LABEL {
+        return label;
+    }
+    let mut end = MAX_TARGET_LABEL;
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(label[..end].to_owned())
+}
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -28,7 +59,7 @@ mod enabled {
     impl EndpointMetrics {
         pub(crate) fn new(target: &str, endpoint: SocketAddr) -> Self {
             let labels = [
-                ("target", target.to_owned()),
+                ("target", super::target_label(target).into_owned()),
                 ("endpoint", endpoint.to_string()),
             ];
             EndpointMetrics {
@@ -55,7 +86,7 @@ mod enabled {
     }
 
     pub(crate) fn table_built(target: &str, endpoints: usize, usable: usize, panic: bool) {
-        let labels = [("target", target.to_owned())];
+        let labels = [("target", super::target_label(target).into_owned())];
         metrics::gauge!("waypost_endpoints", &labels).set(endpoints as f64);
         metrics::gauge!("waypost_endpoints_usable", &labels).set(usable as f64);
         metrics::gauge!("waypost_panic_mode", &labels).set(if panic { 1.0 } else { 0.0 });
@@ -88,3 +119,26 @@ mod enabled {
 }
 
 pub(crate) use enabled::{EndpointMetrics, table_built};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_labels_stay_short() {
+        assert_eq!(
+            target_label("dns:///api.prod.svc.cluster.local:80"),
+            "dns:///api.prod.svc.cluster.local:80"
+        );
+        assert_eq!(
+            target_label("static:///10.0.0.1:80"),
+            "static:///10.0.0.1:80"
+        );
+        let list: Vec<String> = (1..=200).map(|i| format!("10.0.{i}.1:8080")).collect();
+        let target = format!("static:///{}", list.join(","));
+        assert_eq!(target_label(&target), "static:///10.0.1.1:8080+199");
+        let long = format!("dns:///{}.example:80", "é".repeat(100));
+        let label = target_label(&long);
+        assert!(label.len() <= MAX_TARGET_LABEL && long.starts_with(label.as_ref()));
+    }
+}

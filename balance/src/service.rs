@@ -46,7 +46,7 @@ use std::task::{Context, Poll, ready};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use pin_project::pin_project;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tower::Service;
 use tower::util::Oneshot;
@@ -58,6 +58,7 @@ use crate::error::{BoxError, ConfigError, Error, ErrorKind};
 use crate::key::{HashKey, NoHashKey};
 use crate::make::MakeEndpoint;
 use crate::policy::round_robin::Stripes;
+use crate::snapshot::{EndpointSnapshot, Snapshot};
 use crate::state::Clock;
 use crate::table::{self, PickTable, Slot, TableStatus};
 use crate::updater::{Shared, Updater};
@@ -191,6 +192,7 @@ impl<K, C> Builder<K, C> {
         });
         let (table_epoch, _) = watch::channel(0);
         let (alive, dead) = oneshot::channel();
+        let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             context,
             table: ArcSwap::from_pointee(PickTable::empty(ErrorKind::NoEndpoints)),
@@ -204,11 +206,12 @@ impl<K, C> Builder<K, C> {
             clones: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             _alive: alive,
+            snapshots,
         });
         let mut updater = Updater::new(&shared, make);
         updater.apply_set(&set, true);
         updater.refresh();
-        tokio::spawn(updater.run(watcher, dead));
+        tokio::spawn(updater.run(watcher, dead, snapshot_requests));
         Ok(Balance {
             shared,
             rng: fastrand::Rng::with_seed(seed),
@@ -305,6 +308,26 @@ impl<S, K, C> Balance<S, K, C> {
             .iter()
             .map(|slot| (slot.address(), slot.state.in_flight()))
             .collect()
+    }
+}
+
+impl<S, K, C> Balance<S, K, C>
+where
+    S: Send + Sync + 'static,
+{
+    /// What the balancer knows now, per endpoint and for its table: see [`Snapshot`]. Answered
+    /// by the balancer's background task, between two of its updates; requests are not slowed.
+    pub fn snapshot(&self) -> impl Future<Output = Snapshot> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let asked = self.shared.snapshots.send(reply).is_ok();
+        let shared = Arc::clone(&self.shared);
+        async move {
+            if asked && let Ok(snapshot) = answer.await {
+                return snapshot;
+            }
+            // The task is gone (it panicked): what the request path can see.
+            table_only_snapshot(&shared)
+        }
     }
 }
 
@@ -456,6 +479,41 @@ fn begin<S>(
             Some(slot) => Begin::Started(InFlight::start(Arc::clone(slot))),
             None => Begin::Empty,
         },
+    }
+}
+
+/// A snapshot from the current table alone, without the task's records.
+fn table_only_snapshot<S>(shared: &Shared<S>) -> Snapshot {
+    let table = shared.table.load();
+    let context = &shared.context;
+    Snapshot {
+        target: context.target.to_string(),
+        policy: shared.config.policy.name(),
+        mode: table.mode(),
+        usable_endpoints: table.len(),
+        set_revision: context.endpoints.revision(),
+        discovery: context.endpoints.health(),
+        requests_waiting: shared.waiting.load(Ordering::Relaxed),
+        endpoints: table
+            .candidates()
+            .iter()
+            .map(|slot| EndpointSnapshot {
+                address: slot.address(),
+                zone: None,
+                weight: 0,
+                readiness: waypost_discovery::Readiness::Ready,
+                usable: true,
+                connectivity: slot.state.connectivity(),
+                in_flight: slot.state.in_flight(),
+                latency_estimate: None,
+                consecutive_failures: slot.state.consecutive_failures(),
+                ejections: 0,
+                ejected_for: None,
+                unreachable_for: None,
+                passed_over_for: None,
+                slow_start_percent: None,
+            })
+            .collect(),
     }
 }
 

@@ -236,6 +236,19 @@ impl<S> PickTable<S> {
     pub(crate) fn candidates(&self) -> &[Arc<Slot<S>>] {
         &self.candidates
     }
+
+    /// How the table picks, for snapshots.
+    pub(crate) fn mode(&self) -> crate::snapshot::TableMode {
+        use crate::snapshot::TableMode;
+        match (self.status, &self.spill) {
+            (TableStatus::Empty(reason), _) => TableMode::Empty(reason),
+            _ if self.panic => TableMode::Panic,
+            (TableStatus::Ready, Some((_, share))) => TableMode::ZoneSpillOver {
+                remote_share: f64::from(*share) / f64::from(u32::MAX),
+            },
+            (TableStatus::Ready, None) => TableMode::Normal,
+        }
+    }
 }
 
 /// One tracked endpoint as the builder sees it.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use waypost_discovery::backoff::Backoff;
 use waypost_discovery::{Endpoint, EndpointSet, Watcher};
@@ -23,6 +23,7 @@ use crate::config::BalanceConfig;
 use crate::make::{ConnectivityCell, ConnectivityReporter, MakeEndpoint};
 use crate::metrics::{self, EndpointMetrics};
 use crate::policy::round_robin::Stripes;
+use crate::snapshot::{EndpointSnapshot, Snapshot};
 use crate::state::{Connectivity, EndpointState, after};
 use crate::table::{self, BuildEntry, Context, PickTable, Slot};
 
@@ -40,6 +41,8 @@ pub(crate) struct Shared<S> {
     pub(crate) waiting: std::sync::atomic::AtomicUsize,
     /// Dropped with the last clone of the balancer: ends the background task.
     pub(crate) _alive: oneshot::Sender<()>,
+    /// Asks the background task for a [`Snapshot`].
+    pub(crate) snapshots: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
 }
 
 /// The task's record of one endpoint of the applied set (the endpoint itself is read from the
@@ -598,7 +601,12 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     /// Runs until `alive` completes (every balancer clone dropped).
-    pub(crate) async fn run(mut self, mut watcher: Watcher, mut alive: oneshot::Receiver<()>) {
+    pub(crate) async fn run(
+        mut self,
+        mut watcher: Watcher,
+        mut alive: oneshot::Receiver<()>,
+        mut snapshots: mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
+    ) {
         let mut discovery_open = true;
         loop {
             let now = Instant::now();
@@ -606,6 +614,10 @@ impl<M: MakeEndpoint> Updater<M> {
             tokio::select! {
                 biased;
                 _ = &mut alive => return,
+                Some(reply) = snapshots.recv() => {
+                    let _ = reply.send(self.snapshot(Instant::now()));
+                    continue;
+                }
                 answered = watcher.answered(), if discovery_open => match answered {
                     Ok(set) => {
                         if set.revision() > self.set.revision() {
@@ -642,6 +654,72 @@ impl<M: MakeEndpoint> Updater<M> {
         }
         if disconnected {
             self.context.retry.notify_waiters();
+        }
+    }
+
+    /// What the balancer knows now (see [`Snapshot`]).
+    fn snapshot(&self, now: Instant) -> Snapshot {
+        let Some(shared) = self.shared.upgrade() else {
+            return Snapshot {
+                target: self.context.target.to_string(),
+                policy: self.config.policy.name(),
+                mode: crate::snapshot::TableMode::Empty(crate::ErrorKind::NoEndpoints),
+                usable_endpoints: 0,
+                set_revision: self.set.revision(),
+                discovery: self.context.endpoints.health(),
+                requests_waiting: 0,
+                endpoints: Vec::new(),
+            };
+        };
+        let table = shared.table.load_full();
+        let usable: std::collections::HashSet<*const Slot<M::Service>> =
+            table.candidates().iter().map(Arc::as_ptr).collect();
+        let left = |until: Option<Instant>| until.map(|until| until.saturating_duration_since(now));
+        let now_ms = self.context.clock.now_millis();
+        let epoch_ms = self.context.millis_since_epoch(now);
+        let endpoints = self
+            .tracked
+            .iter()
+            .zip(self.set.as_slice())
+            .map(|(tracked, endpoint)| {
+                let state = &tracked.slot.state;
+                let ramp = self.ramp(tracked, now);
+                EndpointSnapshot {
+                    address: endpoint.address(),
+                    zone: endpoint.zone().map(str::to_owned),
+                    weight: endpoint.weight(),
+                    readiness: endpoint.readiness(),
+                    usable: usable.contains(&Arc::as_ptr(&tracked.slot)),
+                    connectivity: state.connectivity(),
+                    in_flight: state.in_flight(),
+                    latency_estimate: self
+                        .context
+                        .peak_ewma
+                        .map(|(tau, _)| state.estimate(now_ms, tau)),
+                    consecutive_failures: state.consecutive_failures(),
+                    ejections: tracked.ejections,
+                    ejected_for: left(tracked.ejected_until()),
+                    unreachable_for: left(tracked.unreachable_until()),
+                    passed_over_for: state
+                        .shed_deadline(epoch_ms)
+                        .map(|until| Duration::from_millis(until.saturating_sub(epoch_ms))),
+                    slow_start_percent: (ramp < 1.0).then(|| (ramp * 100.0).round() as u8),
+                }
+            })
+            .collect();
+        Snapshot {
+            target: self.context.target.to_string(),
+            policy: self.config.policy.name(),
+            mode: table.mode(),
+            usable_endpoints: table.len(),
+            set_revision: self.set.revision(),
+            discovery: self.context.endpoints.health(),
+            requests_waiting: shared.waiting.load(std::sync::atomic::Ordering::Relaxed)
+                + self
+                    .context
+                    .waiting_for_room
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            endpoints,
         }
     }
 

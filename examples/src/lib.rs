@@ -1,7 +1,6 @@
 //! Runnable examples of waypost; see the `examples/` directory of this crate.
 //!
 //! - [`greeter`]: the tonic greeter service and client the `greeter` example runs.
-//! - [`cli`]: the `waypost` debug command (`resolve`, `watch`).
 //!
 //! Examples (`cargo run -p waypost-examples --example NAME`):
 //!
@@ -9,9 +8,11 @@
 //!   loopback backends while the fleet scales up, slows, crashes and drains; no cluster, no
 //!   setup.
 //! - `greeter`: the tonic greeter server and client (`--target` takes any target form).
-//! - `waypost`: `resolve TARGET` and `watch TARGET`, to see what a target resolves to.
+//!
+//! The `waypost` command (`resolve`, `watch`, `status`) is a binary of the `waypost` crate
+//! (`cargo install waypost --features cli`); its tests against the in-process DNS server live in
+//! this crate's `tests/cli.rs`.
 
-pub mod cli;
 pub mod greeter;
 
 /// A [`waypost::Builder`] for `target`. A `kubernetes:///` target gets a client from the

@@ -1,4 +1,4 @@
-//! The `waypost` debug command against the in-process DNS server.
+//! The `waypost` command (`waypost::cli`, feature `cli`) against the in-process DNS server.
 
 use std::net::IpAddr;
 
@@ -8,7 +8,7 @@ use waypost_tests::dns::server::DnsServer;
 
 async fn run(arguments: &[&str]) -> Result<String, String> {
     let mut out = Vec::new();
-    waypost_examples::cli::run(arguments.iter().copied(), &mut out).await?;
+    waypost::cli::run(arguments.iter().copied(), &mut out).await?;
     Ok(String::from_utf8(out).unwrap())
 }
 
@@ -86,7 +86,7 @@ async fn watch_prints_each_revision() {
     .into();
     let (sender, mut pipe) = mpsc::unbounded_channel();
     let watching =
-        tokio::spawn(async move { waypost_examples::cli::run(arguments, &mut Pipe(sender)).await });
+        tokio::spawn(async move { waypost::cli::run(arguments, &mut Pipe(sender)).await });
     // The first revision is out: only then does the fleet change.
     let mut output = String::new();
     read_until(&mut pipe, &mut output, "the first revision", |text| {

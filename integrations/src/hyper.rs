@@ -561,6 +561,13 @@ where
         self.balance.in_flight()
     }
 
+    /// What the balancer knows now: per endpoint its connectivity, in-flight count, latency
+    /// estimate, failures, ejection and pushback, and the table's mode. See
+    /// [`Snapshot`](waypost_balance::Snapshot); [`Admin`](crate::admin::Admin) serves it.
+    pub fn snapshot(&self) -> impl Future<Output = waypost_balance::Snapshot> + Send + 'static {
+        self.balance.snapshot()
+    }
+
     /// Sends `request` to the endpoint the balancer picks; see the [type docs](HttpClient) for
     /// when it is sent again, and the [module docs](self) for the timeout.
     pub async fn request(

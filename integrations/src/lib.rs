@@ -40,13 +40,23 @@
 //!   (kube; the application picks the k8s-openapi version feature, as with kube).
 //! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
 //! - `metrics`: balancer counters and gauges through the `metrics` facade.
+//! - `admin`: [`admin::Admin`], a tower service answering each client's
+//!   [`snapshot`](tonic::Channel::snapshot) as JSON and Prometheus text.
+//! - `cli`: the `waypost` command ([`cli`]: `resolve`, `watch`, `status`), installed with
+//!   `cargo install --path integrations --features cli` from a clone.
 //!
 //! Without `dns`, `dns:///` targets with an IP address still work; other names are an
 //! [`ErrorKind::FeatureDisabled`] error.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod builder;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
 mod connect;
 #[cfg(any(feature = "tonic", feature = "hyper"))]
@@ -90,7 +100,8 @@ pub use waypost_discovery as discovery;
     feature = "dns",
     feature = "tonic",
     feature = "hyper",
-    feature = "kubernetes"
+    feature = "kubernetes",
+    feature = "admin"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -127,6 +127,13 @@ impl Channel {
     pub fn in_flight(&self) -> Vec<(std::net::SocketAddr, u32)> {
         self.balance.in_flight()
     }
+
+    /// What the balancer knows now: per endpoint its connectivity, in-flight count, latency
+    /// estimate, failures, ejection and pushback, and the table's mode. See
+    /// [`Snapshot`](waypost_balance::Snapshot); [`Admin`](crate::admin::Admin) serves it.
+    pub fn snapshot(&self) -> impl Future<Output = waypost_balance::Snapshot> + Send + 'static {
+        self.balance.snapshot()
+    }
 }
 
 impl fmt::Debug for Channel {

@@ -1,5 +1,5 @@
 //! Integration tests of waypost-balance: placement golden vectors, Maglev table sizing, health,
-//! the HTTP service, metrics, load feedback and concurrency limits, and stale reports.
+//! the HTTP service, metrics, load feedback and concurrency limits, snapshots, and stale reports.
 //!
 //! One binary for the whole suite: each file below is a module, so the suite links once
 //! instead of once per file (less disk, less link time).
@@ -10,4 +10,5 @@ mod http;
 mod maglev_size;
 mod metrics;
 mod overload;
+mod snapshot;
 mod stale_reports;
