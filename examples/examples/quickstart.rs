@@ -10,8 +10,10 @@
 //! 4. one backend killed without warning: requests in flight are retried (GETs are idempotent);
 //! 5. one backend terminating: it leaves DNS, drains and shuts down gracefully.
 //!
-//! After each phase it prints who answered (share, p50/p99 latency, errors, state) and checks
-//! what waypost promises; it exits with an error if a check fails.
+//! After each phase it prints who answered (share, p50/p99 latency, errors, state), what the
+//! balancer knows of each backend from its `snapshot()` (the Peak EWMA latency estimate, and
+//! whether it may pick the backend or why not), and checks what waypost promises; it exits with
+//! an error if a check fails.
 //!
 //! ```text
 //! cargo run -p waypost-examples --example quickstart
@@ -174,7 +176,7 @@ async fn run() -> Result<(), String> {
 
     // 1. Steady.
     let tally = phase(&load, "1/5 steady: three backends", PHASE).await;
-    report(&fleet, &tally);
+    report(&fleet, &tally, &client).await;
     check(tally.failed == 0, "no request fails while nothing changes")?;
     check(tally.answers.len() == 3, "all three backends answer")?;
 
@@ -193,7 +195,7 @@ async fn run() -> Result<(), String> {
         PHASE + Duration::from_secs(1),
     )
     .await;
-    report(&fleet, &tally);
+    report(&fleet, &tally, &client).await;
     check(tally.failed == 0, "no request fails while the fleet grows")?;
     check(
         [5, 6]
@@ -212,7 +214,7 @@ async fn run() -> Result<(), String> {
         *state = "slow";
     }
     let tally = phase(&load, "3/5 one backend slowed to 80 ms", PHASE).await;
-    report(&fleet, &tally);
+    report(&fleet, &tally, &client).await;
     check(
         tally.failed == 0,
         "no request fails because of a slow backend",
@@ -233,7 +235,11 @@ async fn run() -> Result<(), String> {
         fleet.gone.insert(killed, "killed");
     }
     let tally = phase(&load, "4/5 one backend killed", PHASE).await;
-    report(&fleet, &tally);
+    report(&fleet, &tally, &client).await;
+    println!(
+        "   ({slow} serves at full speed again, but its latency estimate decays over Peak \
+         EWMA's 10 s: its share grows back gradually, not at once)"
+    );
     check(
         tally.failed == 0,
         "no request fails: requests cut off by the kill are retried (GET is idempotent)",
@@ -283,7 +289,7 @@ async fn run() -> Result<(), String> {
         fleet.gone.insert(leaving, "gone");
     }
     let tally = phase(&load, "", PHASE).await;
-    report(&fleet, &tally);
+    report(&fleet, &tally, &client).await;
     check(
         tally.failed == 0,
         "no request fails during a graceful termination",
@@ -331,10 +337,38 @@ async fn phase(load: &Load, title: &str, length: Duration) -> Tally {
     load.take()
 }
 
-fn report(fleet: &Fleet, tally: &Tally) {
+/// What the balancer thinks of an endpoint, in a word or two.
+fn balancer_view(endpoint: &waypost::balance::EndpointSnapshot) -> String {
+    use waypost::balance::Connectivity;
+    if endpoint.ejected_for.is_some() {
+        "ejected".to_owned()
+    } else if endpoint.unreachable_for.is_some()
+        || endpoint.connectivity == Connectivity::Disconnected
+    {
+        "unreachable".to_owned()
+    } else if endpoint.passed_over_for.is_some() {
+        "passed over".to_owned()
+    } else if !endpoint.usable {
+        "not usable".to_owned()
+    } else if endpoint.consecutive_failures > 0 && endpoint.connectivity != Connectivity::Connected
+    {
+        // Its backoff ended: the next request to it is a probe.
+        "probing".to_owned()
+    } else {
+        "usable".to_owned()
+    }
+}
+
+async fn report(fleet: &Fleet, tally: &Tally, client: &Client) {
+    let snapshot = client.snapshot().await;
+    let known: BTreeMap<SocketAddr, &waypost::balance::EndpointSnapshot> = snapshot
+        .endpoints
+        .iter()
+        .map(|endpoint| (endpoint.address, endpoint))
+        .collect();
     println!(
-        "   {:<18} {:>7} {:>9} {:>9} {:>7}  state",
-        "backend", "share", "p50", "p99", "errors"
+        "   {:<18} {:>7} {:>9} {:>9} {:>7}  {:<12} {:>9}  balancer",
+        "backend", "share", "p50", "p99", "errors", "state", "estimate"
     );
     let mut rows: Vec<SocketAddr> = fleet.backends.keys().copied().collect();
     rows.extend(fleet.gone.keys().copied());
@@ -353,14 +387,25 @@ fn report(fleet: &Fleet, tally: &Tally) {
                 format!("{:.1?}", latencies[index])
             }
         };
+        let (estimate, view) = match known.get(&address) {
+            Some(endpoint) => (
+                endpoint
+                    .latency_estimate
+                    .map_or("-".to_owned(), |estimate| format!("{estimate:.1?}")),
+                balancer_view(endpoint),
+            ),
+            None => ("-".to_owned(), "left the set".to_owned()),
+        };
         println!(
-            "   {:<18} {:>6.1}% {:>9} {:>9} {:>7}  {}",
+            "   {:<18} {:>6.1}% {:>9} {:>9} {:>7}  {:<12} {:>9}  {}",
             address.to_string(),
             tally.share(address) * 100.0,
             percentile(0.50),
             percentile(0.99),
             tally.errors.get(&address).copied().unwrap_or(0),
-            fleet.state(&address)
+            fleet.state(&address),
+            estimate,
+            view
         );
     }
     println!(
