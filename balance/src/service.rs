@@ -190,6 +190,7 @@ impl<K, C> Builder<K, C> {
             load_feedback: config.load_feedback.clone(),
             epoch: Instant::now(),
         });
+        let context_limit = context.limit;
         let (table_epoch, _) = watch::channel(0);
         let (alive, dead) = oneshot::channel();
         let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
@@ -207,6 +208,7 @@ impl<K, C> Builder<K, C> {
             waiting: AtomicUsize::new(0),
             _alive: alive,
             snapshots,
+            limit: context_limit,
         });
         let mut updater = Updater::new(&shared, make);
         updater.apply_set(&set, true);
@@ -385,24 +387,29 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let key = self.key.hash_key(&request);
-        let begun = match self.shared.context.limit {
-            None => match self.pick_slot(key, |slot| InFlight::start(Arc::clone(slot))) {
-                Some(in_flight) => Begin::Started(in_flight),
-                None => Begin::Empty,
-            },
-            Some(limit) => {
-                let shared = &self.shared;
-                begin_limited(shared, &shared.table.load(), key, &mut self.rng, limit)
-            }
+        let Some(limit) = self.shared.limit else {
+            return match self.pick_slot(key, Arc::clone) {
+                Some(slot) => {
+                    ResponseFuture::calling(InFlight::start(slot), request, self.classify.clone())
+                }
+                None => ResponseFuture::waiting(
+                    Arc::clone(&self.shared),
+                    key,
+                    self.rng.fork(),
+                    request,
+                    self.classify.clone(),
+                ),
+            };
         };
         let shared = &self.shared;
-        match begun {
+        match begin_limited(shared, &shared.table.load(), key, &mut self.rng, limit) {
             Begin::Started(in_flight) => {
                 ResponseFuture::calling(in_flight, request, self.classify.clone())
             }
             Begin::Full(limit) if shared.config.concurrency_limit_fails() => {
                 ResponseFuture::failed(
                     overloaded(shared, limit, std::time::Duration::ZERO),
+                    request,
                     self.classify.clone(),
                 )
             }
@@ -529,12 +536,14 @@ struct InFlight<S> {
 }
 
 impl<S> InFlight<S> {
+    #[inline]
     fn start(slot: Arc<Slot<S>>) -> Self {
         slot.state.start_request();
         Self::started(slot)
     }
 
     /// Starts a request on `slot` if it has fewer than `limit` in flight.
+    #[inline]
     fn try_start(slot: &Arc<Slot<S>>, limit: u32) -> Option<Self> {
         slot.state
             .try_start_request(limit)
@@ -542,6 +551,7 @@ impl<S> InFlight<S> {
     }
 
     /// The bookkeeping of a request already counted in the endpoint's started requests.
+    #[inline]
     fn started(slot: Arc<Slot<S>>) -> Self {
         slot.metrics.request_started();
         if let Some(total) = &slot.context.total_in_flight {
@@ -576,6 +586,19 @@ impl<S> InFlight<S> {
                 state.record_success();
                 state.mark_connected_if_unknown();
             }
+            unwell => self.record_unwell(unwell),
+        }
+    }
+
+    /// What a failed, overloaded or unreachable outcome does to the endpoint's state: off the
+    /// common path, so a success stays short.
+    #[cold]
+    #[inline(never)]
+    fn record_unwell(&self, outcome: Outcome) {
+        let context = &self.slot.context;
+        let state = &self.slot.state;
+        match outcome {
+            Outcome::Success => {}
             Outcome::Failure => {
                 if state.record_failure() == context.consecutive_failures {
                     context.wake.notify_one();
@@ -616,13 +639,20 @@ impl<S> InFlight<S> {
             total.fetch_sub(1, Ordering::Relaxed);
         }
         if context.limit.is_some() {
-            // Pairs with the fence of a request that starts waiting for room: either it sees
-            // this end, or this sees it waiting and wakes it.
-            fence(Ordering::SeqCst);
-            if context.waiting_for_room.load(Ordering::Relaxed) > 0 {
-                context.room.notify_one();
-            }
+            wake_one_waiting_for_room(context);
         }
+    }
+}
+
+/// After a request ended under a concurrency limit: wakes one request waiting for room.
+#[cold]
+#[inline(never)]
+fn wake_one_waiting_for_room(context: &crate::table::Context) {
+    // Pairs with the fence of a request that starts waiting for room: either it sees this end,
+    // or this sees it waiting and wakes it.
+    fence(Ordering::SeqCst);
+    if context.waiting_for_room.load(Ordering::Relaxed) > 0 {
+        context.room.notify_one();
     }
 }
 
@@ -652,10 +682,6 @@ where
         wait: WaitFuture<S>,
         request: Option<Request>,
     },
-    /// Failed before it could start (every endpoint full, [`WhenFull::Fail`]).
-    ///
-    /// [`WhenFull::Fail`]: crate::WhenFull::Fail
-    Failed { error: Option<Error> },
 }
 
 /// The response future of [`Balance`].
@@ -681,9 +707,17 @@ where
         }
     }
 
-    fn failed(error: Error, classify: C) -> Self {
+    /// A future that fails at once with `error` (every endpoint full, [`WhenFull::Fail`]). It
+    /// reuses the waiting state, so that the common states keep their size; the box is made
+    /// only on this path.
+    ///
+    /// [`WhenFull::Fail`]: crate::WhenFull::Fail
+    fn failed(error: Error, request: Request, classify: C) -> Self {
         ResponseFuture {
-            state: State::Failed { error: Some(error) },
+            state: State::Waiting {
+                wait: Box::pin(std::future::ready(Err(error))),
+                request: Some(request),
+            },
             classify,
         }
     }
@@ -896,11 +930,6 @@ where
                         .expect("the request is taken once, when the wait ends");
                     this.state.set(Self::call_state(in_flight, request));
                 }
-                StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .expect("a failed response future is polled once after it completes")));
-                }
             }
         }
     }
@@ -914,7 +943,6 @@ where
         let state = match &self.state {
             State::Calling { in_flight, .. } => format!("calling {}", in_flight.slot.address()),
             State::Waiting { .. } => "waiting for an endpoint".to_owned(),
-            State::Failed { .. } => "failed".to_owned(),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

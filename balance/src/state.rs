@@ -388,7 +388,14 @@ impl EndpointState {
     #[inline]
     pub(crate) fn avoidance(&self) -> (bool, bool) {
         let word = self.connectivity.load(Ordering::Relaxed);
-        (state_of(word) >= 2, word & SHED != 0)
+        (word & DOWN != 0, word & SHED != 0)
+    }
+
+    /// `true` when the connectivity word has a bit of `mask` set ([`AVOID`] or
+    /// [`AVOID_IN_PANIC`]): one load and one test on the pick path.
+    #[inline]
+    pub(crate) fn has_any(&self, mask: u32) -> bool {
+        self.connectivity.load(Ordering::Relaxed) & mask != 0
     }
 
     /// `true` while the endpoint is passed over after an overloaded answer.
@@ -542,6 +549,12 @@ impl EndpointState {
 const STATE_MASK: u32 = 0b11;
 /// Set while the endpoint is passed over after an overloaded answer (load feedback).
 const SHED: u32 = 0b100;
+/// Set in both down states (2, disconnected, and 3, unreachable).
+const DOWN: u32 = 0b10;
+/// What a pick passes over: a connection that is down, or a shed endpoint.
+pub(crate) const AVOID: u32 = DOWN | SHED;
+/// In panic mode down endpoints are used; shed ones are still passed over.
+pub(crate) const AVOID_IN_PANIC: u32 = SHED;
 const GENERATION_SHIFT: u32 = 3;
 const GENERATION_MASK: u32 = u32::MAX >> GENERATION_SHIFT;
 

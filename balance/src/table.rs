@@ -123,8 +123,9 @@ pub(crate) struct PickTable<S> {
 
 struct GroupLoads<'a, S> {
     slots: &'a [Arc<Slot<S>>],
-    /// In panic mode every endpoint is used, down or not.
-    panic: bool,
+    /// The connectivity bits that make a candidate one to pass over: in panic mode every
+    /// endpoint is used, down or not, but shed ones are still passed over.
+    avoid: u32,
     limit: Option<u32>,
 }
 
@@ -142,8 +143,7 @@ impl<S> Loads for GroupLoads<'_, S> {
     #[inline]
     fn avoid(&self, candidate: usize) -> bool {
         let state = &self.slots[candidate].state;
-        let (down, shed) = state.avoidance();
-        (down && !self.panic) || shed || self.limit.is_some_and(|limit| state.in_flight() >= limit)
+        state.has_any(self.avoid) || self.limit.is_some_and(|limit| state.in_flight() >= limit)
     }
 }
 
@@ -194,7 +194,11 @@ impl<S> PickTable<S> {
             stripes,
             &GroupLoads {
                 slots,
-                panic: self.panic,
+                avoid: if self.panic {
+                    crate::state::AVOID_IN_PANIC
+                } else {
+                    crate::state::AVOID
+                },
                 limit: self.limit,
             },
             bound,

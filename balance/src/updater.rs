@@ -43,6 +43,9 @@ pub(crate) struct Shared<S> {
     pub(crate) _alive: oneshot::Sender<()>,
     /// Asks the background task for a [`Snapshot`].
     pub(crate) snapshots: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
+    /// The per-endpoint concurrency limit (as in the context), read by `call` without going
+    /// through the context.
+    pub(crate) limit: Option<u32>,
 }
 
 /// The task's record of one endpoint of the applied set (the endpoint itself is read from the
