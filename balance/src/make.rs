@@ -66,6 +66,8 @@ where
 
 pub(crate) trait ConnectivityCell: Send + Sync {
     fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity;
+    /// Sets whether the endpoint's health check reports it serving; `true` when that changed.
+    fn set_serving(&self, serving: bool) -> bool;
     /// Asks the discovery source to look again (an endpoint's connection was lost).
     fn request_refresh(&self);
 }
@@ -99,6 +101,9 @@ impl ConnectivityReporter {
         impl ConnectivityCell for Nothing {
             fn swap_connectivity(&self, connectivity: Connectivity) -> Connectivity {
                 connectivity
+            }
+            fn set_serving(&self, _: bool) -> bool {
+                false
             }
             fn request_refresh(&self) {}
         }
@@ -135,6 +140,22 @@ impl ConnectivityReporter {
             if let Some(wake) = self.wake.upgrade() {
                 wake.notify_one();
             }
+        }
+    }
+
+    /// Reports what the endpoint's active health check says (gRPC's `grpc.health.v1.Health`,
+    /// an HTTP probe): an endpoint reported not serving gets no new requests (outside panic
+    /// mode; requests in flight finish) until it is reported serving again. Endpoints start
+    /// serving. It counts as unhealthy for the panic threshold, as an ejection does. A change
+    /// wakes the balancer, which rebuilds its tables.
+    pub fn report_serving(&self, serving: bool) {
+        let Some(cell) = self.cell.upgrade() else {
+            return;
+        };
+        if cell.set_serving(serving)
+            && let Some(wake) = self.wake.upgrade()
+        {
+            wake.notify_one();
         }
     }
 

@@ -511,6 +511,7 @@ fn table_only_snapshot<S>(shared: &Shared<S>) -> Snapshot {
                 readiness: waypost_discovery::Readiness::Ready,
                 usable: true,
                 connectivity: slot.state.connectivity(),
+                serving: slot.state.is_serving(),
                 in_flight: slot.state.in_flight(),
                 latency_estimate: None,
                 consecutive_failures: slot.state.consecutive_failures(),

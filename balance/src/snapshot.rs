@@ -84,6 +84,9 @@ pub struct EndpointSnapshot {
     pub usable: bool,
     /// Its connection, as its connector reported or requests found it.
     pub connectivity: Connectivity,
+    /// `false` while its active health check reports it not serving
+    /// ([`ConnectivityReporter::report_serving`](crate::ConnectivityReporter::report_serving)).
+    pub serving: bool,
     /// Requests in flight on it.
     pub in_flight: u32,
     /// The Peak EWMA latency estimate now (with the failure penalty of recent failures), for

@@ -398,6 +398,21 @@ impl EndpointState {
         self.connectivity.load(Ordering::Relaxed) & mask != 0
     }
 
+    /// `false` while the endpoint's active health check reports it not serving.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.connectivity.load(Ordering::Relaxed) & NOT_SERVING == 0
+    }
+
+    /// A health check's report; `true` when it changed the endpoint's state.
+    pub(crate) fn set_serving(&self, serving: bool) -> bool {
+        let previous = if serving {
+            self.connectivity.fetch_and(!NOT_SERVING, Ordering::Relaxed)
+        } else {
+            self.connectivity.fetch_or(NOT_SERVING, Ordering::Relaxed)
+        };
+        (previous & NOT_SERVING == 0) != serving
+    }
+
     /// `true` while the endpoint is passed over after an overloaded answer.
     pub(crate) fn is_shed(&self) -> bool {
         self.connectivity.load(Ordering::Relaxed) & SHED != 0
@@ -528,7 +543,7 @@ impl EndpointState {
         loop {
             let generation = generation_of(current).wrapping_add(1) & GENERATION_MASK;
             let next = (generation << GENERATION_SHIFT)
-                | (current & SHED)
+                | (current & (SHED | NOT_SERVING))
                 | u32::from(connectivity.as_u8());
             match self.connectivity.compare_exchange_weak(
                 current,
@@ -543,19 +558,22 @@ impl EndpointState {
     }
 }
 
-/// The connectivity word: the state in the low two bits, the [`SHED`] flag above them, the
-/// number of connector reports (wrapping) above that. A pick reads the state and the flag in
-/// one load.
+/// The connectivity word: the state in the low two bits, the [`SHED`] and [`NOT_SERVING`] flags
+/// above them, the number of connector reports (wrapping) above that. A pick reads the state
+/// and the flags in one load.
 const STATE_MASK: u32 = 0b11;
 /// Set while the endpoint is passed over after an overloaded answer (load feedback).
 const SHED: u32 = 0b100;
+/// Set while the endpoint's active health check reports it not serving.
+const NOT_SERVING: u32 = 0b1000;
 /// Set in both down states (2, disconnected, and 3, unreachable).
 const DOWN: u32 = 0b10;
-/// What a pick passes over: a connection that is down, or a shed endpoint.
-pub(crate) const AVOID: u32 = DOWN | SHED;
-/// In panic mode down endpoints are used; shed ones are still passed over.
+/// What a pick passes over: a connection that is down, an endpoint its health check reports
+/// not serving (both until the next table leaves it out), or a shed endpoint.
+pub(crate) const AVOID: u32 = DOWN | SHED | NOT_SERVING;
+/// In panic mode every endpoint is used, down or not serving; shed ones are still passed over.
 pub(crate) const AVOID_IN_PANIC: u32 = SHED;
-const GENERATION_SHIFT: u32 = 3;
+const GENERATION_SHIFT: u32 = 4;
 const GENERATION_MASK: u32 = u32::MAX >> GENERATION_SHIFT;
 
 fn state_of(word: u32) -> u8 {
@@ -781,5 +799,31 @@ mod tests {
         assert_eq!(s.shed_deadline(near_wrap), Some(near_wrap + 100));
         assert!(!s.end_shed_if_over(near_wrap + 99));
         assert!(s.end_shed_if_over(near_wrap + 100));
+    }
+
+    #[test]
+    fn serving_reports_keep_the_rest_of_the_word() {
+        let s = state(1);
+        assert!(s.is_serving());
+        s.set_connectivity(Connectivity::Connected);
+        assert!(s.set_serving(false), "a change");
+        assert!(!s.set_serving(false), "no change");
+        assert_eq!(s.avoidance(), (false, false));
+        assert!(!s.has_any(AVOID_IN_PANIC) && s.has_any(AVOID));
+        s.set_connectivity(Connectivity::Disconnected);
+        assert!(
+            !s.is_serving(),
+            "a connector report keeps the health check's"
+        );
+        let stamp = s.connectivity_stamp();
+        s.set_connectivity(Connectivity::Connected);
+        assert!(
+            !s.mark_unreachable_since(stamp),
+            "reports still count: a newer one wins"
+        );
+        assert!(s.set_serving(true));
+        assert!(s.is_serving());
+        assert_eq!(s.connectivity(), Connectivity::Connected);
+        assert!(!s.has_any(AVOID));
     }
 }

@@ -88,6 +88,10 @@ impl<S: Send + Sync> ConnectivityCell for Slot<S> {
         self.state.set_connectivity(connectivity)
     }
 
+    fn set_serving(&self, serving: bool) -> bool {
+        self.state.set_serving(serving)
+    }
+
     fn request_refresh(&self) {
         self.context.endpoints.request_refresh();
     }

@@ -155,7 +155,8 @@ impl<S> Tracked<S> {
     }
 
     fn is_healthy(&self) -> bool {
-        !self.is_ejected() && !self.slot.state.is_down()
+        let state = &self.slot.state;
+        !self.is_ejected() && !state.is_down() && state.is_serving()
     }
 }
 
@@ -694,6 +695,7 @@ impl<M: MakeEndpoint> Updater<M> {
                     readiness: endpoint.readiness(),
                     usable: usable.contains(&Arc::as_ptr(&tracked.slot)),
                     connectivity: state.connectivity(),
+                    serving: state.is_serving(),
                     in_flight: state.in_flight(),
                     latency_estimate: self
                         .context

@@ -198,6 +198,7 @@ fn endpoint_json(endpoint: &EndpointSnapshot) -> Value {
         "readiness": endpoint.readiness.to_string(),
         "usable": endpoint.usable,
         "connectivity": connectivity_name(endpoint.connectivity),
+        "serving": endpoint.serving,
         "in_flight": endpoint.in_flight,
         "latency_estimate_ms": millis(endpoint.latency_estimate),
         "consecutive_failures": endpoint.consecutive_failures,
@@ -274,11 +275,16 @@ pub fn prometheus(snapshots: &[Snapshot]) -> String {
             |s| f64::from(u8::from(s.discovery.is_failing())),
         ),
     ];
-    let endpoint_gauges: [(&str, &str, Per<EndpointSnapshot>); 6] = [
+    let endpoint_gauges: [(&str, &str, Per<EndpointSnapshot>); 7] = [
         (
             "waypost_endpoint_usable",
             "1 when the balancer may pick the endpoint.",
             |e| f64::from(u8::from(e.usable)),
+        ),
+        (
+            "waypost_endpoint_serving",
+            "0 while the endpoint's health check reports it not serving.",
+            |e| f64::from(u8::from(e.serving)),
         ),
         (
             "waypost_endpoint_in_flight",

@@ -1,6 +1,7 @@
 //! Health rules on tokio's paused clock: outlier ejection and return, growing ejection times,
 //! the ejection cap, failure percentage, panic mode, zone spill-over, slow start, reconnect
-//! backoff, Peak EWMA avoiding a slow endpoint, and waiting for endpoints.
+//! backoff, Peak EWMA avoiding a slow endpoint, waiting for endpoints, and active health check
+//! reports.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -81,6 +82,10 @@ impl Fleet {
 
     fn report(&self, port: u16, connectivity: Connectivity) {
         self.reporters.lock().unwrap()[&port].report(connectivity);
+    }
+
+    fn serving(&self, port: u16, serving: bool) {
+        self.reporters.lock().unwrap()[&port].report_serving(serving);
     }
 }
 
@@ -682,4 +687,43 @@ async fn dropping_the_last_clone_stops_the_background_task_and_releases_services
         !fleet.reporters.lock().unwrap().contains_key(&3),
         "no service is made after the end"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_takes_an_endpoint_out_and_brings_it_back() {
+    let fleet = Fleet::default();
+    let publisher = publisher([1, 2, 3, 4]);
+    let mut balance = balance(
+        &publisher,
+        &fleet,
+        BalanceConfig::with_policy(Policy::round_robin()),
+    );
+    settle().await;
+    fleet.serving(2, false);
+    settle().await;
+    assert_eq!(balance.usable_endpoints(), 3);
+    let (answers, failures) = send(&mut balance, 300).await;
+    assert_eq!(failures, 0);
+    assert_eq!(answers.get(&2), None, "not serving: no new requests");
+    let snapshot = balance.snapshot().await;
+    assert!(!snapshot.endpoints[1].serving && !snapshot.endpoints[1].usable);
+    // Serving again: back in the next table.
+    fleet.serving(2, true);
+    settle().await;
+    let (answers, _) = send(&mut balance, 400).await;
+    assert_eq!(answers.get(&2), Some(&100));
+
+    // Not serving counts as unhealthy for the panic threshold: with three of four out, the
+    // balancer uses all four rather than overload the last one.
+    for port in [1, 2, 3] {
+        fleet.serving(port, false);
+    }
+    settle().await;
+    assert!(balance.is_panic_mode());
+    assert_eq!(balance.usable_endpoints(), 4);
+    for port in [1, 2, 3] {
+        fleet.serving(port, true);
+    }
+    settle().await;
+    assert!(!balance.is_panic_mode());
 }
