@@ -74,6 +74,8 @@ pub struct Builder {
     connect_timeout: Duration,
     keep_alive_interval: Option<Duration>,
     keep_alive_timeout: Duration,
+    #[cfg(feature = "tonic")]
+    grpc_health_service: Option<String>,
     authority: Option<String>,
     http2_only: bool,
     #[cfg(any(feature = "tonic", feature = "hyper"))]
@@ -130,6 +132,8 @@ impl Builder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            #[cfg(feature = "tonic")]
+            grpc_health_service: None,
             authority: None,
             http2_only: false,
             #[cfg(any(feature = "tonic", feature = "hyper"))]
@@ -179,6 +183,20 @@ impl Builder {
     /// ([`LoadFeedback::default`]). `None` turns it off.
     pub fn load_feedback(mut self, feedback: Option<LoadFeedback>) -> Self {
         self.balance.load_feedback = feedback;
+        self
+    }
+
+    /// Active gRPC health checks for the tonic channel: one `grpc.health.v1.Health/Watch`
+    /// stream per endpoint for `service` (`""`: the server as a whole), over the endpoint's own
+    /// connection. An endpoint that answers `NOT_SERVING` or `SERVICE_UNKNOWN` takes no new
+    /// calls until it answers `SERVING` (calls in flight finish, the panic threshold still
+    /// applies); one without the health service (`UNIMPLEMENTED`) is treated as healthy, with a
+    /// warning. A stream that fails otherwise counts as not serving and is opened again after
+    /// the reconnect backoff. Default: off.
+    #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    pub fn grpc_health_check(mut self, service: impl Into<String>) -> Self {
+        self.grpc_health_service = Some(service.into());
         self
     }
 
@@ -474,6 +492,22 @@ impl Builder {
             keep_alive_timeout: self.keep_alive_timeout.min(MAX_KEEP_ALIVE_INTERVAL),
             backoff_initial: config.reconnect_backoff.initial,
             backoff_max: config.reconnect_backoff.max,
+            health: self.grpc_health_service.as_ref().map(|service| {
+                let check = std::sync::Arc::new(crate::health_check::GrpcHealthCheck {
+                    service: service.clone(),
+                    backoff_initial: config.reconnect_backoff.initial,
+                    backoff_max: config.reconnect_backoff.max,
+                });
+                let watch: crate::h2::HealthWatch<::tonic::body::Body> = std::sync::Arc::new(
+                    move |sender, scheme, authority, address, reporter, warned| {
+                        Box::pin(
+                            std::sync::Arc::clone(&check)
+                                .watch(sender, scheme, authority, address, reporter, warned),
+                        )
+                    },
+                );
+                watch
+            }),
         };
         let endpoints = self.endpoints()?;
         let balance = Balance::builder(endpoints)

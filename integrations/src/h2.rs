@@ -42,9 +42,24 @@ const CONNECTING: u8 = 0;
 const CONNECTED: u8 = 1;
 const BACKING_OFF: u8 = 2;
 
+/// Starts an endpoint's health watcher on a new connection: the connection's request handle,
+/// the scheme and authority to aim at, the endpoint's address, its reporter, and its "warned
+/// once" flag. The future runs until the connection closes (it is aborted then).
+pub(crate) type HealthWatch<B> = Arc<
+    dyn Fn(
+            SendRequest<B>,
+            http::uri::Scheme,
+            http::uri::Authority,
+            SocketAddr,
+            ConnectivityReporter,
+            Arc<AtomicBool>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Settings of the per-endpoint HTTP/2 connections.
-#[derive(Clone)]
-pub(crate) struct H2Settings {
+pub(crate) struct H2Settings<B> {
     pub(crate) connector: Connector,
     /// The `:authority` of requests; the endpoint's address when `None`.
     pub(crate) authority: Option<http::uri::Authority>,
@@ -52,6 +67,31 @@ pub(crate) struct H2Settings {
     pub(crate) keep_alive_timeout: Duration,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    /// The active health check run on every connection, when configured.
+    pub(crate) health: Option<HealthWatch<B>>,
+}
+
+impl<B> Clone for H2Settings<B> {
+    fn clone(&self) -> Self {
+        H2Settings {
+            connector: self.connector.clone(),
+            authority: self.authority.clone(),
+            keep_alive_interval: self.keep_alive_interval,
+            keep_alive_timeout: self.keep_alive_timeout,
+            backoff_initial: self.backoff_initial,
+            backoff_max: self.backoff_max,
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Cell<B> {
@@ -94,7 +134,7 @@ where
     /// Starts the endpoint's connection task on the current runtime.
     pub(crate) fn spawn(
         address: SocketAddr,
-        settings: &H2Settings,
+        settings: &H2Settings<B>,
         reporter: ConnectivityReporter,
     ) -> Self {
         let (stop, stopped) = oneshot::channel();
@@ -207,7 +247,7 @@ async fn back_off(
 
 async fn run<B>(
     cell: Weak<Cell<B>>,
-    settings: H2Settings,
+    settings: H2Settings<B>,
     reporter: ConnectivityReporter,
     mut stopped: oneshot::Receiver<()>,
 ) where
@@ -223,6 +263,7 @@ async fn run<B>(
     };
     let mut reconnect =
         Reconnect::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
+    let warned = Arc::new(AtomicBool::new(false));
     loop {
         let attempted = Instant::now();
         let attempt = async {
@@ -257,6 +298,17 @@ async fn run<B>(
         let (delay, error) = match outcome {
             Ok((sender, connection)) => {
                 let Some(live) = cell.upgrade() else { return };
+                // The health check runs on this connection, and ends with it.
+                let _watcher = settings.health.as_ref().map(|watch| {
+                    AbortOnDrop(tokio::spawn(watch(
+                        sender.clone(),
+                        live.scheme.clone(),
+                        live.authority.clone(),
+                        address,
+                        reporter.clone(),
+                        Arc::clone(&warned),
+                    )))
+                });
                 live.served.store(false, Ordering::Relaxed);
                 live.sender.store(Some(Arc::new(sender)));
                 if let Ok(mut last) = live.last_failure.lock() {

@@ -66,6 +66,8 @@ mod error;
 mod grpc_timeout;
 #[cfg(feature = "tonic")]
 mod h2;
+#[cfg(feature = "tonic")]
+mod health_check;
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;

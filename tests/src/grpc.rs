@@ -5,7 +5,9 @@
 //! tell who answered. A failing backend answers every call at once with a trailers-only
 //! `UNAVAILABLE` status, as a server refusing work does; an overloaded one answers with the
 //! status and the `grpc-retry-pushback-ms` a test chose, encoded by tonic itself
-//! (`Status::into_http`). The backend counts its calls in flight and the most it ever had.
+//! (`Status::into_http`). The backend counts its calls in flight and the most it ever had. Its
+//! health service (tonic-health's, with `Check` and `Watch`) reports what a test sets, or
+//! answers `UNIMPLEMENTED` as a server without one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ struct Control {
     latency_us: AtomicU64,
     unavailable: AtomicBool,
     refusal: std::sync::Mutex<Option<(tonic::Code, Option<String>)>>,
+    /// Answers the health service's calls with `UNIMPLEMENTED`, as a server without it does.
+    no_health_service: AtomicBool,
     requests: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
@@ -35,6 +39,7 @@ struct Control {
 pub struct GrpcBackend {
     address: SocketAddr,
     control: Arc<Control>,
+    health: tonic_health::server::HealthReporter,
     stop_accepting: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -65,7 +70,7 @@ impl GrpcBackend {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let control = Arc::new(Control::default());
-        let (_reporter, health) = tonic_health::server::health_reporter();
+        let (reporter, health) = tonic_health::server::health_reporter();
         let (stop_accepting, stopped) = watch::channel(false);
         let service_control = Arc::clone(&control);
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
@@ -80,32 +85,36 @@ impl GrpcBackend {
                     .lock()
                     .expect("the refusal lock is never poisoned")
                     .clone();
-                let mut response = if let Some((code, pushback)) = refusal {
-                    let mut status = tonic::Status::new(code, "backend overloaded");
-                    if let Some(pushback) = pushback {
-                        status.metadata_mut().insert(
-                            "grpc-retry-pushback-ms",
-                            pushback.parse().expect("a valid metadata value"),
-                        );
-                    }
-                    status.into_http::<Body>()
-                } else if control.unavailable.load(Ordering::Relaxed) {
-                    http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("grpc-status", "14")
-                        .header("grpc-message", "backend refusing work")
-                        .body(Body::empty())
-                        .expect("a valid response")
-                } else {
-                    let latency = control.latency_us.load(Ordering::Relaxed);
-                    if latency > 0 {
-                        tokio::time::sleep(Duration::from_micros(latency)).await;
-                    }
-                    match health.oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                };
+                let health_call = request.uri().path().starts_with("/grpc.health.v1.Health/");
+                let mut response =
+                    if health_call && control.no_health_service.load(Ordering::Relaxed) {
+                        tonic::Status::unimplemented("no health service").into_http::<Body>()
+                    } else if let Some((code, pushback)) = refusal {
+                        let mut status = tonic::Status::new(code, "backend overloaded");
+                        if let Some(pushback) = pushback {
+                            status.metadata_mut().insert(
+                                "grpc-retry-pushback-ms",
+                                pushback.parse().expect("a valid metadata value"),
+                            );
+                        }
+                        status.into_http::<Body>()
+                    } else if control.unavailable.load(Ordering::Relaxed) {
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "14")
+                            .header("grpc-message", "backend refusing work")
+                            .body(Body::empty())
+                            .expect("a valid response")
+                    } else {
+                        let latency = control.latency_us.load(Ordering::Relaxed);
+                        if latency > 0 {
+                            tokio::time::sleep(Duration::from_micros(latency)).await;
+                        }
+                        match health.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    };
                 control.in_flight.fetch_sub(1, Ordering::SeqCst);
                 response.headers_mut().insert(
                     "x-backend",
@@ -119,6 +128,7 @@ impl GrpcBackend {
         Ok(GrpcBackend {
             address,
             control,
+            health: reporter,
             stop_accepting,
             tasks,
         })
@@ -158,6 +168,24 @@ impl GrpcBackend {
             .lock()
             .expect("the refusal lock is never poisoned") =
             refusal.map(|(code, pushback)| (code, pushback.map(str::to_owned)));
+    }
+
+    /// Sets what the backend's health service says of `service` (`""`: the server as a whole),
+    /// to `Check` calls and to every `Watch` stream open on it.
+    pub async fn set_serving(&self, service: &str, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.health.set_service_status(service, status).await;
+    }
+
+    /// While set, the health service's calls are answered `UNIMPLEMENTED`.
+    pub fn set_health_service_missing(&self, missing: bool) {
+        self.control
+            .no_health_service
+            .store(missing, Ordering::Relaxed);
     }
 
     /// The most calls this backend ever had in flight at once.

@@ -7,6 +7,7 @@
 mod dns_in_process;
 mod dns_unbound;
 mod e2e_churn;
+mod e2e_health;
 mod e2e_hyper;
 mod e2e_kubernetes;
 mod e2e_load;

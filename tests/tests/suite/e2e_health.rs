@@ -1,0 +1,212 @@
+//! End to end: active gRPC health checks (`Builder::grpc_health_check`) against tonic-health's
+//! own `grpc.health.v1.Health` service on real tonic servers on loopback: `NOT_SERVING` takes a
+//! backend out of new calls and `SERVING` brings it back, a service the server does not know
+//! counts as not serving, a server without the health service is treated as healthy, and a
+//! backend that stops serving while calls are in flight lets them finish.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use waypost::balance::{BalanceConfig, OutlierDetection, Policy};
+use waypost::tonic::Channel;
+use waypost_tests::dns::PATIENCE;
+use waypost_tests::grpc::{self, GrpcBackend, answered_by};
+
+const SERVICE: &str = "greeter.Greeter";
+
+fn channel(backends: &[GrpcBackend], service: &str) -> Channel {
+    let target = format!(
+        "static:///{}",
+        backends
+            .iter()
+            .map(|backend| backend.address().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    waypost::Builder::new(&target)
+        .unwrap()
+        .balance_config(BalanceConfig {
+            outlier_detection: OutlierDetection::disabled(),
+            ..BalanceConfig::with_policy(Policy::round_robin())
+        })
+        .grpc_health_check(service)
+        .tonic_channel()
+        .unwrap()
+}
+
+/// `n` calls of the whole server's health check (what the application calls does not matter:
+/// the channel's own watch streams are about `SERVICE`); answers per backend.
+async fn calls(channel: &Channel, n: usize) -> BTreeMap<SocketAddr, usize> {
+    let mut answers = BTreeMap::new();
+    for _ in 0..n {
+        let response = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("a usable backend answers");
+        *answers.entry(answered_by(&response).unwrap()).or_default() += 1;
+    }
+    answers
+}
+
+/// Waits until the channel's balancer sees `address` serving or not.
+async fn until_serving(channel: &Channel, address: SocketAddr, serving: bool) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let snapshot = channel.snapshot().await;
+            let endpoint = snapshot
+                .endpoints
+                .iter()
+                .find(|endpoint| endpoint.address == address)
+                .expect("the endpoint is in the set");
+            if endpoint.serving == serving && endpoint.usable == serving {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{address} serving={serving} in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_serving_takes_a_backend_out_and_serving_brings_it_back() {
+    let backends = grpc::start_many(3).await.unwrap();
+    for backend in &backends {
+        backend.set_serving(SERVICE, true).await;
+    }
+    let channel = channel(&backends, SERVICE);
+    // The watch streams start with the connections.
+    let answers = calls(&channel, 30).await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+
+    let out = backends[1].address();
+    backends[1].set_serving(SERVICE, false).await;
+    until_serving(&channel, out, false).await;
+    let answers = calls(&channel, 300).await;
+    assert_eq!(
+        answers.get(&out),
+        None,
+        "no call while NOT_SERVING: {answers:?}"
+    );
+    assert_eq!(answers.values().sum::<usize>(), 300);
+
+    backends[1].set_serving(SERVICE, true).await;
+    until_serving(&channel, out, true).await;
+    let answers = calls(&channel, 300).await;
+    assert!(
+        answers.get(&out).copied().unwrap_or_default() >= 50,
+        "back after SERVING: {answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_service_counts_as_not_serving() {
+    let backends = grpc::start_many(3).await.unwrap();
+    // Two backends know the service; the third has never heard of it. (tonic-health answers
+    // such a Watch with a NOT_FOUND error rather than a SERVICE_UNKNOWN status; either way the
+    // endpoint is out, and its watcher asks again after the reconnect backoff.)
+    for backend in &backends[..2] {
+        backend.set_serving(SERVICE, true).await;
+    }
+    let channel = channel(&backends, SERVICE);
+    calls(&channel, 10).await;
+    until_serving(&channel, backends[2].address(), false).await;
+    let answers = calls(&channel, 200).await;
+    assert_eq!(answers.get(&backends[2].address()), None, "{answers:?}");
+    assert_eq!(answers.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_health_service_is_treated_as_healthy() {
+    let backends = grpc::start_many(2).await.unwrap();
+    backends[0].set_serving(SERVICE, true).await;
+    // The second answers the Watch call UNIMPLEMENTED (ordinary calls still work).
+    backends[1].set_health_service_missing(true);
+    let channel = channel(&backends, SERVICE);
+    // Its watcher has answered once the snapshot shows it connected and still serving.
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let _ = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            let snapshot = channel.snapshot().await;
+            if snapshot
+                .endpoints
+                .iter()
+                .all(|endpoint| endpoint.connectivity == waypost::balance::Connectivity::Connected)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both endpoints connect");
+    // Give the watcher a moment to hear UNIMPLEMENTED; the endpoint stays usable.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snapshot = channel.snapshot().await;
+    assert!(
+        snapshot
+            .endpoints
+            .iter()
+            .all(|endpoint| endpoint.serving && endpoint.usable)
+    );
+    // Plain health calls to it fail (UNIMPLEMENTED) but reach it: it is picked.
+    let mut reached = false;
+    for _ in 0..20 {
+        let before = backends[1].requests();
+        let _ = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if backends[1].requests() > before {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the backend without a health service takes calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_finish_when_a_backend_stops_serving() {
+    let backends = grpc::start_many(2).await.unwrap();
+    for backend in &backends {
+        backend.set_serving(SERVICE, true).await;
+    }
+    let channel = channel(&backends, SERVICE);
+    calls(&channel, 10).await;
+    for backend in &backends {
+        backend.set_latency(Duration::from_millis(800));
+    }
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|response| answered_by(&response).unwrap())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    backends[0].set_serving(SERVICE, false).await;
+    let mut answered = Vec::new();
+    for call in in_flight {
+        answered.push(call.await.unwrap().expect("calls in flight finish"));
+    }
+    assert!(
+        answered.contains(&backends[0].address()),
+        "round-robin had sent some to the backend that stopped serving: {answered:?}"
+    );
+}
