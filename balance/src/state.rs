@@ -746,16 +746,21 @@ mod tests {
         assert_eq!(s.in_flight(), 2, "a refused start counts nothing");
         s.end_request();
         assert!(s.try_start_request(2), "room again after an end");
-        // Many threads racing for a few places: never more in flight than the limit.
+        // Many threads racing for a few places: never more in flight than the limit. The
+        // threads count the requests they hold themselves (`in_flight()` read while others
+        // start and end requests can overstate: it reads two counters one after the other).
         let s = std::sync::Arc::new(state(1));
+        let holding = std::sync::Arc::new(AtomicU32::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let s = std::sync::Arc::clone(&s);
+                let holding = std::sync::Arc::clone(&holding);
                 std::thread::spawn(move || {
                     let mut most = 0;
                     for _ in 0..20_000 {
                         if s.try_start_request(3) {
-                            most = most.max(s.in_flight());
+                            most = most.max(holding.fetch_add(1, Ordering::SeqCst) + 1);
+                            holding.fetch_sub(1, Ordering::SeqCst);
                             s.end_request();
                         }
                     }

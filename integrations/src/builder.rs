@@ -76,6 +76,8 @@ pub struct Builder {
     keep_alive_timeout: Duration,
     #[cfg(feature = "tonic")]
     grpc_health_service: Option<String>,
+    #[cfg(feature = "hyper")]
+    http_probe: Option<crate::hyper::HttpProbe>,
     authority: Option<String>,
     http2_only: bool,
     #[cfg(any(feature = "tonic", feature = "hyper"))]
@@ -134,6 +136,8 @@ impl Builder {
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             #[cfg(feature = "tonic")]
             grpc_health_service: None,
+            #[cfg(feature = "hyper")]
+            http_probe: None,
             authority: None,
             http2_only: false,
             #[cfg(any(feature = "tonic", feature = "hyper"))]
@@ -197,6 +201,19 @@ impl Builder {
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn grpc_health_check(mut self, service: impl Into<String>) -> Self {
         self.grpc_health_service = Some(service.into());
+        self
+    }
+
+    /// Active HTTP health probes for the HTTP client: `GET probe.path` to every endpoint each
+    /// `probe.interval` (jittered), on a connection of its own. `unhealthy_threshold` failures
+    /// in a row (a status other than 2xx, no answer within `probe.timeout`) take the endpoint
+    /// out of new requests until `healthy_threshold` passes in a row; the panic threshold still
+    /// applies. Default: off. A probe that cannot work is a configuration error when the client
+    /// is built ([`HttpProbe::validate`](crate::hyper::HttpProbe::validate)).
+    #[cfg(feature = "hyper")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+    pub fn http_health_check(mut self, probe: crate::hyper::HttpProbe) -> Self {
+        self.http_probe = Some(probe);
         self
     }
 
@@ -582,14 +599,30 @@ impl Builder {
         };
         let connector = self.connector(alpn)?;
         let http2_only = self.http2_only;
+        let probe = match &self.http_probe {
+            Some(probe) => {
+                probe.validate()?;
+                Some(std::sync::Arc::new(probe.clone()))
+            }
+            None => None,
+        };
         let endpoints = self.endpoints()?;
         let balance = Balance::builder(endpoints)
             .config(config)
             .hash_key(self.key.clone())
             .classify(HyperClassify)
-            .build(move |endpoint: &waypost_discovery::Endpoint| {
-                HyperEndpoint::new(connector.clone(), endpoint.address(), http2_only)
-            })
+            .build(waypost_balance::WithConnectivity(
+                move |endpoint: &waypost_discovery::Endpoint, reporter| {
+                    let address = endpoint.address();
+                    if let Some(probe) = &probe {
+                        // Probes have connections of their own: they neither wait behind
+                        // requests nor hold a pooled connection a request could use.
+                        let probing = HyperEndpoint::new(connector.clone(), address, http2_only);
+                        tokio::spawn(std::sync::Arc::clone(probe).run(probing, address, reporter));
+                    }
+                    HyperEndpoint::new(connector.clone(), address, http2_only)
+                },
+            ))
             .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;
         let retries = self.retry.map(crate::retry::Retries::new).transpose()?;
         Ok(HttpClient::new(

@@ -84,6 +84,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::key::RequestKey;
 use crate::retry::{Plan, Retries, Sent};
 
+pub use crate::http_probe::HttpProbe;
 pub use crate::retry::RetryBudget;
 
 /// How long an HTTP/1 connection may stay idle in an endpoint's pool and still be reused.

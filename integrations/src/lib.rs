@@ -69,6 +69,8 @@ mod h2;
 #[cfg(feature = "tonic")]
 mod health_check;
 #[cfg(feature = "hyper")]
+mod http_probe;
+#[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 mod key;

@@ -2,7 +2,10 @@
 //! own `grpc.health.v1.Health` service on real tonic servers on loopback: `NOT_SERVING` takes a
 //! backend out of new calls and `SERVING` brings it back, a service the server does not know
 //! counts as not serving, a server without the health service is treated as healthy, and a
-//! backend that stops serving while calls are in flight lets them finish.
+//! backend that stops serving while calls are in flight lets them finish. And HTTP probes
+//! (`Builder::http_health_check`) against hyper servers: a backend answering 500, or slower than
+//! the probe's timeout, is taken out after the unhealthy threshold and comes back after the
+//! healthy one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,4 +212,99 @@ async fn calls_in_flight_finish_when_a_backend_stops_serving() {
         answered.contains(&backends[0].address()),
         "round-robin had sent some to the backend that stopped serving: {answered:?}"
     );
+}
+
+/// One GET through the HTTP client: the backend that answered (whatever the status).
+async fn http_get(
+    client: &waypost::hyper::HttpClient<http_body_util::Empty<bytes::Bytes>>,
+) -> SocketAddr {
+    let request = http::Request::get("/work")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("an answer");
+    response
+        .headers()
+        .get("x-backend")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+        .expect("x-backend")
+}
+
+/// Waits until the HTTP client's balancer sees `address` serving or not.
+async fn until_probed(
+    client: &waypost::hyper::HttpClient<http_body_util::Empty<bytes::Bytes>>,
+    address: SocketAddr,
+    serving: bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let snapshot = client.snapshot().await;
+            if snapshot
+                .endpoints
+                .iter()
+                .any(|e| e.address == address && e.serving == serving && e.usable == serving)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{address} serving={serving} in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probes_take_a_failing_or_slow_backend_out_and_bring_it_back() {
+    use waypost::hyper::HttpProbe;
+    let backends = waypost_tests::backend::start_many(3).await.unwrap();
+    let target = format!(
+        "static:///{}",
+        backends
+            .iter()
+            .map(|backend| backend.address().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let client = waypost::Builder::new(&target)
+        .unwrap()
+        .balance_config(BalanceConfig {
+            outlier_detection: OutlierDetection::disabled(),
+            ..BalanceConfig::with_policy(Policy::round_robin())
+        })
+        .http_health_check(HttpProbe {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            ..HttpProbe::new("/healthz")
+        })
+        .http_client::<http_body_util::Empty<bytes::Bytes>>()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(http_get(&client).await);
+    }
+    assert_eq!(seen.len(), 3);
+
+    // A 500 on every path, the probe's included: out after two failed probes.
+    let failing = backends[0].address();
+    backends[0].set_status(500);
+    until_probed(&client, failing, false).await;
+    for _ in 0..200 {
+        assert_ne!(http_get(&client).await, failing);
+    }
+    backends[0].set_status(200);
+    until_probed(&client, failing, true).await;
+    let mut back = 0;
+    for _ in 0..90 {
+        back += usize::from(http_get(&client).await == failing);
+    }
+    assert!(back >= 20, "back after two passed probes: {back} of 90");
+
+    // Slower than the probe's timeout: out as well.
+    let slow = backends[1].address();
+    backends[1].set_latency(Duration::from_secs(1));
+    until_probed(&client, slow, false).await;
+    backends[1].set_latency(Duration::ZERO);
+    until_probed(&client, slow, true).await;
 }
