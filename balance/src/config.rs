@@ -266,7 +266,7 @@ pub struct LoadFeedback {
     /// How long an endpoint is passed over when the server did not say (no `Retry-After`, no
     /// `grpc-retry-pushback-ms`). Zero: only when it says. Default 1 s.
     pub default_backoff: Duration,
-    /// The longest a server's pushback is honoured. Default 60 s.
+    /// The longest a server's pushback is honoured: at most 24 h. Default 60 s.
     pub max_backoff: Duration,
 }
 
@@ -429,13 +429,20 @@ impl BalanceConfig {
                 "initial must be above zero and max at least initial",
             ));
         }
-        if let Some(feedback) = &self.load_feedback
-            && feedback.max_backoff < feedback.default_backoff
-        {
-            return Err(ConfigError::new(
-                "load_feedback.max_backoff",
-                "must not be shorter than default_backoff",
-            ));
+        if let Some(feedback) = &self.load_feedback {
+            if feedback.max_backoff < feedback.default_backoff {
+                return Err(ConfigError::new(
+                    "load_feedback.max_backoff",
+                    "must not be shorter than default_backoff",
+                ));
+            }
+            // Shed periods end at a wrapping 32-bit millisecond stamp: 24 days at most.
+            if feedback.max_backoff > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError::new(
+                    "load_feedback.max_backoff",
+                    "must be at most 24 hours",
+                ));
+            }
         }
         if self
             .concurrency_limit

@@ -89,7 +89,9 @@ impl HttpProbe {
         address: SocketAddr,
         reporter: ConnectivityReporter,
     ) {
-        tokio::time::sleep(self.interval.mul_f64(fastrand::f64())).await;
+        // Jitter is computed on at most a year: `Duration::mul_f64` panics beyond `Duration::MAX`.
+        let interval = self.interval.min(Duration::from_secs(365 * 24 * 3600));
+        tokio::time::sleep(interval.mul_f64(fastrand::f64())).await;
         let (mut passes, mut failures) = (0u32, 0u32);
         let mut serving = true;
         while reporter.is_attached() {
@@ -113,7 +115,7 @@ impl HttpProbe {
                     }
                 }
             }
-            tokio::time::sleep(self.interval.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
+            tokio::time::sleep(interval.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
         }
     }
 

@@ -13,7 +13,10 @@ use proptest::prelude::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use waypost::RetryBudget;
-use waypost::balance::{BalanceConfig, OutlierDetection, ReconnectBackoff, SlowStart};
+use waypost::balance::{
+    BalanceConfig, ConcurrencyLimit, LoadFeedback, OutlierDetection, ReconnectBackoff, SlowStart,
+};
+use waypost::hyper::HttpProbe;
 use waypost_tests::grpc::GrpcBackend;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
@@ -70,6 +73,14 @@ struct Options {
     panic_threshold_percent: u8,
     slow_start: Option<Duration>,
     authority: Option<String>,
+    /// Load feedback's default and maximum backoff.
+    load_feedback: Option<(Duration, Duration)>,
+    /// The concurrency limit, and whether a full fleet makes calls wait.
+    limit: Option<(u32, bool)>,
+    /// An HTTP probe's interval, timeout and thresholds (HTTP client only).
+    probe: Option<(Duration, Duration, u32, u32)>,
+    /// A gRPC health check (tonic channel only).
+    health_check: bool,
 }
 
 fn options() -> impl Strategy<Value = Options> {
@@ -79,6 +90,15 @@ fn options() -> impl Strategy<Value = Options> {
             retry_percent,
             max_attempts,
         },
+    );
+    let extras = (
+        proptest::option::of((duration(), duration())),
+        proptest::option::of((
+            prop_oneof![Just(0u32), Just(1), any::<u32>()],
+            any::<bool>(),
+        )),
+        proptest::option::of((duration(), duration(), 0u32..4, 0u32..4)),
+        any::<bool>(),
     );
     (
         (
@@ -101,6 +121,7 @@ fn options() -> impl Strategy<Value = Options> {
                 "[ -~]{0,12}",
             ]),
         ),
+        extras,
     )
         .prop_map(
             |(
@@ -113,6 +134,7 @@ fn options() -> impl Strategy<Value = Options> {
                     slow_start,
                     authority,
                 ),
+                (load_feedback, limit, probe, health_check),
             )| Options {
                 connect_timeout,
                 timeout,
@@ -126,9 +148,16 @@ fn options() -> impl Strategy<Value = Options> {
                 panic_threshold_percent,
                 slow_start,
                 authority,
+                load_feedback,
+                limit,
+                probe,
+                health_check,
             },
         )
 }
+
+/// The longest load-feedback backoff the balancer accepts.
+const MAX_LOAD_FEEDBACK: Duration = Duration::from_secs(24 * 3600);
 
 impl Options {
     /// The same extreme values where they are valid, the defaults where they are not: half the
@@ -165,6 +194,19 @@ impl Options {
         {
             self.authority = None;
         }
+        if let Some((default, max)) = &mut self.load_feedback {
+            *default = (*default).min(MAX_LOAD_FEEDBACK);
+            *max = (*max).clamp(*default, MAX_LOAD_FEEDBACK);
+        }
+        if let Some((limit, _)) = &mut self.limit {
+            *limit = (*limit).max(1);
+        }
+        if let Some((interval, timeout, healthy, unhealthy)) = &mut self.probe {
+            *interval = nonzero(*interval);
+            *timeout = nonzero(*timeout);
+            *healthy = (*healthy).max(1);
+            *unhealthy = (*unhealthy).max(1);
+        }
         self
     }
 
@@ -185,6 +227,16 @@ impl Options {
                 initial: self.backoff.0,
                 max: self.backoff.1,
             },
+            load_feedback: self
+                .load_feedback
+                .map(|(default_backoff, max_backoff)| LoadFeedback {
+                    default_backoff,
+                    max_backoff,
+                }),
+            concurrency_limit: self.limit.map(|(limit, wait)| {
+                let limit = ConcurrencyLimit::new(limit);
+                if wait { limit.waiting() } else { limit }
+            }),
             ..BalanceConfig::default()
         }
     }
@@ -205,11 +257,33 @@ impl Options {
         if let Some(authority) = &self.authority {
             builder = builder.authority(authority.clone());
         }
+        if let Some((interval, timeout, healthy_threshold, unhealthy_threshold)) = self.probe {
+            builder = builder.http_health_check(HttpProbe {
+                interval,
+                timeout,
+                healthy_threshold,
+                unhealthy_threshold,
+                ..HttpProbe::new("/healthz")
+            });
+        }
+        if self.health_check {
+            builder = builder.grpc_health_check("");
+        }
         builder
     }
 
-    /// What the documentation promises is accepted (the authority is the tonic channel's).
+    /// What the documentation promises the HTTP client accepts (the probe is its own).
     fn valid_for_http(&self) -> bool {
+        self.valid_for_both()
+            && self
+                .probe
+                .is_none_or(|(interval, timeout, healthy, unhealthy)| {
+                    !interval.is_zero() && !timeout.is_zero() && healthy >= 1 && unhealthy >= 1
+                })
+    }
+
+    /// What both clients accept.
+    fn valid_for_both(&self) -> bool {
         let retry_valid = self.retry.is_none_or(|retry| {
             retry.retry_percent.is_finite()
                 && (0.0..=1000.0).contains(&retry.retry_percent)
@@ -228,10 +302,15 @@ impl Options {
             && self.max_ejection_percent <= 100
             && self.panic_threshold_percent <= 100
             && self.slow_start.is_none_or(|window| !window.is_zero())
+            && self
+                .load_feedback
+                .is_none_or(|(default, max)| max >= default && max <= MAX_LOAD_FEEDBACK)
+            && self.limit.is_none_or(|(limit, _)| limit >= 1)
     }
 
+    /// The authority is the tonic channel's.
     fn valid_for_tonic(&self) -> bool {
-        self.valid_for_http()
+        self.valid_for_both()
             && self
                 .authority
                 .as_ref()
