@@ -16,30 +16,8 @@
 pub mod greeter;
 
 /// A [`waypost::Builder`] for `target`. A `kubernetes:///` target gets a client from the
-/// in-cluster configuration in a pod, else from the local kubeconfig.
+/// in-cluster configuration in a pod, else from the local kubeconfig (the `waypost` command's
+/// own [`waypost::cli::builder`]).
 pub async fn builder(target: &str) -> Result<waypost::Builder, String> {
-    let builder = waypost::Builder::new(target).map_err(|error| {
-        let cause = std::error::Error::source(&error)
-            .map(|source| format!(": {source}"))
-            .unwrap_or_default();
-        format!("{error}{cause}")
-    })?;
-    if !matches!(builder.target(), waypost::discovery::Target::Kubernetes(_)) {
-        return Ok(builder);
-    }
-    // The client is made before any source exists, so its error cannot know the target: name
-    // the whole target here, as every later discovery message does.
-    let client = waypost::discovery::source::kubernetes::default_client()
-        .await
-        .map_err(|error| {
-            let cause = std::error::Error::source(&error)
-                .map(|source| format!(" ({source})"))
-                .unwrap_or_default();
-            format!(
-                "discovery of `{target}`: {}: {}{cause}",
-                error.kind(),
-                error.detail()
-            )
-        })?;
-    Ok(builder.kube_client(client))
+    waypost::cli::builder(target, None).await
 }

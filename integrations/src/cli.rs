@@ -159,8 +159,14 @@ fn message(error: &crate::Error) -> String {
     format!("{error}{cause}")
 }
 
-/// A builder for `target`, asking `nameserver` for DNS targets when given.
-async fn builder(target: &str, nameserver: Option<SocketAddr>) -> Result<crate::Builder, String> {
+/// A [`Builder`](crate::Builder) for `target` as the command makes it: `nameserver` answers
+/// DNS targets when given, and a `kubernetes:///` target gets a client from the in-cluster
+/// configuration in a pod, else from the local kubeconfig (with the `kubernetes` feature). The
+/// error is the text the command prints, naming the target.
+pub async fn builder(
+    target: &str,
+    nameserver: Option<SocketAddr>,
+) -> Result<crate::Builder, String> {
     let mut builder = crate::Builder::new(target).map_err(|error| message(&error))?;
     if let Some(nameserver) = nameserver {
         builder = builder.dns_options(

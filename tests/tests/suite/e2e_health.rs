@@ -56,17 +56,20 @@ async fn calls(channel: &Channel, n: usize) -> BTreeMap<SocketAddr, usize> {
     answers
 }
 
-/// Waits until the channel's balancer sees `address` serving or not.
-async fn until_serving(channel: &Channel, address: SocketAddr, serving: bool) {
+/// Waits until the balancer behind `snapshot` sees `address` serving or not (and the table
+/// follows).
+async fn until_serving<F, Fut>(snapshot: F, address: SocketAddr, serving: bool)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = waypost::balance::Snapshot>,
+{
     tokio::time::timeout(PATIENCE, async {
         loop {
-            let snapshot = channel.snapshot().await;
-            let endpoint = snapshot
-                .endpoints
-                .iter()
-                .find(|endpoint| endpoint.address == address)
-                .expect("the endpoint is in the set");
-            if endpoint.serving == serving && endpoint.usable == serving {
+            if snapshot().await.endpoints.iter().any(|endpoint| {
+                endpoint.address == address
+                    && endpoint.serving == serving
+                    && endpoint.usable == serving
+            }) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -89,7 +92,7 @@ async fn not_serving_takes_a_backend_out_and_serving_brings_it_back() {
 
     let out = backends[1].address();
     backends[1].set_serving(SERVICE, false).await;
-    until_serving(&channel, out, false).await;
+    until_serving(|| channel.snapshot(), out, false).await;
     let answers = calls(&channel, 300).await;
     assert_eq!(
         answers.get(&out),
@@ -99,7 +102,7 @@ async fn not_serving_takes_a_backend_out_and_serving_brings_it_back() {
     assert_eq!(answers.values().sum::<usize>(), 300);
 
     backends[1].set_serving(SERVICE, true).await;
-    until_serving(&channel, out, true).await;
+    until_serving(|| channel.snapshot(), out, true).await;
     let answers = calls(&channel, 300).await;
     assert!(
         answers.get(&out).copied().unwrap_or_default() >= 50,
@@ -118,7 +121,7 @@ async fn an_unknown_service_counts_as_not_serving() {
     }
     let channel = channel(&backends, SERVICE);
     calls(&channel, 10).await;
-    until_serving(&channel, backends[2].address(), false).await;
+    until_serving(|| channel.snapshot(), backends[2].address(), false).await;
     let answers = calls(&channel, 200).await;
     assert_eq!(answers.get(&backends[2].address()), None, "{answers:?}");
     assert_eq!(answers.len(), 2);
@@ -230,29 +233,6 @@ async fn http_get(
         .expect("x-backend")
 }
 
-/// Waits until the HTTP client's balancer sees `address` serving or not.
-async fn until_probed(
-    client: &waypost::hyper::HttpClient<http_body_util::Empty<bytes::Bytes>>,
-    address: SocketAddr,
-    serving: bool,
-) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let snapshot = client.snapshot().await;
-            if snapshot
-                .endpoints
-                .iter()
-                .any(|e| e.address == address && e.serving == serving && e.usable == serving)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{address} serving={serving} in time"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_probes_take_a_failing_or_slow_backend_out_and_bring_it_back() {
     use waypost::hyper::HttpProbe;
@@ -289,12 +269,12 @@ async fn http_probes_take_a_failing_or_slow_backend_out_and_bring_it_back() {
     // A 500 on every path, the probe's included: out after two failed probes.
     let failing = backends[0].address();
     backends[0].set_status(500);
-    until_probed(&client, failing, false).await;
+    until_serving(|| client.snapshot(), failing, false).await;
     for _ in 0..200 {
         assert_ne!(http_get(&client).await, failing);
     }
     backends[0].set_status(200);
-    until_probed(&client, failing, true).await;
+    until_serving(|| client.snapshot(), failing, true).await;
     let mut back = 0;
     for _ in 0..90 {
         back += usize::from(http_get(&client).await == failing);
@@ -304,7 +284,7 @@ async fn http_probes_take_a_failing_or_slow_backend_out_and_bring_it_back() {
     // Slower than the probe's timeout: out as well.
     let slow = backends[1].address();
     backends[1].set_latency(Duration::from_secs(1));
-    until_probed(&client, slow, false).await;
+    until_serving(|| client.snapshot(), slow, false).await;
     backends[1].set_latency(Duration::ZERO);
-    until_probed(&client, slow, true).await;
+    until_serving(|| client.snapshot(), slow, true).await;
 }

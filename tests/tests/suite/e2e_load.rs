@@ -119,15 +119,20 @@ async fn a_grpc_pushback_keeps_new_calls_away_for_that_long() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotent_call_is_resent_no_sooner_than_the_pushback() {
-    let backends = grpc::start_many(2).await.unwrap();
-    let channel = waypost::Builder::new(&grpc_target(&backends))
+/// A round-robin channel over `backends` that retries idempotent calls.
+fn retrying_channel(backends: &[GrpcBackend]) -> Channel {
+    waypost::Builder::new(&grpc_target(backends))
         .unwrap()
         .balance_config(round_robin())
         .retry_idempotent(waypost::RetryBudget::default())
         .tonic_channel()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_is_resent_no_sooner_than_the_pushback() {
+    let backends = grpc::start_many(2).await.unwrap();
+    let channel = retrying_channel(&backends);
     backends[0].set_refusing(Some((tonic::Code::Unavailable, Some("700"))));
     let outcome = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -149,12 +154,7 @@ async fn an_idempotent_call_is_resent_no_sooner_than_the_pushback() {
     assert!(took >= Duration::from_millis(700), "resent after {took:?}");
 
     // A pushback that says never: the refusal is the answer.
-    let channel = waypost::Builder::new(&grpc_target(&backends))
-        .unwrap()
-        .balance_config(round_robin())
-        .retry_idempotent(waypost::RetryBudget::default())
-        .tonic_channel()
-        .unwrap();
+    let channel = retrying_channel(&backends);
     backends[0].set_refusing(Some((tonic::Code::Unavailable, Some("-1"))));
     let result = tokio::time::timeout(PATIENCE, async {
         loop {
