@@ -600,26 +600,10 @@ impl<S> InFlight<S> {
         let state = &self.slot.state;
         match outcome {
             Outcome::Success => {}
-            Outcome::Failure => {
+            // An overloaded answer is a failure too, and it also passes the endpoint over.
+            Outcome::Failure | Outcome::Overloaded { .. } => {
                 if state.record_failure() == context.consecutive_failures {
                     context.wake.notify_one();
-                }
-            }
-            Outcome::Overloaded { retry_after } => {
-                if state.record_failure() == context.consecutive_failures {
-                    context.wake.notify_one();
-                }
-                if let Some(feedback) = &context.load_feedback {
-                    let backoff = feedback.backoff(retry_after);
-                    if !backoff.is_zero() {
-                        let until = context
-                            .millis_since_epoch(Instant::now())
-                            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
-                        if state.shed_until(until) {
-                            // The task learns when the period ends.
-                            context.wake.notify_one();
-                        }
-                    }
                 }
             }
             Outcome::Unreachable => {
@@ -627,6 +611,20 @@ impl<S> InFlight<S> {
                 if state.mark_unreachable_since(self.connectivity) {
                     context.wake.notify_one();
                     context.endpoints.request_refresh();
+                }
+            }
+        }
+        if let (Outcome::Overloaded { retry_after }, Some(feedback)) =
+            (outcome, &context.load_feedback)
+        {
+            let backoff = feedback.backoff(retry_after);
+            if !backoff.is_zero() {
+                let until = context
+                    .millis_since_epoch(Instant::now())
+                    .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+                if state.shed_until(until) {
+                    // The task learns when the period ends.
+                    context.wake.notify_one();
                 }
             }
         }

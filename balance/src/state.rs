@@ -171,8 +171,8 @@ pub(crate) struct EndpointState {
     ewma_key: AtomicU64,
     consecutive_failures: AtomicU32,
     interval_failures: AtomicU32,
-    /// The state in the low two bits, [`SHED`] above them, the number of connector reports
-    /// above that.
+    /// The state in the low two bits, the [`SHED`] and [`NOT_SERVING`] flags above them, the
+    /// number of connector reports above that.
     connectivity: AtomicU32,
     /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
     shed_until: AtomicU32,
@@ -384,13 +384,6 @@ impl EndpointState {
         state_of(self.connectivity.load(Ordering::Relaxed)) >= 2
     }
 
-    /// What picks should pass the endpoint over for, in one load: `(down, shed)`.
-    #[inline]
-    pub(crate) fn avoidance(&self) -> (bool, bool) {
-        let word = self.connectivity.load(Ordering::Relaxed);
-        (word & DOWN != 0, word & SHED != 0)
-    }
-
     /// `true` when the connectivity word has a bit of `mask` set ([`AVOID`] or
     /// [`AVOID_IN_PANIC`]): one load and one test on the pick path.
     #[inline]
@@ -400,7 +393,7 @@ impl EndpointState {
 
     /// `false` while the endpoint's active health check reports it not serving.
     pub(crate) fn is_serving(&self) -> bool {
-        self.connectivity.load(Ordering::Relaxed) & NOT_SERVING == 0
+        !self.has_any(NOT_SERVING)
     }
 
     /// A health check's report; `true` when it changed the endpoint's state.
@@ -415,7 +408,7 @@ impl EndpointState {
 
     /// `true` while the endpoint is passed over after an overloaded answer.
     pub(crate) fn is_shed(&self) -> bool {
-        self.connectivity.load(Ordering::Relaxed) & SHED != 0
+        self.has_any(SHED)
     }
 
     /// Passes the endpoint over until `until_ms` (milliseconds since the epoch), or longer if it
@@ -445,11 +438,8 @@ impl EndpointState {
         if !self.is_shed() {
             return None;
         }
-        let left = self
-            .shed_until
-            .load(Ordering::Relaxed)
-            .wrapping_sub(now_ms as u32) as i32;
-        Some(now_ms.saturating_add_signed(i64::from(left.max(0))))
+        let left = self.shed_deadline_raw(now_ms).max(0);
+        Some(now_ms.saturating_add_signed(i64::from(left)))
     }
 
     /// Ends the endpoint's shed period if it is over at `now_ms`; `true` when it ended.
@@ -777,7 +767,7 @@ mod tests {
     #[test]
     fn shed_periods_extend_and_end_and_keep_connectivity() {
         let s = state(1);
-        assert_eq!(s.avoidance(), (false, false));
+        assert!(!s.has_any(DOWN) && !s.has_any(SHED));
         assert!(s.shed_until(1_000), "news for the task");
         assert!(
             !s.shed_until(500),
@@ -788,14 +778,14 @@ mod tests {
         assert_eq!(s.shed_deadline(100), Some(2_000));
         // A connector report keeps the flag, and the flag leaves the state alone.
         s.set_connectivity(Connectivity::Connected);
-        assert_eq!(s.avoidance(), (false, true));
+        assert!(!s.has_any(DOWN) && s.has_any(SHED));
         assert_eq!(s.connectivity(), Connectivity::Connected);
         let stamp = s.connectivity_stamp();
         assert!(s.mark_unreachable_since(stamp));
-        assert_eq!(s.avoidance(), (true, true));
+        assert!(s.has_any(DOWN) && s.has_any(SHED));
         assert!(!s.end_shed_if_over(1_999));
         assert!(s.end_shed_if_over(2_000));
-        assert_eq!(s.avoidance(), (true, false));
+        assert!(s.has_any(DOWN) && !s.has_any(SHED));
         assert!(s.is_unreachable());
         assert_eq!(s.shed_deadline(2_000), None);
         // Stamps wrap like the estimate's.
@@ -813,7 +803,7 @@ mod tests {
         s.set_connectivity(Connectivity::Connected);
         assert!(s.set_serving(false), "a change");
         assert!(!s.set_serving(false), "no change");
-        assert_eq!(s.avoidance(), (false, false));
+        assert!(!s.has_any(DOWN) && !s.has_any(SHED));
         assert!(!s.has_any(AVOID_IN_PANIC) && s.has_any(AVOID));
         s.set_connectivity(Connectivity::Disconnected);
         assert!(

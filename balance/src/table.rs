@@ -127,8 +127,8 @@ pub(crate) struct PickTable<S> {
 
 struct GroupLoads<'a, S> {
     slots: &'a [Arc<Slot<S>>],
-    /// The connectivity bits that make a candidate one to pass over: in panic mode every
-    /// endpoint is used, down or not, but shed ones are still passed over.
+    /// The connectivity bits that make a candidate one to pass over
+    /// ([`PickTable::avoid_mask`]).
     avoid: u32,
     limit: Option<u32>,
 }
@@ -198,11 +198,7 @@ impl<S> PickTable<S> {
             stripes,
             &GroupLoads {
                 slots,
-                avoid: if self.panic {
-                    crate::state::AVOID_IN_PANIC
-                } else {
-                    crate::state::AVOID
-                },
+                avoid: self.avoid_mask(),
                 limit: self.limit,
             },
             bound,
@@ -210,9 +206,20 @@ impl<S> PickTable<S> {
         slots.get(index)
     }
 
+    /// The connectivity bits a pick passes a candidate over for: in panic mode every endpoint
+    /// is used, down or not serving, but shed ones are still passed over.
+    #[inline]
+    fn avoid_mask(&self) -> u32 {
+        if self.panic {
+            crate::state::AVOID_IN_PANIC
+        } else {
+            crate::state::AVOID
+        }
+    }
+
     /// With a concurrency limit, after the policy's pick found its endpoint full: an endpoint
-    /// with room, looking at every candidate from a random place (one that is not down or shed
-    /// first). `None` when every candidate is full. Only runs when endpoints fill up.
+    /// with room, looking at every candidate from a random place (one a pick would not pass
+    /// over first). `None` when every candidate is full. Only runs when endpoints fill up.
     pub(crate) fn pick_with_room(
         &self,
         rng: &mut fastrand::Rng,
@@ -223,6 +230,7 @@ impl<S> PickTable<S> {
             return None;
         }
         let start = rng.usize(..len);
+        let avoid = self.avoid_mask();
         let mut fallback = None;
         for slot in self.candidates[start..]
             .iter()
@@ -231,8 +239,7 @@ impl<S> PickTable<S> {
             if slot.state.in_flight() >= limit {
                 continue;
             }
-            let (down, shed) = slot.state.avoidance();
-            if (!down || self.panic) && !shed {
+            if !slot.state.has_any(avoid) {
                 return Some(slot);
             }
             fallback.get_or_insert(slot);

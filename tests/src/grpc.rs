@@ -29,6 +29,8 @@ struct Control {
     refusal: std::sync::Mutex<Option<(tonic::Code, Option<String>)>>,
     /// Answers the health service's calls with `UNIMPLEMENTED`, as a server without it does.
     no_health_service: AtomicBool,
+    /// Calls of the health service's `Watch` received so far.
+    watches: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
@@ -86,6 +88,9 @@ impl GrpcBackend {
                     .expect("the refusal lock is never poisoned")
                     .clone();
                 let health_call = request.uri().path().starts_with("/grpc.health.v1.Health/");
+                if request.uri().path() == "/grpc.health.v1.Health/Watch" {
+                    control.watches.fetch_add(1, Ordering::SeqCst);
+                }
                 let mut response =
                     if health_call && control.no_health_service.load(Ordering::Relaxed) {
                         tonic::Status::unimplemented("no health service").into_http::<Body>()
@@ -186,6 +191,11 @@ impl GrpcBackend {
         self.control
             .no_health_service
             .store(missing, Ordering::Relaxed);
+    }
+
+    /// `grpc.health.v1.Health/Watch` calls received so far (a client's health checks).
+    pub fn watches(&self) -> u64 {
+        self.control.watches.load(Ordering::SeqCst)
     }
 
     /// The most calls this backend ever had in flight at once.

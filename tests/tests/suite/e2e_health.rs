@@ -134,29 +134,23 @@ async fn a_server_without_the_health_service_is_treated_as_healthy() {
     // The second answers the Watch call UNIMPLEMENTED (ordinary calls still work).
     backends[1].set_health_service_missing(true);
     let channel = channel(&backends, SERVICE);
-    // Its watcher has answered once the snapshot shows it connected and still serving.
+    // Calls make the connections; each connection's watcher asks the backend to Watch.
     tokio::time::timeout(PATIENCE, async {
-        loop {
+        while backends[1].watches() == 0 {
             let _ = HealthClient::new(channel.clone())
                 .check(HealthCheckRequest {
                     service: String::new(),
                 })
                 .await;
-            let snapshot = channel.snapshot().await;
-            if snapshot
-                .endpoints
-                .iter()
-                .all(|endpoint| endpoint.connectivity == waypost::balance::Connectivity::Connected)
-            {
-                return;
-            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("both endpoints connect");
-    // Give the watcher a moment to hear UNIMPLEMENTED; the endpoint stays usable.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    .expect("the watcher asks the backend without a health service");
+    // UNIMPLEMENTED leaves the endpoint serving. (Taken for a failure, it would be marked not
+    // serving and asked again after the 1 s reconnect backoff: a second Watch call.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(backends[1].watches(), 1, "asked once per connection");
     let snapshot = channel.snapshot().await;
     assert!(
         snapshot
@@ -205,7 +199,14 @@ async fn calls_in_flight_finish_when_a_backend_stops_serving() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both backends have calls in flight before the first one stops serving.
+    tokio::time::timeout(PATIENCE, async {
+        while channel.in_flight().iter().filter(|(_, n)| *n > 0).count() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the calls reach both backends");
     backends[0].set_serving(SERVICE, false).await;
     let mut answered = Vec::new();
     for call in in_flight {
