@@ -48,8 +48,10 @@
 //!
 //! # Features
 //!
-//! - `metrics`: counters and gauges through the [`metrics`](https://docs.rs/metrics) facade
-//!   (picks and in-flight per endpoint, ejections, set size, panic mode).
+//! - `metrics`: counters, gauges and a latency histogram through the
+//!   [`metrics`](https://docs.rs/metrics) facade (per endpoint: picks, in flight, outcomes,
+//!   latency, ejections, connect failures, health transitions; per target: retries, unsent
+//!   resends, set size, panic mode); see [`metrics`].
 
 mod classify;
 mod config;

@@ -70,6 +70,8 @@ pub(crate) trait ConnectivityCell: Send + Sync {
     fn set_serving(&self, serving: bool) -> bool;
     /// Asks the discovery source to look again (an endpoint's connection was lost).
     fn request_refresh(&self);
+    /// Counts a failed connection attempt.
+    fn connect_failed(&self);
 }
 
 /// Reports an endpoint's connection state to its balancer. Cheap to clone; holds no strong
@@ -106,6 +108,7 @@ impl ConnectivityReporter {
                 false
             }
             fn request_refresh(&self) {}
+            fn connect_failed(&self) {}
         }
         ConnectivityReporter {
             cell: Weak::<Nothing>::new(),
@@ -156,6 +159,15 @@ impl ConnectivityReporter {
             && let Some(wake) = self.wake.upgrade()
         {
             wake.notify_one();
+        }
+    }
+
+    /// Reports a failed attempt to connect to the endpoint (refused, timed out, a failed TLS
+    /// or HTTP/2 handshake). It only counts (`waypost_connect_failures_total`, feature
+    /// `metrics`): whether the endpoint may be picked follows [`report`](Self::report).
+    pub fn report_connect_failure(&self) {
+        if let Some(cell) = self.cell.upgrade() {
+            cell.connect_failed();
         }
     }
 

@@ -165,6 +165,7 @@ impl<K, C> Builder<K, C> {
         let watcher = endpoints.watch();
         let set = endpoints.load_full();
         let target: Arc<str> = Arc::from(endpoints.target());
+        let metrics = crate::metrics::TargetMetrics::new(&target);
         let seed = config.seed.unwrap_or_else(|| fastrand::u64(..));
         let context = Arc::new(table::Context {
             target,
@@ -189,6 +190,7 @@ impl<K, C> Builder<K, C> {
             room: Notify::new(),
             load_feedback: config.load_feedback.clone(),
             epoch: Instant::now(),
+            metrics,
         });
         let context_limit = context.limit;
         let (table_epoch, _) = watch::channel(0);
@@ -227,6 +229,12 @@ impl<S, K, C> Balance<S, K, C> {
     /// The target this balancer serves.
     pub fn target(&self) -> &str {
         &self.shared.context.target
+    }
+
+    /// The counters a client built on this balancer records for its target (its retries and
+    /// resends; feature `metrics`, see [`metrics`](crate::metrics)).
+    pub fn client_metrics(&self) -> crate::metrics::ClientMetrics {
+        self.shared.context.metrics.client()
     }
 
     /// The discovery handle this balancer follows.
@@ -558,7 +566,8 @@ impl<S> InFlight<S> {
         if let Some(total) = &slot.context.total_in_flight {
             total.fetch_add(1, Ordering::Relaxed);
         }
-        let started = slot.context.peak_ewma.map(|_| slot.context.clock.now());
+        let started = (slot.context.peak_ewma.is_some() || crate::metrics::TIMES_REQUESTS)
+            .then(|| slot.context.clock.now());
         let connectivity = slot.state.connectivity_stamp();
         InFlight {
             slot,
@@ -574,13 +583,18 @@ impl<S> InFlight<S> {
         let context = &slot.context;
         let state = &slot.state;
         self.end();
-        if let (Some(started), Some((tau, penalty))) = (self.started, context.peak_ewma) {
+        if let Some(started) = self.started {
             let now = context.clock.now();
-            let mut latency = context.clock.between(started, now);
-            if outcome != Outcome::Success {
-                latency = latency.max(penalty);
+            let latency = context.clock.between(started, now);
+            slot.metrics.outcome(&outcome, latency);
+            if let Some((tau, penalty)) = context.peak_ewma {
+                let latency = if outcome == Outcome::Success {
+                    latency
+                } else {
+                    latency.max(penalty)
+                };
+                state.observe(latency, context.clock.millis_at(now), tau);
             }
-            state.observe(latency, context.clock.millis_at(now), tau);
         }
         match outcome {
             Outcome::Success => {
@@ -660,6 +674,7 @@ impl<S> Drop for InFlight<S> {
         if !self.finished {
             // Cancelled: the request no longer loads the endpoint, but says nothing about it.
             self.end();
+            self.slot.metrics.cancelled();
         }
     }
 }

@@ -20,7 +20,7 @@ use waypost_discovery::{Endpoint, Endpoints};
 use crate::config::{BalanceConfig, ZoneMode};
 use crate::error::ErrorKind;
 use crate::make::ConnectivityCell;
-use crate::metrics::EndpointMetrics;
+use crate::metrics::{EndpointMetrics, TargetMetrics};
 use crate::policy::round_robin::Stripes;
 use crate::policy::{CandidateInfo, Loads, PolicyTable};
 use crate::state::{Clock, Connectivity, EndpointState};
@@ -52,6 +52,8 @@ pub(crate) struct Context {
     pub(crate) load_feedback: Option<crate::config::LoadFeedback>,
     /// The origin of shed deadlines (tokio's clock, as the background task's timers).
     pub(crate) epoch: Instant,
+    /// The target's series (feature `metrics`).
+    pub(crate) metrics: TargetMetrics,
 }
 
 impl Context {
@@ -89,7 +91,15 @@ impl<S: Send + Sync> ConnectivityCell for Slot<S> {
     }
 
     fn set_serving(&self, serving: bool) -> bool {
-        self.state.set_serving(serving)
+        let changed = self.state.set_serving(serving);
+        if changed {
+            self.metrics.serving_changed(serving);
+        }
+        changed
+    }
+
+    fn connect_failed(&self) {
+        self.metrics.connect_failed();
     }
 
     fn request_refresh(&self) {

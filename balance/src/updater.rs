@@ -21,7 +21,7 @@ use waypost_discovery::{Endpoint, EndpointSet, Watcher};
 
 use crate::config::BalanceConfig;
 use crate::make::{ConnectivityCell, ConnectivityReporter, MakeEndpoint};
-use crate::metrics::{self, EndpointMetrics};
+use crate::metrics::EndpointMetrics;
 use crate::policy::round_robin::Stripes;
 use crate::snapshot::{EndpointSnapshot, Snapshot};
 use crate::state::{Connectivity, EndpointState, after};
@@ -428,11 +428,13 @@ impl<M: MakeEndpoint> Updater<M> {
         let context = &self.context;
         let now_ms = context.clock.now_millis();
         let mut judged = Vec::new();
+        context.metrics.refresh();
         for tracked in self.tracked.iter_mut() {
             let (volume, failures) = tracked.slot.state.take_interval(&mut tracked.finished_mark);
             if let Some((tau, _)) = context.peak_ewma {
                 tracked.slot.state.restamp(now_ms, tau);
             }
+            tracked.slot.metrics.refresh();
             let clean_interval = tracked
                 .returned_at()
                 .is_none_or(|returned| after(returned, outlier.interval) <= now);
@@ -559,7 +561,9 @@ impl<M: MakeEndpoint> Updater<M> {
             status = ?table.status,
             "pick table rebuilt"
         );
-        metrics::table_built(target, entries.len(), table.len(), table.panic);
+        self.context
+            .metrics
+            .table_built(entries.len(), table.len(), table.panic);
         if let Some(shared) = self.shared.upgrade() {
             shared.table.store(Arc::new(table));
             shared
@@ -617,7 +621,10 @@ impl<M: MakeEndpoint> Updater<M> {
             let deadline = self.next_deadline(now);
             tokio::select! {
                 biased;
-                _ = &mut alive => return,
+                _ = &mut alive => {
+                    self.context.metrics.balancer_dropped();
+                    return;
+                }
                 Some(reply) = snapshots.recv() => {
                     let _ = reply.send(self.snapshot(Instant::now()));
                     continue;

@@ -612,15 +612,25 @@ impl Builder {
             .hash_key(self.key.clone())
             .classify(HyperClassify)
             .build(waypost_balance::WithConnectivity(
-                move |endpoint: &waypost_discovery::Endpoint, reporter| {
+                move |endpoint: &waypost_discovery::Endpoint,
+                      reporter: waypost_balance::ConnectivityReporter| {
                     let address = endpoint.address();
                     if let Some(probe) = &probe {
                         // Probes have connections of their own: they neither wait behind
                         // requests nor hold a pooled connection a request could use.
-                        let probing = HyperEndpoint::new(connector.clone(), address, http2_only);
-                        tokio::spawn(std::sync::Arc::clone(probe).run(probing, address, reporter));
+                        let probing = HyperEndpoint::new(
+                            connector.clone(),
+                            address,
+                            http2_only,
+                            reporter.clone(),
+                        );
+                        tokio::spawn(std::sync::Arc::clone(probe).run(
+                            probing,
+                            address,
+                            reporter.clone(),
+                        ));
                     }
-                    HyperEndpoint::new(connector.clone(), address, http2_only)
+                    HyperEndpoint::new(connector.clone(), address, http2_only, reporter)
                 },
             ))
             .map_err(|error| Error::new(ErrorKind::Config, error.to_string()).with_source(error))?;

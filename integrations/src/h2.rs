@@ -354,7 +354,10 @@ async fn run<B>(
                     }
                 }
             }
-            Err(error) => (reconnect.failed(), error),
+            Err(error) => {
+                reporter.report_connect_failure();
+                (reconnect.failed(), error)
+            }
         };
         let Some(live) = cell.upgrade() else { return };
         if let Ok(mut last) = live.last_failure.lock() {

@@ -74,7 +74,7 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::{Service, ServiceExt};
-use waypost_balance::{Balance, Classify, HttpStatus, Outcome};
+use waypost_balance::{Balance, Classify, ConnectivityReporter, HttpStatus, Outcome};
 use waypost_discovery::Endpoints;
 
 use crate::builder::UNSENT_ATTEMPTS;
@@ -107,6 +107,8 @@ impl<B> Clone for HyperEndpoint<B> {
 struct EndpointPool<B> {
     connector: Connector,
     address: SocketAddr,
+    /// Told of failed connection attempts (they are counted).
+    reporter: ConnectivityReporter,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// The `Host` header HTTP/1 requests without one get: the endpoint's address.
@@ -134,7 +136,13 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(connector: Connector, address: SocketAddr, http2_only: bool) -> Self {
+    /// The pool of one endpoint; `reporter` is told of failed connection attempts.
+    pub(crate) fn new(
+        connector: Connector,
+        address: SocketAddr,
+        http2_only: bool,
+        reporter: ConnectivityReporter,
+    ) -> Self {
         let scheme = if connector.is_tls() {
             http::uri::Scheme::HTTPS
         } else {
@@ -152,6 +160,7 @@ where
             pool: Arc::new(EndpointPool {
                 connector,
                 address,
+                reporter,
                 scheme,
                 authority,
                 host,
@@ -178,10 +187,17 @@ where
     B::Error: Into<BoxError>,
 {
     async fn connect(&self) -> Result<TokioIo<Box<dyn crate::connect::Stream>>, Error> {
-        Ok(TokioIo::new(self.connector.connect(self.address).await?))
+        match self.connector.connect(self.address).await {
+            Ok(stream) => Ok(TokioIo::new(stream)),
+            Err(error) => {
+                self.reporter.report_connect_failure();
+                Err(error)
+            }
+        }
     }
 
     fn handshake_failed(&self, source: hyper::Error) -> Error {
+        self.reporter.report_connect_failure();
         Error::new(ErrorKind::Unreachable, "the HTTP handshake failed")
             .with_endpoint(self.address)
             .with_source(source)
@@ -604,14 +620,16 @@ where
             // A copy is kept only when it can be used: for an idempotent retry, or for a stream
             // an HTTP/2 server refuses after it opened.
             Some(replay) if retries.is_some() || self.http2 => {
-                let plan = Plan::new(UNSENT_ATTEMPTS, retries.cloned()).within(self.timeout);
+                let plan = Plan::new(UNSENT_ATTEMPTS, retries.cloned())
+                    .within(self.timeout)
+                    .counted(balance.client_metrics());
                 let original = copy_request(&request, replay);
                 let copy = move || Some(copy_request(&original, replay));
                 crate::retry::run(sends, request, plan, copy).await
             }
             // Only requests hyper hands back unsent go again: no copy.
             _ => {
-                let plan = Plan::new(UNSENT_ATTEMPTS, None);
+                let plan = Plan::new(UNSENT_ATTEMPTS, None).counted(balance.client_metrics());
                 crate::retry::run(sends, request, plan, || None).await
             }
         }
@@ -818,7 +836,12 @@ mod tests {
             .local_addr()
             .unwrap();
         for http2 in [false, true] {
-            let mut endpoint = HyperEndpoint::new(connector(), refusing, http2);
+            let mut endpoint = HyperEndpoint::new(
+                connector(),
+                refusing,
+                http2,
+                ConnectivityReporter::detached(),
+            );
             let request = http::Request::post("/orders")
                 .header("x-order", "42")
                 .body(Once(Full::new(Bytes::from_static(b"the order"))))

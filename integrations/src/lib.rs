@@ -39,7 +39,8 @@
 //! - `kubernetes`: `kubernetes:///` targets through a watch of the Service's EndpointSlices
 //!   (kube; the application picks the k8s-openapi version feature, as with kube).
 //! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
-//! - `metrics`: balancer counters and gauges through the `metrics` facade.
+//! - `metrics`: balancer and client counters, gauges and a latency histogram through the `metrics`
+//!   facade (see [`balance::metrics`]).
 //! - `admin`: [`admin::Admin`], a tower service answering each client's
 //!   [`snapshot`](tonic::Channel::snapshot) as JSON and Prometheus text.
 //! - `cli`: the `waypost` command ([`cli`]: `resolve`, `watch`, `status`), installed with

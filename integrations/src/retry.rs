@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use waypost_balance::Pushback;
+use waypost_balance::metrics::ClientMetrics;
 
 use crate::error::{Error, ErrorKind};
 
@@ -128,6 +129,8 @@ pub(crate) struct Plan {
     /// When the request's deadline passes: a retry the server's pushback would put after it is
     /// not made, and the refusing answer is returned instead.
     pub(crate) deadline: Option<Instant>,
+    /// Where resends are counted (feature `metrics`).
+    pub(crate) metrics: ClientMetrics,
 }
 
 impl Plan {
@@ -140,7 +143,14 @@ impl Plan {
                 .map_or(unsent_sends, |retries| retries.max_attempts),
             retries,
             deadline: None,
+            metrics: ClientMetrics::detached(),
         }
+    }
+
+    /// The same plan, counting its resends in `metrics`.
+    pub(crate) fn counted(mut self, metrics: ClientMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same plan for a request whose deadline is `timeout` from now.
@@ -211,6 +221,7 @@ where
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
+                plan.metrics.retried();
                 copy()
             }
             Sent::NotProcessed { request, error } => {
@@ -219,7 +230,10 @@ where
                 }
                 tracing::debug!(target: "waypost::retry", sends, %error, "not processed; sending to another endpoint");
                 match request.or_else(&mut copy) {
-                    Some(request) => Some(request),
+                    Some(request) => {
+                        plan.metrics.resent_unsent();
+                        Some(request)
+                    }
                     None => return Err(error),
                 }
             }
@@ -229,7 +243,10 @@ where
                 }
                 tracing::debug!(target: "waypost::retry", sends, %error, "failed; sending an idempotent request again");
                 match copy() {
-                    Some(request) => Some(request),
+                    Some(request) => {
+                        plan.metrics.retried();
+                        Some(request)
+                    }
                     None => return Err(error),
                 }
             }

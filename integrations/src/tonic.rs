@@ -213,7 +213,7 @@ async fn send_replayable(
             .replay()
             .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
     };
-    let plan = crate::retry::Plan::new(attempts, None);
+    let plan = crate::retry::Plan::new(attempts, None).counted(balance.client_metrics());
     crate::retry::run(endpoint_sends(balance), request, plan, copy).await
 }
 
@@ -247,7 +247,9 @@ async fn send_idempotent(
             Body::new(Full::new(message.clone())),
         ))
     };
-    let plan = crate::retry::Plan::new(attempts, Some(retries)).within(deadline);
+    let plan = crate::retry::Plan::new(attempts, Some(retries))
+        .within(deadline)
+        .counted(balance.client_metrics());
     crate::retry::run(endpoint_sends(balance), first, plan, copy).await
 }
 

@@ -11,6 +11,7 @@ mod e2e_health;
 mod e2e_hyper;
 mod e2e_kubernetes;
 mod e2e_load;
+mod e2e_metrics;
 mod e2e_reasons;
 mod e2e_reresolve;
 mod e2e_tls;
