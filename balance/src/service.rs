@@ -672,9 +672,19 @@ fn wake_one_waiting_for_room(context: &crate::table::Context) {
 impl<S> Drop for InFlight<S> {
     fn drop(&mut self) {
         if !self.finished {
-            // Cancelled: the request no longer loads the endpoint, but says nothing about it.
+            // Cancelled: the request no longer loads the endpoint, and it is no success or
+            // failure of the endpoint's. For Peak EWMA, though, the endpoint took at least this
+            // long: a request its caller gave up on after a deadline shows a slow endpoint.
             self.end();
             self.slot.metrics.cancelled();
+            let context = &self.slot.context;
+            if let (Some(started), Some((tau, _))) = (self.started, context.peak_ewma) {
+                let now = context.clock.now();
+                let elapsed = context.clock.between(started, now);
+                self.slot
+                    .state
+                    .observe_at_least(elapsed, context.clock.millis_at(now), tau);
+            }
         }
     }
 }

@@ -273,6 +273,16 @@ impl EndpointState {
 
     /// Adds a latency sample taken at `now_ms`.
     pub(crate) fn observe(&self, sample: Duration, now_ms: u64, tau_ms: f64) {
+        self.update_estimate(sample, now_ms, tau_ms, false);
+    }
+
+    /// Adds what a cancelled request shows: the endpoint took at least `elapsed`. That raises
+    /// the estimate when it is above it (a peak), and says nothing otherwise.
+    pub(crate) fn observe_at_least(&self, elapsed: Duration, now_ms: u64, tau_ms: f64) {
+        self.update_estimate(elapsed, now_ms, tau_ms, true);
+    }
+
+    fn update_estimate(&self, sample: Duration, now_ms: u64, tau_ms: f64, lower_bound: bool) {
         let sample_us = (sample.as_secs_f64() * 1e6) as f32;
         let mut current = self.ewma.load(Ordering::Relaxed);
         loop {
@@ -282,6 +292,8 @@ impl EndpointState {
             let decayed = value * w;
             let next = if sample_us > decayed {
                 sample_us
+            } else if lower_bound {
+                return;
             } else {
                 value * w + sample_us * (1.0 - w)
             }
@@ -664,6 +676,19 @@ mod tests {
         s.observe(Duration::from_millis(5), 50_001, TAU);
         let e = s.estimate(50_001, TAU).as_secs_f64();
         assert!((e - 0.005).abs() < 1e-6, "{e}");
+    }
+
+    #[test]
+    fn a_cancelled_request_only_raises_the_estimate() {
+        let s = state(10);
+        s.observe(Duration::from_millis(10), 0, TAU);
+        // Given up on after 2 ms: the endpoint took at least that, which says nothing new.
+        s.observe_at_least(Duration::from_millis(2), 1, TAU);
+        let e = s.estimate(1, TAU).as_secs_f64();
+        assert!(e > 0.0099 && e <= 0.010, "{e}");
+        // Given up on after a 1 s deadline: a peak.
+        s.observe_at_least(Duration::from_secs(1), 2, TAU);
+        assert_eq!(s.estimate(2, TAU), Duration::from_secs(1));
     }
 
     #[test]

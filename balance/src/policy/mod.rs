@@ -60,6 +60,9 @@ pub struct PeakEwma {
     /// The latency recorded for a failed request (an error, or a response classified as a
     /// failure such as 503) when it was faster, so that an endpoint failing fast does not look
     /// fast. Default 1 s.
+    ///
+    /// A request dropped before its outcome (a deadline passed) raises the estimate to the time
+    /// it had taken, when that is higher: the endpoint took at least that long.
     pub failure_penalty: Duration,
 }
 
@@ -435,7 +438,7 @@ impl PolicyTable {
                 len,
                 weighted,
             } => {
-                let (a, b) = match weighted {
+                let (mut a, mut b) = match weighted {
                     None => distinct_pair(*len, rng),
                     Some(alias) => weighted_distinct_pair(alias, rng),
                 };
@@ -443,8 +446,17 @@ impl PolicyTable {
                     return a;
                 }
                 match (loads.avoid(a), loads.avoid(b)) {
-                    (true, false) => return b,
-                    (false, true) => return a,
+                    (true, false) | (false, true) => {
+                        // The one to avoid is replaced by a fresh draw, so that the other does
+                        // not get the request whatever its load (two bad endpoints drawn
+                        // together would otherwise hand the worse one every such pair).
+                        let kept = if loads.avoid(a) { b } else { a };
+                        let other = draw_other(kept, *len, weighted.as_ref(), rng);
+                        if other == kept || loads.avoid(other) {
+                            return kept;
+                        }
+                        (a, b) = (kept, other);
+                    }
                     _ => {}
                 }
                 let a_is_better = match load {
@@ -528,6 +540,34 @@ pub(crate) fn distinct_pair(len: usize, rng: &mut fastrand::Rng) -> (usize, usiz
     (a, b)
 }
 
+/// A position other than `kept` (in proportion to weight when weighted), for the P2C pair
+/// whose other member is to be avoided. Off the common path.
+#[cold]
+#[inline(never)]
+fn draw_other(
+    kept: usize,
+    len: usize,
+    weighted: Option<&AliasTable>,
+    rng: &mut fastrand::Rng,
+) -> usize {
+    if len < 2 {
+        return kept;
+    }
+    if let Some(alias) = weighted {
+        for _ in 0..4 {
+            let other = alias.pick(rng.u64(..));
+            if other != kept {
+                return other;
+            }
+        }
+    }
+    let mut other = rng.usize(..len - 1);
+    if other >= kept {
+        other += 1;
+    }
+    other
+}
+
 /// Two distinct positions sampled in proportion to weight. After a few draws that keep landing
 /// on the same position (one weight dominates), the second one is taken uniformly among the
 /// others, so the pair stays distinct.
@@ -608,6 +648,48 @@ mod tests {
                 table.pick(None, &mut rng, &stripes, &InFlight(vec![5, 1]), None),
                 1
             );
+        }
+    }
+
+    /// In-flight counts, with some candidates to avoid.
+    struct Avoiding(Vec<u32>, Vec<usize>);
+
+    impl Loads for Avoiding {
+        fn peak_ewma_cost(&self, i: usize) -> f64 {
+            f64::from(self.0[i])
+        }
+        fn in_flight(&self, i: usize) -> u32 {
+            self.0[i]
+        }
+        fn avoid(&self, i: usize) -> bool {
+            self.1.contains(&i)
+        }
+    }
+
+    #[test]
+    fn p2c_replaces_a_candidate_to_avoid_instead_of_handing_its_pair_the_request() {
+        // 0 is passed over, 1 is loaded, 2 and 3 are idle. Taking whichever of a pair is not to
+        // be avoided would give 1 every (0, 1) pair: a sixth of the picks. Drawn against a
+        // fresh candidate instead, 1 gets only the (0, 1) pairs whose redraw is 0 again.
+        for weights in [[1, 1, 1, 1], [1, 1, 1, 2]] {
+            for policy in [Policy::p2c_least_pending(), Policy::p2c_peak_ewma()] {
+                let table = PolicyTable::build(&policy, &candidates(&weights), None).unwrap();
+                let mut rng = fastrand::Rng::with_seed(7);
+                let stripes = Stripes::new(1);
+                let loads = Avoiding(vec![0, 10, 0, 0], vec![0]);
+                let mut picks = [0u32; 4];
+                for _ in 0..6000 {
+                    picks[table.pick(None, &mut rng, &stripes, &loads, None)] += 1;
+                }
+                assert_eq!(
+                    picks[0], 0,
+                    "{weights:?}: the candidate to avoid: {picks:?}"
+                );
+                assert!(
+                    picks[1] < 6000 / 12,
+                    "{weights:?}: the loaded one got {picks:?}"
+                );
+            }
         }
     }
 
