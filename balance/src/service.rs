@@ -547,27 +547,40 @@ struct InFlight<S> {
 impl<S> InFlight<S> {
     #[inline]
     fn start(slot: Arc<Slot<S>>) -> Self {
+        let started = Self::before_start(&slot);
         slot.state.start_request();
-        Self::started(slot)
+        Self::started(slot, started)
     }
 
     /// Starts a request on `slot` if it has fewer than `limit` in flight.
     #[inline]
     fn try_start(slot: &Arc<Slot<S>>, limit: u32) -> Option<Self> {
+        let started = Self::before_start(slot);
         slot.state
             .try_start_request(limit)
-            .then(|| Self::started(Arc::clone(slot)))
+            .then(|| Self::started(Arc::clone(slot), started))
+    }
+
+    /// The clock reading a request starts at, when something measures it; for Peak EWMA, the
+    /// endpoint's requests in flight are looked at first (see [`EndpointState::before_start`]).
+    #[inline]
+    fn before_start(slot: &Slot<S>) -> Option<u64> {
+        let context = &slot.context;
+        let started = (context.peak_ewma.is_some() || crate::metrics::TIMES_REQUESTS)
+            .then(|| context.clock.now());
+        if let (Some(now), Some((tau, _))) = (started, context.peak_ewma) {
+            slot.state.before_start(context.clock.millis_at(now), tau);
+        }
+        started
     }
 
     /// The bookkeeping of a request already counted in the endpoint's started requests.
     #[inline]
-    fn started(slot: Arc<Slot<S>>) -> Self {
+    fn started(slot: Arc<Slot<S>>, started: Option<u64>) -> Self {
         slot.metrics.request_started();
         if let Some(total) = &slot.context.total_in_flight {
             total.fetch_add(1, Ordering::Relaxed);
         }
-        let started = (slot.context.peak_ewma.is_some() || crate::metrics::TIMES_REQUESTS)
-            .then(|| slot.context.clock.now());
         let connectivity = slot.state.connectivity_stamp();
         InFlight {
             slot,
@@ -593,7 +606,9 @@ impl<S> InFlight<S> {
                 } else {
                     latency.max(penalty)
                 };
-                state.observe(latency, context.clock.millis_at(now), tau);
+                let now_ms = context.clock.millis_at(now);
+                state.progressed(now_ms);
+                state.observe(latency, now_ms, tau);
             }
         }
         match outcome {
@@ -681,9 +696,9 @@ impl<S> Drop for InFlight<S> {
             if let (Some(started), Some((tau, _))) = (self.started, context.peak_ewma) {
                 let now = context.clock.now();
                 let elapsed = context.clock.between(started, now);
-                self.slot
-                    .state
-                    .observe_at_least(elapsed, context.clock.millis_at(now), tau);
+                let now_ms = context.clock.millis_at(now);
+                self.slot.state.progressed(now_ms);
+                self.slot.state.observe_at_least(elapsed, now_ms, tau);
             }
         }
     }

@@ -176,6 +176,10 @@ pub(crate) struct EndpointState {
     connectivity: AtomicU32,
     /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
     shed_until: AtomicU32,
+    /// For Peak EWMA, in wrapping milliseconds since the epoch: when a request last ended or
+    /// started on the idle endpoint. While requests are in flight, one of them started no
+    /// later than this (see [`before_start`](Self::before_start)).
+    progress: AtomicU32,
 }
 
 impl EndpointState {
@@ -195,6 +199,7 @@ impl EndpointState {
             interval_failures: AtomicU32::new(0),
             connectivity: AtomicU32::new(0),
             shed_until: AtomicU32::new(0),
+            progress: AtomicU32::new(0),
         };
         let estimate = (initial_estimate.as_secs_f64() * 1e6) as f32;
         state.store_estimate(estimate, now_ms, tau_ms);
@@ -214,7 +219,45 @@ impl EndpointState {
 
     #[inline]
     pub(crate) fn start_request(&self) {
-        self.started.fetch_add(1, Ordering::Relaxed);
+        // Release: a request that sees this start sees the progress stamp written before it.
+        self.started.fetch_add(1, Ordering::Release);
+    }
+
+    /// Before a Peak EWMA request is counted as started at `now_ms`. On an idle endpoint the
+    /// start is progress. On a busy one, the time since the last progress is a lower bound on
+    /// the age of its oldest request in flight, and so on its latency: when that is above the
+    /// estimate, the estimate rises to it. An endpoint that stopped answering (slower than its
+    /// callers can wait) thus looks slow within about its usual latency, not only once
+    /// requests to it time out.
+    #[inline]
+    pub(crate) fn before_start(&self, now_ms: u64, tau_ms: f64) {
+        // Finished first, as in `in_flight`; Acquire pairs with the Release of a start, so the
+        // stamp read below is at least the one written before that start.
+        let finished = self.finished.load(Ordering::Acquire);
+        let started = self.started.load(Ordering::Acquire);
+        if started == finished {
+            self.progress.store(now_ms as u32, Ordering::Relaxed);
+            return;
+        }
+        let stalled_ms = (now_ms as u32).wrapping_sub(self.progress.load(Ordering::Relaxed));
+        let (estimate_us, _) = unpack(self.ewma.load(Ordering::Relaxed));
+        // Compared with the stored estimate (at least the decayed one): the common case costs
+        // no exponential.
+        if stalled_ms as f32 * 1000.0 > estimate_us {
+            self.raise_to_stall(stalled_ms, now_ms, tau_ms);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn raise_to_stall(&self, stalled_ms: u32, now_ms: u64, tau_ms: f64) {
+        self.observe_at_least(Duration::from_millis(u64::from(stalled_ms)), now_ms, tau_ms);
+    }
+
+    /// A Peak EWMA request ended at `now_ms`.
+    #[inline]
+    pub(crate) fn progressed(&self, now_ms: u64) {
+        self.progress.store(now_ms as u32, Ordering::Relaxed);
     }
 
     /// Starts a request if fewer than `limit` are in flight; `false` (nothing counted) when the
@@ -240,7 +283,7 @@ impl EndpointState {
             match self.started.compare_exchange_weak(
                 started,
                 started.wrapping_add(1),
-                Ordering::Relaxed,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
@@ -689,6 +732,36 @@ mod tests {
         // Given up on after a 1 s deadline: a peak.
         s.observe_at_least(Duration::from_secs(1), 2, TAU);
         assert_eq!(s.estimate(2, TAU), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stalled_endpoint_looks_slow_before_its_requests_end() {
+        let s = state(10);
+        s.observe(Duration::from_millis(10), 0, TAU);
+        // Idle at 1 000 ms: the start is progress.
+        s.before_start(1_000, TAU);
+        s.start_request();
+        // 5 ms later, with that request still in flight: nothing to learn yet.
+        s.before_start(1_005, TAU);
+        s.start_request();
+        assert!(s.estimate(1_005, TAU) <= Duration::from_millis(10));
+        // 300 ms without an answer: at least one request has waited that long.
+        s.before_start(1_300, TAU);
+        s.start_request();
+        assert_eq!(s.estimate(1_300, TAU), Duration::from_millis(300));
+        // An answer is progress: the next start learns nothing from the wait before it.
+        s.end_request();
+        s.progressed(1_301);
+        s.observe(Duration::from_millis(301), 1_301, TAU);
+        s.before_start(1_302, TAU);
+        assert!(s.estimate(1_302, TAU) <= Duration::from_millis(302));
+        // Idle again, for long: a new start does not take the idle time for a stall.
+        s.end_request();
+        s.end_request();
+        s.before_start(60_000, TAU);
+        s.start_request();
+        s.before_start(60_001, TAU);
+        assert!(s.estimate(60_001, TAU) < Duration::from_millis(301));
     }
 
     #[test]
