@@ -257,14 +257,16 @@ impl Default for ReconnectBackoff {
 ///
 /// Besides counting as a failure (outlier detection, and the Peak EWMA failure penalty), the
 /// endpoint is *passed over* for a while: every policy treats it as it treats an endpoint whose
-/// connection just went down. P2C takes the other candidate, round-robin and random pick again,
-/// consistent hashing walks on to the next endpoint. It still gets requests when every
+/// connection just went down. P2C compares the other candidate with a fresh draw, round-robin
+/// and random pick again, consistent hashing walks on to the next endpoint. It still gets requests when every
 /// candidate is passed over, so load feedback alone never fails a request; unlike an ejection
 /// it holds in panic mode too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadFeedback {
     /// How long an endpoint is passed over when the server did not say (no `Retry-After`, no
-    /// `grpc-retry-pushback-ms`). Zero: only when it says. Default 1 s.
+    /// `grpc-retry-pushback-ms`). It doubles with each failure in a row (1 s, 2 s, 4 s, ...,
+    /// up to `max_backoff`), so a server that keeps refusing is asked less and less often; a
+    /// success starts over. Zero: only when the server says. Default 1 s.
     pub default_backoff: Duration,
     /// The longest a server's pushback is honoured: at most 24 h. Default 60 s.
     pub max_backoff: Duration,
@@ -280,10 +282,14 @@ impl Default for LoadFeedback {
 }
 
 impl LoadFeedback {
-    /// How long an endpoint that answered "overloaded" with `retry_after` is passed over.
-    pub(crate) fn backoff(&self, retry_after: Option<Duration>) -> Duration {
+    /// How long an endpoint that answered "overloaded" with `retry_after`, its `in_a_row`-th
+    /// failure in a row, is passed over.
+    pub(crate) fn backoff(&self, retry_after: Option<Duration>, in_a_row: u32) -> Duration {
         retry_after
-            .unwrap_or(self.default_backoff)
+            .unwrap_or_else(|| {
+                let doublings = in_a_row.saturating_sub(1).min(20);
+                self.default_backoff.saturating_mul(1 << doublings)
+            })
             .min(self.max_backoff)
     }
 }
@@ -465,6 +471,27 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         BalanceConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unsaid_pushbacks_double_with_refusals_in_a_row_and_a_said_one_is_kept() {
+        let feedback = LoadFeedback::default();
+        let backoffs: Vec<u64> = (1..=8)
+            .map(|in_a_row| feedback.backoff(None, in_a_row).as_secs())
+            .collect();
+        assert_eq!(backoffs, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(feedback.backoff(None, u32::MAX), Duration::from_secs(60));
+        let said = Some(Duration::from_millis(250));
+        assert_eq!(feedback.backoff(said, 5), Duration::from_millis(250));
+        assert_eq!(
+            feedback.backoff(Some(Duration::from_secs(600)), 1),
+            Duration::from_secs(60)
+        );
+        let off = LoadFeedback {
+            default_backoff: Duration::ZERO,
+            ..LoadFeedback::default()
+        };
+        assert_eq!(off.backoff(None, 9), Duration::ZERO);
     }
 
     #[test]

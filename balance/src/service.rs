@@ -627,16 +627,19 @@ impl<S> InFlight<S> {
     fn record_unwell(&self, outcome: Outcome) {
         let context = &self.slot.context;
         let state = &self.slot.state;
+        if outcome == Outcome::Success {
+            return;
+        }
+        let in_a_row = state.record_failure();
         match outcome {
             Outcome::Success => {}
             // An overloaded answer is a failure too, and it also passes the endpoint over.
             Outcome::Failure | Outcome::Overloaded { .. } => {
-                if state.record_failure() == context.consecutive_failures {
+                if in_a_row == context.consecutive_failures {
                     context.wake.notify_one();
                 }
             }
             Outcome::Unreachable => {
-                state.record_failure();
                 if state.mark_unreachable_since(self.connectivity) {
                     context.wake.notify_one();
                     context.endpoints.request_refresh();
@@ -646,7 +649,7 @@ impl<S> InFlight<S> {
         if let (Outcome::Overloaded { retry_after }, Some(feedback)) =
             (outcome, &context.load_feedback)
         {
-            let backoff = feedback.backoff(retry_after);
+            let backoff = feedback.backoff(retry_after, in_a_row);
             if !backoff.is_zero() {
                 let until = context
                     .millis_since_epoch(Instant::now())

@@ -8,7 +8,11 @@
 //!
 //! ```text
 //! cargo bench -p waypost-benches --bench failing_backends
+//! WAYPOST_RUN_SECONDS=60 cargo bench -p waypost-benches --bench failing_backends
 //! ```
+//!
+//! Each run lasts 12 s unless `WAYPOST_RUN_SECONDS` says otherwise: what the balancer loses
+//! while it learns is paid once per run, so longer runs show the steady state.
 
 use std::time::Duration;
 
@@ -167,7 +171,11 @@ fn configurations() -> Vec<(&'static str, BalanceConfig)> {
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let (rate, length) = if full {
-        (500, Duration::from_secs(12))
+        let seconds = std::env::var("WAYPOST_RUN_SECONDS")
+            .ok()
+            .and_then(|seconds| seconds.parse().ok())
+            .unwrap_or(12);
+        (500, Duration::from_secs(seconds))
     } else {
         (100, Duration::from_secs(2))
     };
