@@ -438,31 +438,22 @@ impl PolicyTable {
                 len,
                 weighted,
             } => {
-                let (mut a, mut b) = match weighted {
+                let (a, b) = match weighted {
                     None => distinct_pair(*len, rng),
                     Some(alias) => weighted_distinct_pair(alias, rng),
                 };
                 if a == b {
                     return a;
                 }
-                match (loads.avoid(a), loads.avoid(b)) {
-                    (true, false) | (false, true) => {
-                        // The one to avoid is replaced by a fresh draw, so that the other does
-                        // not get the request whatever its load (two bad endpoints drawn
-                        // together would otherwise hand the worse one every such pair).
-                        let kept = if loads.avoid(a) { b } else { a };
-                        match draw_other(kept, *len, weighted.as_ref(), rng, loads) {
-                            Some(other) => (a, b) = (kept, other),
-                            None => return kept,
-                        }
-                    }
-                    _ => {}
+                let avoid_a = loads.avoid(a);
+                if avoid_a != loads.avoid(b) {
+                    // The one to avoid is replaced by a fresh draw, so that the other does not
+                    // get the request whatever its load (two bad endpoints drawn together would
+                    // otherwise hand the worse one every such pair).
+                    let kept = if avoid_a { b } else { a };
+                    return replace_avoided(kept, *len, weighted.as_ref(), rng, loads, *load);
                 }
-                let a_is_better = match load {
-                    Load::PeakEwma(_) => loads.peak_ewma_cost(a) <= loads.peak_ewma_cost(b),
-                    Load::Pending => loads.in_flight(a) <= loads.in_flight(b),
-                };
-                if a_is_better { a } else { b }
+                better(*load, loads, a, b)
             }
             PolicyTable::RoundRobin { len } => retry_down(loads, || stripes.next(*len)),
             PolicyTable::Schedule(schedule) => {
@@ -539,20 +530,31 @@ pub(crate) fn distinct_pair(len: usize, rng: &mut fastrand::Rng) -> (usize, usiz
     (a, b)
 }
 
-/// A position other than `kept` and not to avoid (in proportion to weight when weighted), for
-/// the P2C pair whose other member is to be avoided; `None` when a few draws find none. Off the
-/// common path.
+/// The better of P2C's two candidates under `load`.
+#[inline]
+fn better<L: Loads>(load: Load, loads: &L, a: usize, b: usize) -> usize {
+    let a_is_better = match load {
+        Load::PeakEwma(_) => loads.peak_ewma_cost(a) <= loads.peak_ewma_cost(b),
+        Load::Pending => loads.in_flight(a) <= loads.in_flight(b),
+    };
+    if a_is_better { a } else { b }
+}
+
+/// P2C's pick when one of the pair, the other than `kept`, is to be avoided: `kept` against a
+/// fresh draw that is not to be avoided (in proportion to weight when weighted), or `kept`
+/// alone when a few draws find none. Off the common path.
 #[cold]
 #[inline(never)]
-fn draw_other<L: Loads>(
+fn replace_avoided<L: Loads>(
     kept: usize,
     len: usize,
     weighted: Option<&AliasTable>,
     rng: &mut fastrand::Rng,
     loads: &L,
-) -> Option<usize> {
+    load: Load,
+) -> usize {
     if len < 2 {
-        return None;
+        return kept;
     }
     let mut draw = || {
         if let Some(alias) = weighted {
@@ -569,9 +571,13 @@ fn draw_other<L: Loads>(
         }
         other
     };
-    (0..=DOWN_RETRIES)
+    match (0..=DOWN_RETRIES)
         .map(|_| draw())
         .find(|&other| !loads.avoid(other))
+    {
+        Some(other) => better(load, loads, kept, other),
+        None => kept,
+    }
 }
 
 /// Two distinct positions sampled in proportion to weight. After a few draws that keep landing
