@@ -451,7 +451,7 @@ impl PolicyTable {
                     // get the request whatever its load (two bad endpoints drawn together would
                     // otherwise hand the worse one every such pair).
                     let kept = if avoid_a { b } else { a };
-                    return replace_avoided(kept, *len, weighted.as_ref(), rng, loads, *load);
+                    return replace_avoided(self, kept, rng, loads);
                 }
                 better(*load, loads, a, b)
             }
@@ -546,13 +546,20 @@ fn better<L: Loads>(load: Load, loads: &L, a: usize, b: usize) -> usize {
 #[cold]
 #[inline(never)]
 fn replace_avoided<L: Loads>(
+    table: &PolicyTable,
     kept: usize,
-    len: usize,
-    weighted: Option<&AliasTable>,
     rng: &mut fastrand::Rng,
     loads: &L,
-    load: Load,
 ) -> usize {
+    let PolicyTable::P2c {
+        load,
+        len,
+        weighted,
+    } = table
+    else {
+        return kept;
+    };
+    let (load, len, weighted) = (*load, *len, weighted.as_ref());
     if len < 2 {
         return kept;
     }
