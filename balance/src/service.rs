@@ -59,7 +59,7 @@ use crate::key::{HashKey, NoHashKey};
 use crate::make::MakeEndpoint;
 use crate::policy::round_robin::Stripes;
 use crate::snapshot::{EndpointSnapshot, Snapshot};
-use crate::state::Clock;
+use crate::state::{Clock, EndpointState};
 use crate::table::{self, PickTable, Slot, TableStatus};
 use crate::updater::{Shared, Updater};
 
@@ -563,15 +563,13 @@ impl<S> InFlight<S> {
 
     /// The clock reading a request starts at, when something measures it; for Peak EWMA, the
     /// endpoint's requests in flight are looked at first (see [`EndpointState::before_start`]).
-    #[inline]
+    #[inline(always)]
     fn before_start(slot: &Slot<S>) -> Option<u64> {
         let context = &slot.context;
-        let started = (context.peak_ewma.is_some() || crate::metrics::TIMES_REQUESTS)
-            .then(|| context.clock.now());
-        if let (Some(now), Some((tau, _))) = (started, context.peak_ewma) {
-            slot.state.before_start(context.clock.millis_at(now), tau);
+        match context.peak_ewma {
+            None => crate::metrics::TIMES_REQUESTS.then(|| context.clock.now()),
+            Some((tau, _)) => Some(peak_ewma_start(&slot.state, context, tau)),
         }
-        started
     }
 
     /// The bookkeeping of a request already counted in the endpoint's started requests.
@@ -673,6 +671,15 @@ impl<S> InFlight<S> {
             wake_one_waiting_for_room(context);
         }
     }
+}
+
+/// The clock reading a Peak EWMA request starts at, after the endpoint's requests in flight
+/// were looked at ([`EndpointState::before_start`]).
+#[inline]
+fn peak_ewma_start(state: &EndpointState, context: &crate::table::Context, tau: f64) -> u64 {
+    let now = context.clock.now();
+    state.before_start(context.clock.millis_at(now), tau);
+    now
 }
 
 /// After a request ended under a concurrency limit: wakes one request waiting for room.
