@@ -545,7 +545,7 @@ struct InFlight<S> {
 }
 
 impl<S> InFlight<S> {
-    #[inline]
+    #[inline(always)]
     fn start(slot: Arc<Slot<S>>) -> Self {
         let started = Self::before_start(&slot);
         slot.state.start_request();
@@ -695,21 +695,30 @@ fn wake_one_waiting_for_room(context: &crate::table::Context) {
 }
 
 impl<S> Drop for InFlight<S> {
+    #[inline]
     fn drop(&mut self) {
         if !self.finished {
-            // Cancelled: the request no longer loads the endpoint, and it is no success or
-            // failure of the endpoint's. For Peak EWMA, though, the endpoint took at least this
-            // long: a request its caller gave up on after a deadline shows a slow endpoint.
-            self.end();
-            self.slot.metrics.cancelled();
-            let context = &self.slot.context;
-            if let (Some(started), Some((tau, _))) = (self.started, context.peak_ewma) {
-                let now = context.clock.now();
-                let elapsed = context.clock.between(started, now);
-                let now_ms = context.clock.millis_at(now);
-                self.slot.state.progressed(now_ms);
-                self.slot.state.observe_at_least(elapsed, now_ms, tau);
-            }
+            self.cancelled();
+        }
+    }
+}
+
+impl<S> InFlight<S> {
+    /// Dropped before its outcome: the request no longer loads the endpoint, and it is no
+    /// success or failure of the endpoint's. For Peak EWMA, though, the endpoint took at least
+    /// this long: a request its caller gave up on after a deadline shows a slow endpoint.
+    #[cold]
+    #[inline(never)]
+    fn cancelled(&self) {
+        self.end();
+        self.slot.metrics.cancelled();
+        let context = &self.slot.context;
+        if let (Some(started), Some((tau, _))) = (self.started, context.peak_ewma) {
+            let now = context.clock.now();
+            let elapsed = context.clock.between(started, now);
+            let now_ms = context.clock.millis_at(now);
+            self.slot.state.progressed(now_ms);
+            self.slot.state.observe_at_least(elapsed, now_ms, tau);
         }
     }
 }
