@@ -451,7 +451,9 @@ impl PolicyTable {
                     // get the request whatever its load (two bad endpoints drawn together would
                     // otherwise hand the worse one every such pair).
                     let kept = if avoid_a { b } else { a };
-                    return replace_avoided(self, kept, rng, loads);
+                    // The generator's state is passed by value: a reference to it would make the
+                    // common path keep it in memory.
+                    return replace_avoided(self, kept, rng.get_seed(), loads);
                 }
                 better(*load, loads, a, b)
             }
@@ -545,12 +547,9 @@ fn better<L: Loads>(load: Load, loads: &L, a: usize, b: usize) -> usize {
 /// alone when a few draws find none. Off the common path.
 #[cold]
 #[inline(never)]
-fn replace_avoided<L: Loads>(
-    table: &PolicyTable,
-    kept: usize,
-    rng: &mut fastrand::Rng,
-    loads: &L,
-) -> usize {
+fn replace_avoided<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads: &L) -> usize {
+    // A stream of its own, from the pick's generator state: seeded balancers stay reproducible.
+    let rng = &mut fastrand::Rng::with_seed(seed ^ 0x9E37_79B9_7F4A_7C15);
     let PolicyTable::P2c {
         load,
         len,
