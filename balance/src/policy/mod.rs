@@ -445,15 +445,15 @@ impl PolicyTable {
                 if a == b {
                     return a;
                 }
-                let avoid_a = loads.avoid(a);
-                if avoid_a != loads.avoid(b) {
-                    // The one to avoid is replaced by a fresh draw, so that the other does not
-                    // get the request whatever its load (two bad endpoints drawn together would
-                    // otherwise hand the worse one every such pair).
-                    let kept = if avoid_a { b } else { a };
-                    // The generator's state is passed by value: a reference to it would make the
-                    // common path keep it in memory.
-                    return replace_avoided(self, kept, rng.get_seed(), loads);
+                // The one to avoid is replaced by a fresh draw, so that the other does not get
+                // the request whatever its load (two bad endpoints drawn together would
+                // otherwise hand the worse one every such pair). The generator's state is
+                // passed by value: a reference to it would make the common path keep it in
+                // memory.
+                match (loads.avoid(a), loads.avoid(b)) {
+                    (true, false) => return replace_avoided(self, b, rng.get_seed(), loads),
+                    (false, true) => return replace_avoided(self, a, rng.get_seed(), loads),
+                    _ => {}
                 }
                 better(*load, loads, a, b)
             }
