@@ -62,7 +62,10 @@ pub struct PeakEwma {
     /// fast. Default 1 s.
     ///
     /// A request dropped before its outcome (a deadline passed) raises the estimate to the time
-    /// it had taken, when that is higher: the endpoint took at least that long.
+    /// it had taken, when that is higher: the endpoint took at least that long. So does a
+    /// request starting on an endpoint that has had requests in flight and none ending for
+    /// longer than its estimate. Requests held open for long (long polls) therefore make an
+    /// endpoint look slow; balance those with least pending.
     pub failure_penalty: Duration,
 }
 
