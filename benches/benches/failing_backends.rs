@@ -16,29 +16,18 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::time::{Instant, MissedTickBehavior};
-use tower::{Service, ServiceExt};
-use waypost_balance::{Balance, BalanceConfig, HttpStatus, LoadFeedback, OutlierDetection, Policy};
-use waypost_discovery::{Endpoint, Publisher};
+use waypost_balance::{BalanceConfig, LoadFeedback, OutlierDetection, Policy};
 use waypost_tests::backend::{self, Backend};
+
+#[path = "support/open_loop.rs"]
+mod open_loop;
+use open_loop::percentile;
 
 const BACKENDS: usize = 11;
 const DEADLINE: Duration = Duration::from_secs(1);
 const HEALTHY: Duration = Duration::from_millis(10);
 const FAILING: usize = 0;
 const SLOW: usize = 1;
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-type EndpointService = tower::util::BoxCloneSyncService<
-    http::Request<Empty<Bytes>>,
-    http::Response<hyper::body::Incoming>,
-    hyper_util::client::legacy::Error,
->;
 
 struct Outcome {
     latencies: Vec<Duration>,
@@ -54,87 +43,27 @@ async fn run(
     rate: u32,
     length: Duration,
 ) -> Outcome {
-    let mut publisher = Publisher::new("static:///eleven");
-    publisher.publish(backends.iter().map(|b| Endpoint::new(b.address())));
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let balance = Balance::builder(publisher.endpoints())
-        .config(config)
-        .classify(HttpStatus)
-        .build(move |endpoint: &Endpoint| {
-            let client = client.clone();
-            let uri: http::Uri = format!("http://{}/", endpoint.address()).parse().unwrap();
-            EndpointService::new(tower::service_fn(
-                move |mut request: http::Request<Empty<Bytes>>| {
-                    *request.uri_mut() = uri.clone();
-                    client.request(request)
-                },
-            ))
-        })
-        .unwrap();
-
     // Warm the connections while every backend is healthy; the balancer then learns the bad
     // ones from the measured traffic alone.
     for backend in backends {
         backend.set_status(200);
         backend.set_latency(HEALTHY);
     }
-    for _ in 0..BACKENDS * 4 {
-        let _ = balance
-            .clone()
-            .oneshot(http::Request::new(Empty::new()))
-            .await;
-    }
+    let (balance, _publisher) = open_loop::balancer(backends, config).await;
     let failing = &backends[FAILING];
     let slow = &backends[SLOW];
     failing.set_status(error);
     failing.set_latency(Duration::from_millis(1));
     slow.set_latency(Duration::from_secs(2));
     let (failing_before, slow_before) = (failing.requests(), slow.requests());
-
-    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let total = (rate as f64 * length.as_secs_f64()) as usize;
-    let mut requests = Vec::with_capacity(total);
-    for _ in 0..total {
-        ticker.tick().await;
-        let mut balance = balance.clone();
-        requests.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            // The caller's deadline: a request past it is dropped (cancelled).
-            let result = tokio::time::timeout(DEADLINE, async {
-                balance
-                    .ready()
-                    .await?
-                    .call(http::Request::new(Empty::new()))
-                    .await
-            })
-            .await;
-            let ok = matches!(&result, Ok(Ok(response)) if response.status().is_success());
-            (ok, sent.elapsed().min(DEADLINE))
-        }));
+    let (successes, latencies) = open_loop::run(&balance, rate, total, DEADLINE, |_| {}).await;
+    Outcome {
+        latencies,
+        successes,
+        to_failing: failing.requests() - failing_before,
+        to_slow: slow.requests() - slow_before,
     }
-    let mut outcome = Outcome {
-        latencies: Vec::with_capacity(total),
-        successes: 0,
-        to_failing: 0,
-        to_slow: 0,
-    };
-    for request in requests {
-        let (ok, latency) = request.await.unwrap();
-        outcome.successes += usize::from(ok);
-        outcome.latencies.push(latency);
-    }
-    outcome.to_failing = failing.requests() - failing_before;
-    outcome.to_slow = slow.requests() - slow_before;
-    outcome.latencies.sort_unstable();
-    outcome
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
 }
 
 /// The configurations compared, each with load feedback and ejection stated.

@@ -9,112 +9,44 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::time::{Instant, MissedTickBehavior};
-use tower::{Service, ServiceExt};
-use waypost_balance::{Balance, BalanceConfig, HttpStatus, OutlierDetection, Policy};
-use waypost_discovery::{Endpoint, Publisher};
+use waypost_balance::{BalanceConfig, OutlierDetection, Policy};
 use waypost_tests::backend::{self, Backend};
+
+#[path = "support/open_loop.rs"]
+mod open_loop;
+use open_loop::percentile;
 
 const BACKENDS: usize = 11;
 const TIMEOUT: Duration = Duration::from_millis(100);
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-type EndpointService = tower::util::BoxCloneSyncService<
-    http::Request<Empty<Bytes>>,
-    http::Response<hyper::body::Incoming>,
-    hyper_util::client::legacy::Error,
->;
-
-struct Outcome {
-    latencies: Vec<Duration>,
-    successes: usize,
-}
-
-async fn run(policy: Policy, backends: &[Backend], rate: u32, length: Duration) -> Outcome {
-    let mut publisher = Publisher::new("static:///eleven");
-    publisher.publish(backends.iter().map(|b| Endpoint::new(b.address())));
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let balance = Balance::builder(publisher.endpoints())
-        .config(BalanceConfig {
+async fn run(
+    policy: Policy,
+    backends: &[Backend],
+    rate: u32,
+    length: Duration,
+) -> (usize, Vec<Duration>) {
+    let (balance, _publisher) = open_loop::balancer(
+        backends,
+        BalanceConfig {
             // Measure the policy alone, not ejection.
             outlier_detection: OutlierDetection::disabled(),
             ..BalanceConfig::with_policy(policy)
-        })
-        .classify(HttpStatus)
-        .build(move |endpoint: &Endpoint| {
-            let client = client.clone();
-            let uri: http::Uri = format!("http://{}/", endpoint.address()).parse().unwrap();
-            EndpointService::new(tower::service_fn(
-                move |mut request: http::Request<Empty<Bytes>>| {
-                    *request.uri_mut() = uri.clone();
-                    client.request(request)
-                },
-            ))
-        })
-        .unwrap();
-
-    // Warm the connections.
-    for _ in 0..BACKENDS * 4 {
-        let _ = balance
-            .clone()
-            .oneshot(http::Request::new(Empty::new()))
-            .await;
-    }
-
+        },
+    )
+    .await;
     let slow = &backends[0];
-    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let total = (rate as f64 * length.as_secs_f64()) as usize;
-    let mut requests = Vec::with_capacity(total);
-    let started = Instant::now();
-    for i in 0..total {
-        ticker.tick().await;
+    let outcome = open_loop::run(&balance, rate, total, TIMEOUT, |i| {
         if i == total / 4 {
             slow.set_latency(Duration::from_millis(200));
         }
         if i == total * 3 / 4 {
             slow.set_latency(Duration::from_millis(10));
         }
-        let mut balance = balance.clone();
-        requests.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let result = tokio::time::timeout(TIMEOUT, async {
-                balance
-                    .ready()
-                    .await?
-                    .call(http::Request::new(Empty::new()))
-                    .await
-            })
-            .await;
-            let ok = matches!(&result, Ok(Ok(response)) if response.status().is_success());
-            (ok, sent.elapsed().min(TIMEOUT))
-        }));
-    }
-    let mut outcome = Outcome {
-        latencies: Vec::with_capacity(total),
-        successes: 0,
-    };
-    for request in requests {
-        let (ok, latency) = request.await.unwrap();
-        outcome.successes += usize::from(ok);
-        outcome.latencies.push(latency);
-    }
-    let _ = started;
-    outcome.latencies.sort_unstable();
+    })
+    .await;
     slow.set_latency(Duration::from_millis(10));
     outcome
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
 }
 
 fn main() {
@@ -146,16 +78,16 @@ fn main() {
             ("p2c_least_pending", Policy::p2c_least_pending()),
             ("p2c_peak_ewma", Policy::p2c_peak_ewma()),
         ] {
-            let outcome = run(policy, &backends, rate, length).await;
-            let n = outcome.latencies.len();
+            let (successes, latencies) = run(policy, &backends, rate, length).await;
+            let n = latencies.len();
             println!(
                 "{:<20} {:>9} {:>9.2}% {:>10.1?} {:>10.1?} {:>10.1?}",
                 name,
                 n,
-                outcome.successes as f64 * 100.0 / n as f64,
-                percentile(&outcome.latencies, 0.50),
-                percentile(&outcome.latencies, 0.99),
-                percentile(&outcome.latencies, 0.999),
+                successes as f64 * 100.0 / n as f64,
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 0.999),
             );
         }
     });
