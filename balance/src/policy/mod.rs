@@ -528,11 +528,30 @@ pub(crate) fn distinct_pair(len: usize, rng: &mut fastrand::Rng) -> (usize, usiz
         return (0, 0);
     }
     let a = rng.usize(..len);
+    (a, uniform_other(a, len, rng))
+}
+
+/// A position in `0..len` other than `a`, chosen uniformly (`len >= 2`).
+#[inline]
+fn uniform_other(a: usize, len: usize, rng: &mut fastrand::Rng) -> usize {
     let mut b = rng.usize(..len - 1);
     if b >= a {
         b += 1;
     }
-    (a, b)
+    b
+}
+
+/// A position other than `a`, in proportion to weight; after a few draws that keep landing on
+/// `a` (its weight dominates), uniformly among the others (`alias.len() >= 2`).
+#[inline]
+fn weighted_other(alias: &AliasTable, a: usize, rng: &mut fastrand::Rng) -> usize {
+    for _ in 0..4 {
+        let b = alias.pick(rng.u64(..));
+        if b != a {
+            return b;
+        }
+    }
+    uniform_other(a, alias.len(), rng)
 }
 
 /// The better of P2C's two candidates under `load`.
@@ -565,20 +584,9 @@ fn replace_avoided<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads:
     if len < 2 {
         return kept;
     }
-    let mut draw = || {
-        if let Some(alias) = weighted {
-            for _ in 0..4 {
-                let other = alias.pick(rng.u64(..));
-                if other != kept {
-                    return other;
-                }
-            }
-        }
-        let mut other = rng.usize(..len - 1);
-        if other >= kept {
-            other += 1;
-        }
-        other
+    let mut draw = || match weighted {
+        Some(alias) => weighted_other(alias, kept, rng),
+        None => uniform_other(kept, len, rng),
     };
     match (0..=DOWN_RETRIES)
         .map(|_| draw())
@@ -598,17 +606,7 @@ fn weighted_distinct_pair(alias: &AliasTable, rng: &mut fastrand::Rng) -> (usize
     if alias.len() < 2 {
         return (a, a);
     }
-    for _ in 0..4 {
-        let b = alias.pick(rng.u64(..));
-        if b != a {
-            return (a, b);
-        }
-    }
-    let mut b = rng.usize(..alias.len() - 1);
-    if b >= a {
-        b += 1;
-    }
-    (a, b)
+    (a, weighted_other(alias, a, rng))
 }
 
 #[cfg(test)]

@@ -222,6 +222,15 @@ fn requests_outcomes_and_tables_are_counted() {
     assert!(counter(&recorded, "waypost_table_builds_total", &[]) >= 1);
 }
 
+/// One call that succeeds.
+async fn succeed<B>(balance: &B)
+where
+    B: Service<Ask> + Clone,
+    B::Error: std::fmt::Debug,
+{
+    balance.clone().oneshot(Ask::Succeed).await.unwrap();
+}
+
 /// The lines of Prometheus text that are samples of `target`.
 fn samples_of<'a>(text: &'a str, target: &str) -> Vec<&'a str> {
     let label = format!("target=\"{target}\"");
@@ -256,23 +265,11 @@ fn with_an_idle_timeout_a_dropped_balancer_series_go_and_a_live_one_stay() {
     };
     metrics::with_local_recorder(&recorder, || {
         current_thread().block_on(async {
-            let (mut kept, _kept_publisher, _) = balancer("static:///kept", 1..=1, config());
-            let (mut dropped, dropped_publisher, _) =
-                balancer("static:///dropped", 2..=2, config());
+            let (kept, _kept_publisher, _) = balancer("static:///kept", 1..=1, config());
+            let (dropped, dropped_publisher, _) = balancer("static:///dropped", 2..=2, config());
             for _ in 0..3 {
-                kept.ready()
-                    .await
-                    .unwrap()
-                    .call(Ask::Succeed)
-                    .await
-                    .unwrap();
-                dropped
-                    .ready()
-                    .await
-                    .unwrap()
-                    .call(Ask::Succeed)
-                    .await
-                    .unwrap();
+                succeed(&kept).await;
+                succeed(&dropped).await;
             }
             let text = handle.render();
             assert_eq!(
@@ -322,12 +319,7 @@ fn with_an_idle_timeout_a_dropped_balancer_series_go_and_a_live_one_stay() {
             );
 
             // And what it records now still reaches the exporter.
-            kept.ready()
-                .await
-                .unwrap()
-                .call(Ask::Succeed)
-                .await
-                .unwrap();
+            succeed(&kept).await;
             let text = handle.render();
             assert_eq!(
                 sample(&text, "waypost_picks_total", "static:///kept"),
