@@ -612,7 +612,7 @@ impl<S> InFlight<S> {
         match outcome {
             Outcome::Success => {
                 state.record_success();
-                state.mark_connected_if_unknown();
+                state.after_success();
             }
             unwell => self.record_unwell(unwell),
         }
@@ -629,6 +629,7 @@ impl<S> InFlight<S> {
             return;
         }
         let in_a_row = state.record_failure();
+        state.mark_suspect();
         match outcome {
             Outcome::Success => {}
             // An overloaded answer is a failure too, and it also passes the endpoint over.
@@ -718,7 +719,9 @@ impl<S> InFlight<S> {
             let elapsed = context.clock.between(started, now);
             let now_ms = context.clock.millis_at(now);
             self.slot.state.progressed(now_ms);
-            self.slot.state.observe_at_least(elapsed, now_ms, tau);
+            if self.slot.state.observe_at_least(elapsed, now_ms, tau) {
+                self.slot.state.mark_suspect();
+            }
         }
     }
 }

@@ -171,8 +171,8 @@ pub(crate) struct EndpointState {
     ewma_key: AtomicU64,
     consecutive_failures: AtomicU32,
     interval_failures: AtomicU32,
-    /// The state in the low two bits, the [`SHED`] and [`NOT_SERVING`] flags above them, the
-    /// number of connector reports above that.
+    /// The state in the low two bits, the [`SHED`], [`NOT_SERVING`] and [`SUSPECT`] flags above
+    /// them, the number of connector reports above that.
     connectivity: AtomicU32,
     /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
     shed_until: AtomicU32,
@@ -251,7 +251,9 @@ impl EndpointState {
     #[cold]
     #[inline(never)]
     fn raise_to_stall(&self, stalled_ms: u32, now_ms: u64, tau_ms: f64) {
-        self.observe_at_least(Duration::from_millis(u64::from(stalled_ms)), now_ms, tau_ms);
+        if self.observe_at_least(Duration::from_millis(u64::from(stalled_ms)), now_ms, tau_ms) {
+            self.mark_suspect();
+        }
     }
 
     /// A Peak EWMA request ended at `now_ms`.
@@ -321,11 +323,19 @@ impl EndpointState {
 
     /// Adds what a cancelled request shows: the endpoint took at least `elapsed`. That raises
     /// the estimate when it is above it (a peak), and says nothing otherwise.
-    pub(crate) fn observe_at_least(&self, elapsed: Duration, now_ms: u64, tau_ms: f64) {
-        self.update_estimate(elapsed, now_ms, tau_ms, true);
+    /// `true` when it raised the estimate.
+    pub(crate) fn observe_at_least(&self, elapsed: Duration, now_ms: u64, tau_ms: f64) -> bool {
+        self.update_estimate(elapsed, now_ms, tau_ms, true)
     }
 
-    fn update_estimate(&self, sample: Duration, now_ms: u64, tau_ms: f64, lower_bound: bool) {
+    /// `false` only when a lower bound was at most the estimate (nothing changed).
+    fn update_estimate(
+        &self,
+        sample: Duration,
+        now_ms: u64,
+        tau_ms: f64,
+        lower_bound: bool,
+    ) -> bool {
         let sample_us = (sample.as_secs_f64() * 1e6) as f32;
         let mut current = self.ewma.load(Ordering::Relaxed);
         loop {
@@ -336,7 +346,7 @@ impl EndpointState {
             let next = if sample_us > decayed {
                 sample_us
             } else if lower_bound {
-                return;
+                return false;
             } else {
                 value * w + sample_us * (1.0 - w)
             }
@@ -350,7 +360,7 @@ impl EndpointState {
                 Ok(_) => {
                     self.ewma_key
                         .store(key(next, now_ms, tau_ms).to_bits(), Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Err(actual) => current = actual,
             }
@@ -444,6 +454,21 @@ impl EndpointState {
     #[inline]
     pub(crate) fn has_any(&self, mask: u32) -> bool {
         self.connectivity.load(Ordering::Relaxed) & mask != 0
+    }
+
+    /// `true` when the endpoint's last request went wrong ([`SUSPECT`]): one load and one test
+    /// on the pick path.
+    #[inline]
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.has_any(SUSPECT)
+    }
+
+    /// Marks the endpoint [`SUSPECT`]: its last request went wrong.
+    pub(crate) fn mark_suspect(&self) {
+        // A load first: an endpoint that keeps failing keeps the line shared.
+        if !self.has_any(SUSPECT) {
+            self.connectivity.fetch_or(SUSPECT, Ordering::Relaxed);
+        }
     }
 
     /// `false` while the endpoint's active health check reports it not serving.
@@ -555,12 +580,37 @@ impl EndpointState {
         self.replace_state(UNREACHABLE, Connectivity::Unknown.as_u8());
     }
 
-    /// After a success: an endpoint nobody reported on is known to be connected.
-    pub(crate) fn mark_connected_if_unknown(&self) {
-        self.replace_state(
-            Connectivity::Unknown.as_u8(),
-            Connectivity::Connected.as_u8(),
-        );
+    /// After a success: the endpoint is no longer [`SUSPECT`], and one nobody reported on is
+    /// known to be connected. The common case (connected, not suspect) is one load.
+    #[inline]
+    pub(crate) fn after_success(&self) {
+        let current = self.connectivity.load(Ordering::Relaxed);
+        if current & SUSPECT != 0 || state_of(current) == Connectivity::Unknown.as_u8() {
+            self.after_first_success(current);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn after_first_success(&self, mut current: u32) {
+        loop {
+            let mut next = current & !SUSPECT;
+            if state_of(current) == Connectivity::Unknown.as_u8() {
+                next = (next & !STATE_MASK) | u32::from(Connectivity::Connected.as_u8());
+            }
+            if next == current {
+                return;
+            }
+            match self.connectivity.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Replaces state `from` by `to`, keeping the report count; nothing if the state is not
@@ -588,7 +638,7 @@ impl EndpointState {
         loop {
             let generation = generation_of(current).wrapping_add(1) & GENERATION_MASK;
             let next = (generation << GENERATION_SHIFT)
-                | (current & (SHED | NOT_SERVING))
+                | (current & (SHED | NOT_SERVING | SUSPECT))
                 | u32::from(connectivity.as_u8());
             match self.connectivity.compare_exchange_weak(
                 current,
@@ -603,14 +653,19 @@ impl EndpointState {
     }
 }
 
-/// The connectivity word: the state in the low two bits, the [`SHED`] and [`NOT_SERVING`] flags
-/// above them, the number of connector reports (wrapping) above that. A pick reads the state
-/// and the flags in one load.
+/// The connectivity word: the state in the low two bits, the [`SHED`], [`NOT_SERVING`] and
+/// [`SUSPECT`] flags above them, the number of connector reports (wrapping) above that. A pick
+/// reads the state and the flags in one load.
 const STATE_MASK: u32 = 0b11;
 /// Set while the endpoint is passed over after an overloaded answer (load feedback).
 const SHED: u32 = 0b100;
 /// Set while the endpoint's active health check reports it not serving.
 const NOT_SERVING: u32 = 0b1000;
+/// Set while the endpoint's last request went wrong: a failure, an overloaded answer, no
+/// connection, or (Peak EWMA) a request that was dropped, or found the endpoint stalled, after
+/// longer than its estimate. A success clears it. P2C with Peak EWMA looks at one more candidate
+/// when a pair's better member is suspect.
+const SUSPECT: u32 = 0b1_0000;
 /// Set in both down states (2, disconnected, and 3, unreachable).
 const DOWN: u32 = 0b10;
 /// What a pick passes over: a connection that is down, an endpoint its health check reports
@@ -618,7 +673,7 @@ const DOWN: u32 = 0b10;
 pub(crate) const AVOID: u32 = DOWN | SHED | NOT_SERVING;
 /// In panic mode every endpoint is used, down or not serving; shed ones are still passed over.
 pub(crate) const AVOID_IN_PANIC: u32 = SHED;
-const GENERATION_SHIFT: u32 = 4;
+const GENERATION_SHIFT: u32 = 5;
 const GENERATION_MASK: u32 = u32::MAX >> GENERATION_SHIFT;
 
 fn state_of(word: u32) -> u8 {
@@ -762,6 +817,37 @@ mod tests {
         s.start_request();
         s.before_start(60_001, TAU);
         assert!(s.estimate(60_001, TAU) < Duration::from_millis(301));
+    }
+
+    #[test]
+    fn suspect_from_what_went_wrong_until_a_success() {
+        let s = state(10);
+        s.observe(Duration::from_millis(10), 0, TAU);
+        assert!(!s.is_suspect());
+        s.mark_suspect();
+        assert!(s.is_suspect());
+        // A connector's report and an unreachable period keep the mark; the state changes.
+        s.set_connectivity(Connectivity::Connected);
+        assert!(s.is_suspect());
+        assert!(!s.is_down());
+        s.after_success();
+        assert!(!s.is_suspect());
+        assert_eq!(s.connectivity(), Connectivity::Connected);
+        // A stall longer than the estimate marks it; a shorter one does not.
+        s.before_start(1_000, TAU);
+        s.start_request();
+        s.before_start(1_005, TAU);
+        s.start_request();
+        assert!(!s.is_suspect());
+        s.before_start(1_300, TAU);
+        assert!(s.is_suspect());
+        s.after_success();
+        // The first success of an endpoint nobody reported on also marks it connected.
+        let fresh = state(10);
+        fresh.mark_suspect();
+        fresh.after_success();
+        assert!(!fresh.is_suspect());
+        assert_eq!(fresh.connectivity(), Connectivity::Connected);
     }
 
     #[test]

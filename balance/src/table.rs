@@ -159,6 +159,11 @@ impl<S> Loads for GroupLoads<'_, S> {
         let state = &self.slots[candidate].state;
         state.has_any(self.avoid) || self.limit.is_some_and(|limit| state.in_flight() >= limit)
     }
+
+    #[inline]
+    fn suspect(&self, candidate: usize) -> bool {
+        self.slots[candidate].state.is_suspect()
+    }
 }
 
 impl<S> PickTable<S> {

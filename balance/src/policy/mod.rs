@@ -17,6 +17,13 @@
 //! EWMA is Finagle's latency-aware load metric (see the `state` module for how it is compared
 //! without reading the clock).
 //!
+//! Both P2C policies replace a member of the pair to pass over (connection down, passed over
+//! after an overloaded answer, not serving, at its concurrency limit) by a fresh draw. Under
+//! Peak EWMA, a winner whose last request went wrong (a failure, an overloaded answer, no
+//! connection, a request dropped or stalled after longer than its estimate) is compared with one
+//! more draw, so that two failing or stalled endpoints drawn together do not hand one of them
+//! the request; it keeps the requests it is cheapest for, and its next success clears the mark.
+//!
 //! Weights apply everywhere: P2C samples candidates in proportion to weight (alias method),
 //! round-robin and random use them as documented, the hashing policies give an endpoint a share
 //! of the table proportional to its weight. Weight 0 means "no new requests" for every policy.
@@ -335,6 +342,13 @@ pub(crate) trait Loads {
     /// table was built (avoided at once, before the next rebuild removes it), it answered that
     /// it is overloaded (load feedback), or it is at its concurrency limit.
     fn avoid(&self, candidate: usize) -> bool;
+
+    /// `true` when the candidate's last request went wrong (a failure, an overloaded answer, no
+    /// connection, or a request that took longer than its estimate and was dropped): P2C with
+    /// Peak EWMA then looks at one more candidate before giving it the request.
+    fn suspect(&self, _candidate: usize) -> bool {
+        false
+    }
 }
 
 /// How many times a pick that landed on a candidate to avoid tries again.
@@ -450,15 +464,22 @@ impl PolicyTable {
                 }
                 // The one to avoid is replaced by a fresh draw, so that the other does not get
                 // the request whatever its load (two bad endpoints drawn together would
-                // otherwise hand the worse one every such pair). The generator's state is
+                // otherwise hand the worse one every such pair). Under Peak EWMA, so is a
+                // winner whose last request went wrong: two failing or stalled endpoints drawn
+                // together (one answering errors at once, one too slow) are both expensive, and
+                // whichever is cheaper would otherwise lose the request. The generator's state is
                 // passed by value: a reference to it would make the common path keep it in
                 // memory.
                 match (loads.avoid(a), loads.avoid(b)) {
-                    (true, false) => return replace_avoided(self, b, rng.get_seed(), loads),
-                    (false, true) => return replace_avoided(self, a, rng.get_seed(), loads),
+                    (true, false) => return look_further(self, b, rng.get_seed(), loads),
+                    (false, true) => return look_further(self, a, rng.get_seed(), loads),
                     _ => {}
                 }
-                better(*load, loads, a, b)
+                let winner = better(*load, loads, a, b);
+                if matches!(load, Load::PeakEwma(_)) && loads.suspect(winner) {
+                    return look_further(self, winner, rng.get_seed(), loads);
+                }
+                winner
             }
             PolicyTable::RoundRobin { len } => retry_down(loads, || stripes.next(*len)),
             PolicyTable::Schedule(schedule) => {
@@ -564,12 +585,18 @@ fn better<L: Loads>(load: Load, loads: &L, a: usize, b: usize) -> usize {
     if a_is_better { a } else { b }
 }
 
-/// P2C's pick when one of the pair, the other than `kept`, is to be avoided: `kept` against a
-/// fresh draw that is not to be avoided (in proportion to weight when weighted), or `kept`
-/// alone when a few draws find none. Off the common path.
+/// P2C's pick when one of the pair, the other than `kept`, is to be avoided, or (Peak EWMA)
+/// when `kept` won the pair but is suspect: `kept` against a fresh draw (in proportion to
+/// weight when weighted) that is not to be avoided and, under Peak EWMA, preferably not
+/// suspect; `kept` alone when a few draws find none. Off the common path.
+///
+/// Least pending ignores the suspect mark: a failure costs it nothing, so an idle suspect
+/// endpoint would tie with every fresh draw and, losing ties, get no request to clear the mark.
+/// Peak EWMA's failure penalty and deadline samples decay, so a suspect endpoint gets the
+/// requests it has become cheapest for.
 #[cold]
 #[inline(never)]
-fn replace_avoided<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads: &L) -> usize {
+fn look_further<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads: &L) -> usize {
     // A stream of its own, from the pick's generator state: seeded balancers stay reproducible.
     let rng = &mut fastrand::Rng::with_seed(seed ^ 0x9E37_79B9_7F4A_7C15);
     let PolicyTable::P2c {
@@ -588,10 +615,19 @@ fn replace_avoided<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads:
         Some(alias) => weighted_other(alias, kept, rng),
         None => uniform_other(kept, len, rng),
     };
-    match (0..=DOWN_RETRIES)
-        .map(|_| draw())
-        .find(|&other| !loads.avoid(other))
-    {
+    let prefer_clean = matches!(load, Load::PeakEwma(_));
+    let mut usable = None;
+    for _ in 0..=DOWN_RETRIES {
+        let other = draw();
+        if loads.avoid(other) {
+            continue;
+        }
+        if !(prefer_clean && loads.suspect(other)) {
+            return better(load, loads, other, kept);
+        }
+        usable.get_or_insert(other);
+    }
+    match usable {
         Some(other) => better(load, loads, kept, other),
         None => kept,
     }
@@ -709,6 +745,78 @@ mod tests {
                     "{weights:?}: the loaded one got {picks:?}"
                 );
             }
+        }
+    }
+
+    /// In-flight counts (and costs), with some candidates suspect.
+    struct Suspects(Vec<u32>, Vec<usize>);
+
+    impl Loads for Suspects {
+        fn peak_ewma_cost(&self, i: usize) -> f64 {
+            f64::from(self.0[i])
+        }
+        fn in_flight(&self, i: usize) -> u32 {
+            self.0[i]
+        }
+        fn avoid(&self, _: usize) -> bool {
+            false
+        }
+        fn suspect(&self, i: usize) -> bool {
+            self.1.contains(&i)
+        }
+    }
+
+    #[test]
+    fn peak_ewma_looks_further_when_both_of_a_pair_went_wrong() {
+        // 0 fails at once and 1 is stalled: both expensive, both suspect. A (0, 1) pair, a
+        // sixth of the picks, would hand one of them the request; a fresh draw takes it.
+        for weights in [[1, 1, 1, 1], [1, 1, 1, 2]] {
+            let table =
+                PolicyTable::build(&Policy::p2c_peak_ewma(), &candidates(&weights), None).unwrap();
+            let mut rng = fastrand::Rng::with_seed(11);
+            let stripes = Stripes::new(1);
+            let loads = Suspects(vec![40, 50, 1, 1], vec![0, 1]);
+            let mut picks = [0u32; 4];
+            for _ in 0..6000 {
+                picks[table.pick(None, &mut rng, &stripes, &loads, None)] += 1;
+            }
+            // Only when every fresh draw lands on the other suspect one (about 1 in 80).
+            assert!(
+                picks[0] + picks[1] < 6000 / 200,
+                "{weights:?}: the suspect ones got {picks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_suspect_candidate_keeps_the_requests_it_is_cheapest_for() {
+        // Peak EWMA: a suspect endpoint whose cost has come down is compared by cost like any
+        // other, so it gets traffic back and can clear the mark. It is in half of the pairs
+        // and wins each (and the fresh draw after it).
+        let peak_ewma =
+            PolicyTable::build(&Policy::p2c_peak_ewma(), &candidates(&[1; 4]), None).unwrap();
+        // Least pending ignores the mark: idle, the suspect one keeps its quarter.
+        let least_pending =
+            PolicyTable::build(&Policy::p2c_least_pending(), &candidates(&[1; 4]), None).unwrap();
+        for (table, loads, floor) in [
+            (
+                &peak_ewma,
+                Suspects(vec![0, 5, 5, 5], vec![0]),
+                6000 * 2 / 5,
+            ),
+            (
+                &least_pending,
+                Suspects(vec![0, 0, 0, 0], vec![0]),
+                6000 / 5,
+            ),
+        ] {
+            let mut rng = fastrand::Rng::with_seed(3);
+            let stripes = Stripes::new(1);
+            let mut picks = [0u32; 4];
+            for _ in 0..6000 {
+                picks[table.pick(None, &mut rng, &stripes, &loads, None)] += 1;
+            }
+            assert!(picks[0] > floor, "{picks:?}");
         }
     }
 
