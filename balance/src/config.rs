@@ -11,6 +11,7 @@
 //! | [`reconnect_backoff`](BalanceConfig::reconnect_backoff) | 1 s doubling to 30 s | how long an unreachable endpoint is skipped |
 //! | [`load_feedback`](BalanceConfig::load_feedback) | on: the server's pushback, else 1 s, at most 60 s | how long an endpoint that refused work as overloaded is passed over |
 //! | [`concurrency_limit`](BalanceConfig::concurrency_limit) | off | the most requests in flight per endpoint, and what a request does when every endpoint is full |
+//! | [`subsetting`](BalanceConfig::subsetting) | off | use (and connect to) only `k` of the endpoints, spread evenly over a fleet of clients |
 //!
 //! The health rules follow Envoy's outlier detection, panic threshold, zone-aware routing and
 //! slow start, with the same defaults where Envoy has them.
@@ -20,6 +21,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::policy::Policy;
 use crate::state::LatencyClock;
+use crate::subset::Subsetting;
 
 /// Passive outlier detection: eject endpoints whose requests fail, for a time that grows with
 /// each ejection.
@@ -376,6 +378,9 @@ pub struct BalanceConfig {
     /// The clock request latencies are measured with (Peak EWMA). Default
     /// [`LatencyClock::Tsc`]; use [`LatencyClock::Tokio`] in tests that pause tokio's clock.
     pub latency_clock: LatencyClock,
+    /// Use only a subset of the discovered endpoints (and connect only to those), chosen so
+    /// that a fleet of clients spreads evenly over them. Default off: every endpoint is used.
+    pub subsetting: Option<Subsetting>,
 }
 
 impl Default for BalanceConfig {
@@ -392,6 +397,7 @@ impl Default for BalanceConfig {
             concurrency_limit: None,
             seed: None,
             latency_clock: LatencyClock::default(),
+            subsetting: None,
         }
     }
 }

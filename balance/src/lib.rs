@@ -14,6 +14,8 @@
 //!   concurrency limits, a panic threshold, zone preference with spill-over, slow start, and
 //!   per-endpoint connectivity (an unreachable endpoint is skipped with backoff, never dropped
 //!   for good).
+//! - **Subsetting** ([`Subsetting`]): a client of a large fleet uses, and connects to, only `k`
+//!   of the endpoints, chosen so that every endpoint gets about the same number of clients.
 //! - **The pick path** reads an immutable table through an `ArcSwap` and atomics: no lock, no
 //!   allocation, no channel hop, no clock read (Peak EWMA costs are compared in the log domain).
 //!   Per-endpoint state (latency, in-flight, failures, ejections) survives every set update.
@@ -64,6 +66,7 @@ pub mod policy;
 mod service;
 pub mod snapshot;
 mod state;
+pub mod subset;
 mod table;
 mod updater;
 
@@ -80,3 +83,4 @@ pub use policy::{PeakEwma, Policy};
 pub use service::{Balance, Builder, ResponseFuture};
 pub use snapshot::{EndpointSnapshot, Snapshot, TableMode};
 pub use state::{Connectivity, LatencyClock};
+pub use subset::Subsetting;

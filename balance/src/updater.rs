@@ -199,6 +199,12 @@ impl<M: MakeEndpoint> Updater<M> {
     /// endpoints are both sorted by address: one pass over both finds what left and what
     /// joined, and the kept endpoints stay where they are.
     pub(crate) fn apply_set(&mut self, set: &Arc<EndpointSet>, first: bool) {
+        // With subsetting the balancer only ever sees (and connects to) its subset, at the
+        // discovery set's revision.
+        let set = &match &self.config.subsetting {
+            Some(subsetting) => Arc::new(set.keeping(&subsetting.select(set))),
+            None => Arc::clone(set),
+        };
         self.set = Arc::clone(set);
         let endpoints = set.as_slice();
         // Positions in `endpoints` of the endpoints not tracked yet.

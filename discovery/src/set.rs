@@ -103,6 +103,22 @@ impl EndpointSet {
         self.endpoints.iter().map(Endpoint::address)
     }
 
+    /// The endpoints at the positions where `keep` is `true` (positions beyond `keep` are
+    /// dropped), at this set's revision: a consumer's view of a published set, such as a
+    /// balancer's subset, that changes exactly when the set does.
+    pub fn keeping(&self, keep: &[bool]) -> EndpointSet {
+        EndpointSet {
+            revision: self.revision,
+            endpoints: self
+                .endpoints
+                .iter()
+                .zip(keep)
+                .filter(|(_, keep)| **keep)
+                .map(|(endpoint, _)| endpoint.clone())
+                .collect(),
+        }
+    }
+
     /// `true` when both sets hold the same endpoints with the same attributes, whatever their
     /// revisions.
     pub fn same_endpoints(&self, other: &EndpointSet) -> bool {
@@ -227,6 +243,18 @@ mod tests {
     fn first_of_equals_wins() {
         let set = EndpointSet::new([ep(1).with_zone("a"), ep(1).with_zone("b")]);
         assert_eq!(set[0].zone(), Some("a"));
+    }
+
+    #[test]
+    fn keeping_a_subset_keeps_order_and_revision() {
+        let set = EndpointSet::new([ep(1), ep(2), ep(3)]).with_revision(7);
+        let kept = set.keeping(&[true, false, true]);
+        assert_eq!(
+            kept.addresses().collect::<Vec<_>>(),
+            [ep(1).address(), ep(3).address()]
+        );
+        assert_eq!(kept.revision(), 7);
+        assert_eq!(set.keeping(&[false]).len(), 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod e2e_load;
 mod e2e_metrics;
 mod e2e_reasons;
 mod e2e_reresolve;
+mod e2e_subsetting;
 mod e2e_tls;
 mod e2e_tonic;
 mod e2e_tonic_smoke;
