@@ -586,49 +586,32 @@ impl EndpointState {
     pub(crate) fn after_success(&self) {
         let current = self.connectivity.load(Ordering::Relaxed);
         if current & SUSPECT != 0 || state_of(current) == Connectivity::Unknown.as_u8() {
-            self.after_first_success(current);
+            self.after_first_success();
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn after_first_success(&self, mut current: u32) {
-        loop {
-            let mut next = current & !SUSPECT;
-            if state_of(current) == Connectivity::Unknown.as_u8() {
-                next = (next & !STATE_MASK) | u32::from(Connectivity::Connected.as_u8());
-            }
-            if next == current {
-                return;
-            }
-            match self.connectivity.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
+    fn after_first_success(&self) {
+        let _ = self
+            .connectivity
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                let mut next = current & !SUSPECT;
+                if state_of(current) == Connectivity::Unknown.as_u8() {
+                    next = (next & !STATE_MASK) | u32::from(Connectivity::Connected.as_u8());
+                }
+                (next != current).then_some(next)
+            });
     }
 
     /// Replaces state `from` by `to`, keeping the report count; nothing if the state is not
     /// `from`.
     fn replace_state(&self, from: u8, to: u8) {
-        let mut current = self.connectivity.load(Ordering::Relaxed);
-        while state_of(current) == from {
-            let next = (current & !STATE_MASK) | u32::from(to);
-            match self.connectivity.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
+        let _ = self
+            .connectivity
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                (state_of(current) == from).then(|| (current & !STATE_MASK) | u32::from(to))
+            });
     }
 
     /// A connector's report: sets the connectivity and counts the report; returns the previous

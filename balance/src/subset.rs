@@ -138,6 +138,18 @@ impl Subsetting {
     }
 }
 
+impl Subsetting {
+    /// The endpoints of `endpoints` this client uses, in their order: [`select`](Self::select)
+    /// applied.
+    pub fn subset<'a>(&self, endpoints: &'a [Endpoint]) -> Vec<&'a Endpoint> {
+        endpoints
+            .iter()
+            .zip(self.select(endpoints))
+            .filter_map(|(endpoint, selected)| selected.then_some(endpoint))
+            .collect()
+    }
+}
+
 impl fmt::Debug for Subsetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
@@ -249,11 +261,9 @@ mod tests {
         (0..clients)
             .map(|client| {
                 subsetting(client)
-                    .select(set)
-                    .iter()
-                    .zip(set)
-                    .filter(|(selected, _)| **selected)
-                    .map(|(_, endpoint)| endpoint.address())
+                    .subset(set)
+                    .into_iter()
+                    .map(Endpoint::address)
                     .collect()
             })
             .collect()
@@ -301,11 +311,9 @@ mod tests {
         let subsetting = Subsetting::deterministic(17, 50, 10).unwrap();
         let pick = |set: &[Endpoint]| -> BTreeSet<SocketAddr> {
             subsetting
-                .select(set)
-                .iter()
-                .zip(set)
-                .filter(|(s, _)| **s)
-                .map(|(_, e)| e.address())
+                .subset(set)
+                .into_iter()
+                .map(Endpoint::address)
                 .collect()
         };
         assert_eq!(pick(&set), pick(&shuffled));

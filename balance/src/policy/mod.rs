@@ -706,18 +706,43 @@ mod tests {
         }
     }
 
-    /// In-flight counts, with some candidates to avoid.
-    struct Avoiding(Vec<u32>, Vec<usize>);
+    /// In-flight counts (also the costs), the candidates to avoid and the suspect ones.
+    struct Marked {
+        load: Vec<u32>,
+        avoid: Vec<usize>,
+        suspect: Vec<usize>,
+    }
 
-    impl Loads for Avoiding {
+    impl Marked {
+        fn avoiding(load: Vec<u32>, avoid: Vec<usize>) -> Self {
+            Marked {
+                load,
+                avoid,
+                suspect: Vec::new(),
+            }
+        }
+
+        fn suspecting(load: Vec<u32>, suspect: Vec<usize>) -> Self {
+            Marked {
+                load,
+                avoid: Vec::new(),
+                suspect,
+            }
+        }
+    }
+
+    impl Loads for Marked {
         fn peak_ewma_cost(&self, i: usize) -> f64 {
-            f64::from(self.0[i])
+            f64::from(self.load[i])
         }
         fn in_flight(&self, i: usize) -> u32 {
-            self.0[i]
+            self.load[i]
         }
         fn avoid(&self, i: usize) -> bool {
-            self.1.contains(&i)
+            self.avoid.contains(&i)
+        }
+        fn suspect(&self, i: usize) -> bool {
+            self.suspect.contains(&i)
         }
     }
 
@@ -731,7 +756,7 @@ mod tests {
                 let table = PolicyTable::build(&policy, &candidates(&weights), None).unwrap();
                 let mut rng = fastrand::Rng::with_seed(7);
                 let stripes = Stripes::new(1);
-                let loads = Avoiding(vec![0, 10, 0, 0], vec![0]);
+                let loads = Marked::avoiding(vec![0, 10, 0, 0], vec![0]);
                 let mut picks = [0u32; 4];
                 for _ in 0..6000 {
                     picks[table.pick(None, &mut rng, &stripes, &loads, None)] += 1;
@@ -748,24 +773,6 @@ mod tests {
         }
     }
 
-    /// In-flight counts (and costs), with some candidates suspect.
-    struct Suspects(Vec<u32>, Vec<usize>);
-
-    impl Loads for Suspects {
-        fn peak_ewma_cost(&self, i: usize) -> f64 {
-            f64::from(self.0[i])
-        }
-        fn in_flight(&self, i: usize) -> u32 {
-            self.0[i]
-        }
-        fn avoid(&self, _: usize) -> bool {
-            false
-        }
-        fn suspect(&self, i: usize) -> bool {
-            self.1.contains(&i)
-        }
-    }
-
     #[test]
     fn peak_ewma_looks_further_when_both_of_a_pair_went_wrong() {
         // 0 fails at once and 1 is stalled: both expensive, both suspect. A (0, 1) pair, a
@@ -775,7 +782,7 @@ mod tests {
                 PolicyTable::build(&Policy::p2c_peak_ewma(), &candidates(&weights), None).unwrap();
             let mut rng = fastrand::Rng::with_seed(11);
             let stripes = Stripes::new(1);
-            let loads = Suspects(vec![40, 50, 1, 1], vec![0, 1]);
+            let loads = Marked::suspecting(vec![40, 50, 1, 1], vec![0, 1]);
             let mut picks = [0u32; 4];
             for _ in 0..6000 {
                 picks[table.pick(None, &mut rng, &stripes, &loads, None)] += 1;
@@ -801,12 +808,12 @@ mod tests {
         for (table, loads, floor) in [
             (
                 &peak_ewma,
-                Suspects(vec![0, 5, 5, 5], vec![0]),
+                Marked::suspecting(vec![0, 5, 5, 5], vec![0]),
                 6000 * 2 / 5,
             ),
             (
                 &least_pending,
-                Suspects(vec![0, 0, 0, 0], vec![0]),
+                Marked::suspecting(vec![0, 0, 0, 0], vec![0]),
                 6000 / 5,
             ),
         ] {

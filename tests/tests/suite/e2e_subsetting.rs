@@ -30,16 +30,14 @@ async fn get(client: &Client) -> SocketAddr {
     std::str::from_utf8(&body).unwrap().parse().unwrap()
 }
 
-/// What `Subsetting::select` chooses for client `index` among `addresses`.
+/// What `Subsetting::subset` chooses for client `index` among `addresses`.
 fn expected(index: u32, addresses: &[SocketAddr]) -> BTreeSet<SocketAddr> {
     let endpoints: Vec<Endpoint> = addresses.iter().copied().map(Endpoint::new).collect();
     Subsetting::deterministic(index, CLIENTS, SUBSET)
         .unwrap()
-        .select(&endpoints)
-        .iter()
-        .zip(addresses)
-        .filter(|(selected, _)| **selected)
-        .map(|(_, address)| *address)
+        .subset(&endpoints)
+        .into_iter()
+        .map(Endpoint::address)
         .collect()
 }
 
