@@ -25,6 +25,17 @@ pub fn endpoint_ip(index: usize) -> String {
 /// changes what the slice says without changing its addresses (it flips the readiness of the
 /// last endpoint), to make an update.
 pub fn slice_json(slice: usize, first: usize, count: usize, generation: u64) -> Value {
+    service_slice_json(SERVICE, slice, first, count, generation)
+}
+
+/// [`slice_json`] for another Service, named `service`, in the namespace `default`.
+pub fn service_slice_json(
+    service: &str,
+    slice: usize,
+    first: usize,
+    count: usize,
+    generation: u64,
+) -> Value {
     let zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
     let endpoints: Vec<Value> = (first..first + count)
         .map(|index| {
@@ -33,14 +44,14 @@ pub fn slice_json(slice: usize, first: usize, count: usize, generation: u64) -> 
             json!({
                 "addresses": [endpoint_ip(index)],
                 "conditions": { "ready": ready, "serving": ready, "terminating": false },
-                "hostname": format!("api-{index}"),
+                "hostname": format!("{service}-{index}"),
                 "nodeName": format!("node-{}", index % 40),
                 "zone": zone,
                 "hints": { "forZones": [{ "name": zone }] },
                 "targetRef": {
                     "kind": "Pod",
                     "namespace": "default",
-                    "name": format!("api-7d9f8b6c5-{index:05}"),
+                    "name": format!("{service}-7d9f8b6c5-{index:05}"),
                     "uid": format!("00000000-0000-4000-8000-{index:012}"),
                 },
             })
@@ -48,11 +59,11 @@ pub fn slice_json(slice: usize, first: usize, count: usize, generation: u64) -> 
         .collect();
     json!({
         "metadata": {
-            "name": format!("{SERVICE}-{slice:03}"),
+            "name": format!("{service}-{slice:03}"),
             "namespace": "default",
             "resourceVersion": format!("{}", 1000 + generation),
             "labels": {
-                "kubernetes.io/service-name": SERVICE,
+                "kubernetes.io/service-name": service,
                 "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
             },
         },
