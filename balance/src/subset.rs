@@ -127,7 +127,13 @@ impl Subsetting {
             Kind::Deterministic {
                 client_index,
                 client_count,
-            } => deterministic(&positions, client_index, client_count, self.subset_size),
+            } => deterministic(
+                endpoints,
+                &positions,
+                client_index,
+                client_count,
+                self.subset_size,
+            ),
             Kind::Random { client_id } => random(&positions, client_id, self.subset_size),
         };
         let mut selected = vec![false; n];
@@ -180,11 +186,18 @@ fn position(endpoint: &Endpoint) -> u64 {
 }
 
 /// The positions (indices into `positions`) client `index` of `count` takes.
-fn deterministic(positions: &[u64], index: u32, count: u32, k: usize) -> Vec<usize> {
+fn deterministic(
+    endpoints: &[Endpoint],
+    positions: &[u64],
+    index: u32,
+    count: u32,
+    k: usize,
+) -> Vec<usize> {
     let n = positions.len();
-    // The circle: endpoint indices by position (ties, two keys with one hash, by index).
+    // The circle: endpoint indices by position (ties, two endpoints with one hash key, by
+    // address, so that the order of `endpoints` does not matter).
     let mut circle: Vec<usize> = (0..n).collect();
-    circle.sort_unstable_by_key(|&i| (positions[i], i));
+    circle.sort_unstable_by_key(|&i| (positions[i], endpoints[i].address()));
     let sorted: Vec<u64> = circle.iter().map(|&i| positions[i]).collect();
     let mean = f64::from(count) * k as f64 / n as f64;
     let cap = ((mean * LOAD_SLACK).ceil() as u32).max(1);
@@ -204,8 +217,8 @@ fn deterministic(positions: &[u64], index: u32, count: u32, k: usize) -> Vec<usi
                 mine.push(at);
             }
         }
-        // Everything full (only when the caller's count is below the clients really there):
-        // the least loaded of the rest.
+        // Fewer than `k` endpoints with room (when `k` is close to `N`, or more clients use
+        // the target than `count` says): the least loaded of the rest.
         if mine.len() < k {
             let mut rest: Vec<usize> = (0..n).filter(|at| !mine.contains(at)).collect();
             rest.sort_by_key(|&at| (load[at], at));
