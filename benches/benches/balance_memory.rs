@@ -9,40 +9,22 @@
 //! ```
 
 use std::alloc::System;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::Service;
 use waypost_balance::{Balance, BalanceConfig, Policy};
 use waypost_discovery::{Endpoint, Publisher};
 
+#[path = "support/noop.rs"]
+mod noop;
+use noop::Noop;
+
+#[path = "support/memory.rs"]
+mod memory;
+use memory::live_bytes;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Bytes still allocated at the end of the region.
-fn live_bytes(region: &Region<'_, System>) -> isize {
-    let change = region.change();
-    change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated
-}
-
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<u64> for Noop {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        std::future::ready(Ok(request))
-    }
-}
 
 fn addresses(n: usize) -> impl Iterator<Item = SocketAddr> {
     (0..n).map(|i| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080)))

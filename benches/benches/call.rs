@@ -10,7 +10,6 @@
 //! cargo bench -p waypost-benches --bench call
 //! ```
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,29 +23,11 @@ use tower::{Service, ServiceExt};
 use waypost_balance::{Balance, BalanceConfig, Policy};
 use waypost_discovery::{Endpoint, Publisher};
 
+#[path = "support/noop.rs"]
+mod noop;
+use noop::Noop;
+
 const ENDPOINTS: u16 = 10;
-
-/// A no-op endpoint service: cloning it is free and its future is ready at once, so the
-/// figures are the balancers' own cost.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<u64> for Noop {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        std::future::ready(Ok(request))
-    }
-}
 
 fn noop() -> Noop {
     Noop

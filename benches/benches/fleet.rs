@@ -20,21 +20,26 @@
 //! Without `--bench` (as `cargo test --benches` runs it): 20 Services, a short churn.
 
 use std::alloc::System;
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::Service;
 use waypost_balance::Balance;
 use waypost_benches::kubernetes::{endpoint_ip, service_slice_json};
 use waypost_discovery::source::kubernetes::{KubernetesSource, kube};
 use waypost_discovery::{Endpoint, Endpoints, KubernetesTarget};
 use waypost_tests::kube_api::FakeApiServer;
+
+#[path = "support/noop.rs"]
+mod noop;
+use noop::Noop;
+
+#[path = "support/memory.rs"]
+mod memory;
+use memory::live_bytes;
 
 #[path = "support/process.rs"]
 mod process;
@@ -128,29 +133,7 @@ fn serve(services: usize) {
     });
 }
 
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<u64> for Noop {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        std::future::ready(Ok(request))
-    }
-}
-
 type Balancer = Balance<Noop>;
-
-fn live_bytes(region: &Region<'_, System>) -> isize {
-    let change = region.change();
-    change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated
-}
 
 /// The resident set size, in bytes.
 fn resident() -> u64 {

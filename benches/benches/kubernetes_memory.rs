@@ -21,18 +21,16 @@ use waypost_benches::kubernetes::{SERVICE, service};
 use waypost_discovery::source::kubernetes::SliceCache;
 use waypost_discovery::{Endpoint, PortSelector};
 
+#[path = "support/memory.rs"]
+mod memory;
+use memory::live_bytes;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const SLICES: usize = 50;
 const PER_SLICE: usize = 100;
 const ENDPOINTS: usize = SLICES * PER_SLICE;
-
-/// Bytes still allocated at the end of the region.
-fn live_bytes(region: &Region<'_, System>) -> isize {
-    let change = region.change();
-    change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated
-}
 
 fn per_endpoint(bytes: isize) -> f64 {
     bytes as f64 / ENDPOINTS as f64
