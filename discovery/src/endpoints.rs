@@ -696,6 +696,21 @@ impl Publisher {
         futures_util::future::select(readers_gone, stop_requested).await;
     }
 
+    /// [`should_stop`](Self::should_stop) as a future that borrows nothing, for a task that owns
+    /// many publishers and waits on all of them at once (the shared Kubernetes watch). While it
+    /// exists it keeps the publisher's notification channel open, so drop it with the publisher.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let notify = self.notify.clone();
+        let mut stop = self.stop.subscribe();
+        async move {
+            let readers_gone = std::pin::pin!(notify.closed());
+            let stop_requested = std::pin::pin!(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            });
+            futures_util::future::select(readers_gone, stop_requested).await;
+        }
+    }
+
     /// A signal that asks the source owning this publisher to stop
     /// ([`stop_requested`](Self::stop_requested)); the sources' `SourceHandle` holds one.
     pub fn stop_signal(&self) -> StopSignal {

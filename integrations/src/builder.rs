@@ -24,6 +24,8 @@ pub(crate) struct DiscoveryOptions {
     pub(crate) dns: waypost_discovery::source::dns::DnsOptions,
     #[cfg(feature = "kubernetes")]
     pub(crate) kube_client: Option<waypost_discovery::source::kubernetes::kube::Client>,
+    #[cfg(feature = "kubernetes")]
+    pub(crate) kube_watches: Option<waypost_discovery::source::kubernetes::SharedWatches>,
 }
 
 impl fmt::Debug for DiscoveryOptions {
@@ -33,6 +35,8 @@ impl fmt::Debug for DiscoveryOptions {
         debug.field("dns", &self.dns);
         #[cfg(feature = "kubernetes")]
         debug.field("kube_client", &self.kube_client.is_some());
+        #[cfg(feature = "kubernetes")]
+        debug.field("kube_watches", &self.kube_watches);
         debug.finish()
     }
 }
@@ -316,6 +320,35 @@ impl Builder {
         client: waypost_discovery::source::kubernetes::kube::Client,
     ) -> Self {
         self.discovery.kube_client = Some(client);
+        self
+    }
+
+    /// Shared EndpointSlice watches for `kubernetes:///` targets: the targets of one namespace,
+    /// over every builder given clones of `watches`, are fed by one watch instead of one each
+    /// (see [`SharedWatches`](waypost_discovery::source::kubernetes::SharedWatches)). Takes
+    /// precedence over [`kube_client`](Self::kube_client).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use waypost::discovery::source::kubernetes::{self, SharedWatches};
+    ///
+    /// let watches = SharedWatches::new(kubernetes::default_client().await?);
+    /// let payments = waypost::Builder::new("kubernetes:///payments.shop:http")?
+    ///     .kube_watches(watches.clone())
+    ///     .endpoints()?;
+    /// let orders = waypost::Builder::new("kubernetes:///orders.shop:http")?
+    ///     .kube_watches(watches.clone())
+    ///     .endpoints()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn kube_watches(
+        mut self,
+        watches: waypost_discovery::source::kubernetes::SharedWatches,
+    ) -> Self {
+        self.discovery.kube_watches = Some(watches);
         self
     }
 

@@ -32,6 +32,9 @@ pub(crate) fn resolve(target: &Target, options: &DiscoveryOptions) -> Result<End
         #[cfg(feature = "kubernetes")]
         Target::Kubernetes(k8s) => {
             use waypost_discovery::source::kubernetes::KubernetesSource;
+            if let Some(watches) = &options.kube_watches {
+                return Ok(watches.source(k8s.clone()).spawn());
+            }
             let client = match &options.kube_client {
                 Some(client) => client.clone(),
                 None => in_cluster_client().map_err(|error| error.with_target(name))?,

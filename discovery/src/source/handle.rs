@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::endpoints::StopSignal;
@@ -16,7 +17,17 @@ use crate::endpoints::StopSignal;
 /// Stops one source's task: returned with its [`Endpoints`](crate::Endpoints) by the sources'
 /// `start` methods.
 pub struct SourceHandle {
-    task: Option<(StopSignal, JoinHandle<()>)>,
+    task: Option<(StopSignal, Ending)>,
+}
+
+/// What ends when the source has stopped.
+enum Ending {
+    /// The source's own task.
+    Task(JoinHandle<()>),
+    /// The source's part of a task that serves several sources (a shared Kubernetes watch): the
+    /// task drops the sender when it has dropped the source's publisher.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    Part(watch::Receiver<()>),
 }
 
 impl SourceHandle {
@@ -24,7 +35,16 @@ impl SourceHandle {
     /// [`should_stop`](crate::Publisher::should_stop) completes).
     pub fn new(stop: StopSignal, task: JoinHandle<()>) -> Self {
         SourceHandle {
-            task: Some((stop, task)),
+            task: Some((stop, Ending::Task(task))),
+        }
+    }
+
+    /// A handle over one source of a task that serves several: `ended` closes when the task has
+    /// dropped the source's publisher.
+    #[cfg(feature = "kubernetes")]
+    pub(crate) fn part(stop: StopSignal, ended: watch::Receiver<()>) -> Self {
+        SourceHandle {
+            task: Some((stop, Ending::Part(ended))),
         }
     }
 
@@ -36,17 +56,26 @@ impl SourceHandle {
     /// Asks the source to stop and waits until its task has ended (and dropped its publisher,
     /// so watchers see the source closed). A task that panicked counts as ended.
     pub async fn shutdown(mut self) {
-        if let Some((stop, task)) = self.task.take() {
+        if let Some((stop, ending)) = self.task.take() {
             stop.stop();
-            let _ = task.await;
+            match ending {
+                Ending::Task(task) => {
+                    let _ = task.await;
+                }
+                Ending::Part(mut ended) => {
+                    // Never sent to: completes when the sender is dropped.
+                    let _ = ended.changed().await;
+                }
+            }
         }
     }
 
     /// `true` when the task has ended (or there is none).
     pub fn is_finished(&self) -> bool {
-        self.task
-            .as_ref()
-            .is_none_or(|(_, task)| task.is_finished())
+        self.task.as_ref().is_none_or(|(_, ending)| match ending {
+            Ending::Task(task) => task.is_finished(),
+            Ending::Part(ended) => ended.has_changed().is_err(),
+        })
     }
 }
 

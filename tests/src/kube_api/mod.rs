@@ -49,7 +49,7 @@ pub mod slices;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ use tokio::time::Instant;
 pub use query::Query;
 use store::{Change, Store};
 use waypost_discovery::KubernetesTarget;
-use waypost_discovery::source::kubernetes::KubernetesSource;
+use waypost_discovery::source::kubernetes::{KubernetesSource, SharedWatches};
 
 /// How many writes an open watch may fall behind before it is ended with `410`, as a real
 /// server ends a watcher that cannot keep up.
@@ -141,6 +141,10 @@ struct Shared {
     requests: Mutex<Vec<RequestRecord>>,
     live_watches: AtomicUsize,
     held_lists: AtomicUsize,
+    /// Body bytes sent in list responses.
+    list_bytes: AtomicU64,
+    /// Body bytes sent in watch responses.
+    watch_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -253,6 +257,8 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             live_watches: AtomicUsize::new(0),
             held_lists: AtomicUsize::new(0),
+            list_bytes: AtomicU64::new(0),
+            watch_bytes: AtomicU64::new(0),
         });
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
         FakeApiServer {
@@ -469,6 +475,16 @@ impl FakeApiServer {
             .collect()
     }
 
+    /// The body bytes sent in answers to list requests so far.
+    pub fn list_bytes(&self) -> u64 {
+        self.shared.list_bytes.load(Ordering::Acquire)
+    }
+
+    /// The body bytes sent on watch streams so far (events and bookmarks).
+    pub fn watch_bytes(&self) -> u64 {
+        self.shared.watch_bytes.load(Ordering::Acquire)
+    }
+
     /// How many watch streams are open.
     pub fn live_watches(&self) -> usize {
         self.shared.live_watches.load(Ordering::Acquire)
@@ -486,6 +502,27 @@ impl FakeApiServer {
             .parse()
             .unwrap_or_else(|error| panic!("a kubernetes target: {error}"));
         KubernetesSource::new(self.client().await, target)
+            .namespace_file(NO_NAMESPACE_FILE)
+            .backoff(TEST_BACKOFF_MIN, TEST_BACKOFF_MAX)
+    }
+
+    /// Shared watches through a new client of this server ([`FakeApiServer::shared_source`]).
+    pub async fn shared_watches(&self) -> SharedWatches {
+        SharedWatches::new(self.client().await)
+    }
+
+    /// Like [`source`](Self::source), through `watches`: the target shares the watch of its
+    /// namespace with the other targets of `watches`.
+    ///
+    /// # Panics
+    ///
+    /// When `target` is not a `kubernetes:` target.
+    pub fn shared_source(&self, watches: &SharedWatches, target: &str) -> KubernetesSource {
+        let target: KubernetesTarget = target
+            .parse()
+            .unwrap_or_else(|error| panic!("a kubernetes target: {error}"));
+        watches
+            .source(target)
             .namespace_file(NO_NAMESPACE_FILE)
             .backoff(TEST_BACKOFF_MIN, TEST_BACKOFF_MAX)
     }

@@ -95,6 +95,10 @@ pub enum Requirement {
     Exists(String),
     /// `!key`: the label does not exist.
     NotExists(String),
+    /// `key in (a,b)`: the label is one of the values.
+    In(String, Vec<String>),
+    /// `key notin (a,b)`: the label is none of the values (also true when it is absent).
+    NotIn(String, Vec<String>),
 }
 
 /// A parsed label selector: all requirements must hold.
@@ -104,15 +108,19 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
-    /// Parses `a=b,c!=d,e,!f`. Set-based forms (`in`, `notin`) are not supported.
+    /// Parses `a=b,c!=d,e,!f,g in (h,i),j notin (k)`, as the API server does.
     pub fn parse(raw: &str) -> Result<LabelSelector, String> {
         let mut requirements = Vec::new();
-        for part in raw
-            .split(',')
+        for part in split_outside_parentheses(raw)?
+            .into_iter()
             .map(str::trim)
             .filter(|part| !part.is_empty())
         {
-            let requirement = if let Some((key, value)) = part.split_once("!=") {
+            let requirement = if let Some((key, values)) = set_based(part, " notin ")? {
+                Requirement::NotIn(key, values)
+            } else if let Some((key, values)) = set_based(part, " in ")? {
+                Requirement::In(key, values)
+            } else if let Some((key, value)) = part.split_once("!=") {
                 Requirement::NotEquals(key.trim().into(), value.trim().into())
             } else if let Some((key, value)) = part.split_once("==") {
                 Requirement::Equals(key.trim().into(), value.trim().into())
@@ -139,8 +147,56 @@ impl LabelSelector {
                 Requirement::NotEquals(key, value) => labels.get(key) != Some(value),
                 Requirement::Exists(key) => labels.contains_key(key),
                 Requirement::NotExists(key) => !labels.contains_key(key),
+                Requirement::In(key, values) => labels.get(key).is_some_and(|v| values.contains(v)),
+                Requirement::NotIn(key, values) => {
+                    labels.get(key).is_none_or(|v| !values.contains(v))
+                }
             })
     }
+}
+
+/// Splits a selector at the commas that separate requirements (not the ones in a value set).
+fn split_outside_parentheses(raw: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (index, character) in raw.char_indices() {
+        match character {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("unbalanced `)` in `{raw}`"))?;
+            }
+            ',' if depth == 0 => {
+                parts.push(&raw[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced `(` in `{raw}`"));
+    }
+    parts.push(&raw[start..]);
+    Ok(parts)
+}
+
+/// `key OPERATOR (a,b)`, when `part` has that operator.
+fn set_based(part: &str, operator: &str) -> Result<Option<(String, Vec<String>)>, String> {
+    let Some((key, values)) = part.split_once(operator) else {
+        return Ok(None);
+    };
+    let values = values
+        .trim()
+        .strip_prefix('(')
+        .and_then(|values| values.strip_suffix(')'))
+        .ok_or_else(|| format!("the values of `{part}` are not in parentheses"))?;
+    let values = values
+        .split(',')
+        .map(|value| value.trim().to_owned())
+        .collect();
+    Ok(Some((key.trim().to_owned(), values)))
 }
 
 #[cfg(test)]
@@ -177,7 +233,24 @@ mod tests {
         assert!(selector.matches(&labels));
         labels.insert("e".into(), "x".into());
         assert!(!selector.matches(&labels));
-        assert!(LabelSelector::parse("a in (b)").is_err());
+        assert!(LabelSelector::parse("a in (b").is_err());
+        assert!(LabelSelector::parse("a in b").is_err());
+    }
+
+    #[test]
+    fn set_based_selectors_keep_their_value_lists_whole() {
+        let selector = LabelSelector::parse("s in (a, b),t notin (c),u").unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(selector.matches(&labels(&[("s", "a"), ("u", "")])));
+        assert!(selector.matches(&labels(&[("s", "b"), ("t", "d"), ("u", "")])));
+        assert!(!selector.matches(&labels(&[("s", "c"), ("u", "")])));
+        assert!(!selector.matches(&labels(&[("s", "a"), ("t", "c"), ("u", "")])));
+        assert!(!selector.matches(&labels(&[("s", "a")])));
     }
 
     #[test]

@@ -281,15 +281,21 @@ fn list(shared: &Shared, namespace: Option<&str>, query: &Query) -> Response<Bod
         metadata["remainingItemCount"] = Value::from(remaining);
     }
     let items: Vec<Value> = page.into_iter().map(|(_, object)| object.clone()).collect();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": LIST_KIND,
-            "apiVersion": API_VERSION,
-            "metadata": metadata,
-            "items": items,
-        }),
-    )
+    let body = serde_json::to_vec(&json!({
+        "kind": LIST_KIND,
+        "apiVersion": API_VERSION,
+        "metadata": metadata,
+        "items": items,
+    }))
+    .unwrap_or_default();
+    shared
+        .list_bytes
+        .fetch_add(body.len() as u64, Ordering::AcqRel);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn parse_continue(token: &str) -> Option<(u64, Key)> {
@@ -506,7 +512,11 @@ impl WatchStream {
     }
 
     async fn send(&self, event: &Value) -> Result<(), Stop> {
-        self.sender.send(line(event)).await.map_err(|_| Stop)
+        let line = line(event);
+        let bytes = line.len() as u64;
+        self.sender.send(line).await.map_err(|_| Stop)?;
+        self.shared.watch_bytes.fetch_add(bytes, Ordering::AcqRel);
+        Ok(())
     }
 
     async fn forward(

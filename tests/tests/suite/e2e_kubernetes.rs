@@ -135,3 +135,83 @@ async fn a_kubernetes_target_without_a_client_outside_a_cluster_says_what_to_do(
     assert_eq!(error.kind(), waypost::ErrorKind::DiscoveryStart);
     assert!(error.to_string().contains("kube_client"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_share_one_watch_and_each_channel_reaches_its_own_pods() {
+    let rig = FakeApiServer::start().await;
+    // Two Services of one namespace, two real gRPC servers each, on one port.
+    let first = GrpcBackend::start_on(SocketAddr::new(ip(20), 0))
+        .await
+        .unwrap();
+    let port = first.port();
+    let mut backends = vec![first];
+    for last in [21, 30, 31] {
+        backends.push(
+            GrpcBackend::start_on(SocketAddr::new(ip(last), port))
+                .await
+                .unwrap(),
+        );
+    }
+    for (service, pods) in [("greeter", [20u8, 21]), ("farewell", [30, 31])] {
+        rig.apply(
+            endpoint_slice(&format!("{service}-abc12"), service)
+                .port("grpc", port)
+                .endpoints(pods.map(|last| ep(&ip(last).to_string()).ready())),
+        );
+    }
+
+    let watches = waypost::discovery::source::kubernetes::SharedWatches::new(rig.client().await);
+    let channel = |service: &str| {
+        waypost::Builder::new(&format!("kubernetes:///{service}.default:grpc"))
+            .unwrap()
+            .kube_watches(watches.clone())
+            .tonic_channel()
+            .unwrap()
+    };
+    let greeter = channel("greeter");
+    let farewell = channel("farewell");
+    greeter.endpoints().resolved().await.unwrap();
+    farewell.endpoints().resolved().await.unwrap();
+    assert_eq!(watches.watch_count(), 1);
+    waypost_tests::eventually("one watch on the API server", || rig.live_watches() == 1).await;
+
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let by = check(greeter.clone()).await.unwrap();
+        assert!(
+            [ip(20), ip(21)].contains(&by.ip()),
+            "greeter answered by {by}"
+        );
+        answered.insert(by);
+        let by = check(farewell.clone()).await.unwrap();
+        assert!(
+            [ip(30), ip(31)].contains(&by.ip()),
+            "farewell answered by {by}"
+        );
+        answered.insert(by);
+    }
+    assert_eq!(answered.len(), 4, "every pod of both Services answered");
+
+    // A scale-up of one Service reaches its channel through the shared watch.
+    let added = GrpcBackend::start_on(SocketAddr::new(ip(32), port))
+        .await
+        .unwrap();
+    rig.apply(
+        endpoint_slice("farewell-abc12", "farewell")
+            .port("grpc", port)
+            .endpoints([30u8, 31, 32].map(|last| ep(&ip(last).to_string()).ready())),
+    );
+    wait_for_set(farewell.endpoints(), "the third farewell pod", |set| {
+        set.len() == 3
+    })
+    .await;
+    let mut reached = false;
+    for _ in 0..200 {
+        if check(farewell.clone()).await.unwrap() == added.address() {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the new pod gets calls");
+    assert_eq!(greeter.endpoints().load().len(), 2);
+}

@@ -21,6 +21,7 @@ mod e2e_tonic_smoke;
 mod kube_api_rig;
 mod kubernetes_merge;
 mod kubernetes_namespace;
+mod kubernetes_shared;
 mod kubernetes_watch;
 mod partition;
 mod static_target;

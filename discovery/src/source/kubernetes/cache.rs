@@ -193,6 +193,11 @@ impl SliceCache {
         &self.service
     }
 
+    /// The port the target selects (`None`: the slices' only port).
+    pub fn port(&self) -> Option<&PortSelector> {
+        self.port.as_ref()
+    }
+
     /// The namespace set with [`in_namespace`](Self::in_namespace).
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()

@@ -80,6 +80,7 @@ mod cache;
 mod convert;
 mod namespace;
 mod retry;
+mod shared;
 mod watch;
 
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ pub use convert::{
     SERVICE_NAME_LABEL, SliceEndpoints, UnusableReason, UnusableSlice, convert_slice,
 };
 pub use namespace::{DEFAULT_NAMESPACE, NamespaceOrigin, SERVICE_ACCOUNT_NAMESPACE_FILE};
+pub use shared::SharedWatches;
 
 /// The kube version this source is built with, for building a [`kube::Client`] of the same
 /// version.
@@ -160,6 +162,7 @@ pub struct KubernetesSource {
     page_size: u32,
     watch_timeout: Duration,
     streaming_list: bool,
+    shared: Option<SharedWatches>,
 }
 
 impl KubernetesSource {
@@ -175,7 +178,20 @@ impl KubernetesSource {
             page_size: DEFAULT_PAGE_SIZE,
             watch_timeout: DEFAULT_WATCH_TIMEOUT,
             streaming_list: false,
+            shared: None,
         }
+    }
+
+    /// Watches through `watches` (what [`SharedWatches::source`] sets up).
+    fn shared_in(mut self, watches: SharedWatches) -> Self {
+        self.shared = Some(watches);
+        self
+    }
+
+    /// `true` when the target is fed by a watch shared with the other targets of its
+    /// namespace ([`SharedWatches::source`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// The target.
@@ -276,30 +292,70 @@ impl KubernetesSource {
             "watching EndpointSlices"
         );
 
+        let member = watch::Member::new(
+            publisher,
+            SliceCache::new(self.target.service(), self.target.port().cloned())
+                .in_namespace(namespace.clone()),
+        );
+        let stop = member.publisher.stop_signal();
+        let options = WatchOptions {
+            client: self.client,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            page_size: self.page_size,
+            watch_timeout: self.watch_timeout,
+            streaming_list: self.streaming_list,
+        };
+        match self.shared {
+            Some(shared) => {
+                let (ended, ended_rx) = tokio::sync::watch::channel(());
+                let member = watch::Member {
+                    _ended: Some(ended),
+                    ..member
+                };
+                let task = || options.task(namespace.clone());
+                shared.registry().join(&namespace, member, task);
+                (endpoints, SourceHandle::part(stop, ended_rx))
+            }
+            None => {
+                let mut task = options.task(namespace);
+                task.add(member);
+                let task = tokio::spawn(task.run(None));
+                (endpoints, SourceHandle::new(stop, task))
+            }
+        }
+    }
+}
+
+/// What a watch task is made of.
+struct WatchOptions {
+    client: kube::Client,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    page_size: u32,
+    watch_timeout: Duration,
+    streaming_list: bool,
+}
+
+impl WatchOptions {
+    /// A watch task for `namespace`, without targets yet.
+    fn task(self, namespace: String) -> watch::WatchTask {
         let probe = Arc::new(watch::WatchProbe::default());
         let client = watch::probing_client(self.client, Arc::clone(&probe), &namespace);
         let api = kube::Api::<EndpointSlice>::namespaced(client, &namespace);
         let mut config = watcher::Config::default()
-            .labels(&format!("{SERVICE_NAME_LABEL}={}", self.target.service()))
             .page_size(self.page_size)
             .timeout(u32::try_from(self.watch_timeout.as_secs()).unwrap_or(u32::MAX));
         if self.streaming_list {
             config = config.streaming_lists();
         }
-        let task = watch::WatchTask {
-            publisher,
+        watch::WatchTask::new(
             api,
             config,
-            cache: SliceCache::new(self.target.service(), self.target.port().cloned())
-                .in_namespace(namespace.clone()),
-            retry: retry::Retry::new(self.backoff_min, self.backoff_max),
+            retry::Retry::new(self.backoff_min, self.backoff_max),
             probe,
             namespace,
-            watch_failing: false,
-        };
-        let stop = task.publisher.stop_signal();
-        let task = tokio::spawn(task.run());
-        (endpoints, SourceHandle::new(stop, task))
+        )
     }
 }
 
@@ -314,6 +370,7 @@ impl std::fmt::Debug for KubernetesSource {
             .field("page_size", &self.page_size)
             .field("watch_timeout", &self.watch_timeout)
             .field("streaming_list", &self.streaming_list)
+            .field("shared", &self.shared.is_some())
             .finish_non_exhaustive()
     }
 }

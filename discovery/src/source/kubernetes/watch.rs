@@ -36,51 +36,188 @@
 //! endpoint is no evidence that the API server's view is stale, so relisting on it would only
 //! multiply the load on the API server by the number of clients.
 
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use super::SERVICE_NAME_LABEL;
 use super::cache::{Applied, CacheStatus, SliceCache};
 use super::retry::Retry;
+use super::shared::{GroupLink, Leave};
 use crate::endpoints::Publisher;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
 
 type SliceEvents = Pin<Box<dyn Stream<Item = watcher::Result<Event<EndpointSlice>>> + Send>>;
 
-/// Everything the task needs, moved into it by `KubernetesSource::spawn`.
-pub(super) struct WatchTask {
+/// One target served by a watch task: its publisher and its slices.
+pub(super) struct Member {
     pub(super) publisher: Publisher,
-    pub(super) api: Api<EndpointSlice>,
-    pub(super) config: watcher::Config,
     pub(super) cache: SliceCache,
+    /// A watcher error is the last thing reported in this member's health.
+    pub(super) watch_failing: bool,
+    /// Dropped with the member, which tells its `SourceHandle` that the member is gone.
+    pub(super) _ended: Option<tokio::sync::watch::Sender<()>>,
+}
+
+impl Member {
+    pub(super) fn new(publisher: Publisher, cache: SliceCache) -> Self {
+        Member {
+            publisher,
+            cache,
+            watch_failing: false,
+            _ended: None,
+        }
+    }
+}
+
+/// What a shared watch task is told.
+pub(super) enum Command {
+    /// A new target.
+    Join(Member),
+    /// The targets of a group merged into this one.
+    Adopt(Vec<Member>),
+    /// This group was merged into another: hand every target over, and end.
+    MergeInto,
+}
+
+/// Everything a watch task needs: one watch of EndpointSlices in one namespace, feeding the
+/// caches of one or more targets.
+pub(super) struct WatchTask {
+    pub(super) api: Api<EndpointSlice>,
+    /// The watcher's configuration without the label selector, which the members make.
+    pub(super) config: watcher::Config,
     pub(super) retry: Retry,
     pub(super) probe: Arc<WatchProbe>,
     pub(super) namespace: String,
-    /// A watcher error is the last thing reported in health.
-    pub(super) watch_failing: bool,
+    members: HashMap<u64, Member>,
+    next_member: u64,
+    /// Members by Service.
+    by_service: HashMap<String, Vec<u64>>,
+    /// The Service each slice was last given to, to take it back when the slice's label moves.
+    owners: HashMap<String, String>,
+    /// The owners being rebuilt by a relist.
+    relist_owners: Option<HashMap<String, String>>,
+    /// Completes with a member's key when that member should stop.
+    stops: FuturesUnordered<BoxFuture<'static, u64>>,
+    /// The shared-watch registry this task belongs to; `None` for a target's own watch.
+    group: Option<GroupLink>,
+    /// Set when the first complete list of a shared task arrived.
+    listed: Option<Arc<AtomicBool>>,
+    /// The selector must change: start a new watch.
+    restart: bool,
+}
+
+/// How the main loop goes on after a command or a departure.
+enum Next {
+    Continue,
+    /// Go on with a new watch: the members' Services changed.
+    Restart,
+    Stop,
 }
 
 impl WatchTask {
-    pub(super) async fn run(mut self) {
+    pub(super) fn new(
+        api: Api<EndpointSlice>,
+        config: watcher::Config,
+        retry: Retry,
+        probe: Arc<WatchProbe>,
+        namespace: String,
+    ) -> Self {
+        WatchTask {
+            api,
+            config,
+            retry,
+            probe,
+            namespace,
+            members: HashMap::new(),
+            next_member: 0,
+            by_service: HashMap::new(),
+            owners: HashMap::new(),
+            relist_owners: None,
+            stops: FuturesUnordered::new(),
+            group: None,
+            listed: None,
+            restart: false,
+        }
+    }
+
+    /// Makes the task a shared one, told what to do through the link's commands.
+    pub(super) fn shared(mut self, group: GroupLink, listed: Arc<AtomicBool>) -> Self {
+        self.group = Some(group);
+        self.listed = Some(listed);
+        self
+    }
+
+    pub(super) fn add(&mut self, member: Member) {
+        let key = self.next_member;
+        self.next_member += 1;
+        self.stops
+            .push(member.publisher.stopping().map(move |()| key).boxed());
+        self.by_service
+            .entry(member.cache.service().to_owned())
+            .or_default()
+            .push(key);
+        self.members.insert(key, member);
+    }
+
+    pub(super) async fn run(mut self, mut commands: Option<mpsc::UnboundedReceiver<Command>>) {
         let mut events = self.watch();
+        let pause = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pause);
+        let mut paused = false;
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.publisher.should_stop() => break,
+                Some(key) = self.stops.next(), if !self.stops.is_empty() => {
+                    match self.leave(key, commands.as_mut()) {
+                        Next::Continue => continue,
+                        Next::Restart => {
+                            events = self.watch();
+                            continue;
+                        }
+                        Next::Stop => break,
+                    }
+                }
+                Some(command) = recv(commands.as_mut()) => {
+                    let mut command = Some(command);
+                    let mut next = Next::Continue;
+                    // Every command already queued joins the same restart.
+                    while let Some(current) = command.take() {
+                        next = self.command(current, commands.as_mut());
+                        if matches!(next, Next::Stop) {
+                            break;
+                        }
+                        command = commands.as_mut().and_then(|rx| rx.try_recv().ok());
+                    }
+                    if matches!(next, Next::Stop) {
+                        break;
+                    }
+                    if std::mem::take(&mut self.restart) {
+                        events = self.watch();
+                    }
+                    continue;
+                }
+                () = &mut pause, if paused => {
+                    paused = false;
+                    continue;
+                }
                 () = self.probe.succeeded() => {
                     self.watch_established();
                     continue;
                 }
-                next = events.next() => next,
+                next = events.next(), if !paused => next,
             };
             match next {
                 Some(Ok(event)) => self.handle(event),
@@ -92,10 +229,8 @@ impl WatchTask {
                     if replace {
                         events = self.watch();
                     }
-                    tokio::select! {
-                        () = self.publisher.should_stop() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
+                    pause.as_mut().reset(Instant::now() + delay);
+                    paused = true;
                 }
                 None => {
                     // The watcher never ends its stream; start a new one should it ever do.
@@ -105,13 +240,194 @@ impl WatchTask {
         }
         tracing::debug!(
             target: "waypost::discovery",
-            target = %self.publisher.target(),
+            namespace = %self.namespace,
             "EndpointSlice watch stopped (no readers left, or shut down)"
         );
     }
 
+    /// The label selector of the members' Services: one Service by equality, several as a set.
+    fn selector(&self) -> String {
+        let services: BTreeSet<&str> = self.by_service.keys().map(String::as_str).collect();
+        let mut services = services.into_iter();
+        match (services.next(), services.len()) {
+            (Some(only), 0) => format!("{SERVICE_NAME_LABEL}={only}"),
+            (Some(first), _) => {
+                let mut selector = format!("{SERVICE_NAME_LABEL} in ({first}");
+                for service in services {
+                    selector.push(',');
+                    selector.push_str(service);
+                }
+                selector.push(')');
+                selector
+            }
+            (None, _) => SERVICE_NAME_LABEL.to_owned(),
+        }
+    }
+
     fn watch(&self) -> SliceEvents {
-        watcher::watcher(self.api.clone(), self.config.clone()).boxed()
+        let config = self.config.clone().labels(&self.selector());
+        watcher::watcher(self.api.clone(), config).boxed()
+    }
+
+    /// A member's readers are gone or it was shut down.
+    fn leave(&mut self, key: u64, commands: Option<&mut mpsc::UnboundedReceiver<Command>>) -> Next {
+        if let Some(member) = self.members.remove(&key) {
+            let service = member.cache.service().to_owned();
+            if let Some(keys) = self.by_service.get_mut(&service) {
+                keys.retain(|other| *other != key);
+                if keys.is_empty() {
+                    self.by_service.remove(&service);
+                }
+            }
+            tracing::debug!(
+                target: "waypost::discovery",
+                target = %member.publisher.target(),
+                "EndpointSlice target stopped (no readers left, or shut down)"
+            );
+            if let Some(group) = &self.group {
+                group.left(&service);
+            }
+        }
+        if !self.members.is_empty() {
+            return Next::Continue;
+        }
+        let Some(group) = self.group.clone() else {
+            return Next::Stop;
+        };
+        match commands {
+            Some(commands) => match group.leave_if_idle(commands) {
+                Leave::Left => Next::Stop,
+                Leave::Stay(pending) => {
+                    for command in pending {
+                        if matches!(self.command(command, Some(&mut *commands)), Next::Stop) {
+                            return Next::Stop;
+                        }
+                    }
+                    if std::mem::take(&mut self.restart) {
+                        return Next::Restart;
+                    }
+                    Next::Continue
+                }
+            },
+            None => Next::Stop,
+        }
+    }
+
+    fn command(
+        &mut self,
+        command: Command,
+        commands: Option<&mut mpsc::UnboundedReceiver<Command>>,
+    ) -> Next {
+        match command {
+            Command::Join(mut member) => {
+                let service = member.cache.service();
+                let twin = self.by_service.get(service).and_then(|keys| {
+                    keys.iter()
+                        .filter_map(|key| self.members.get(key))
+                        .find(|other| other.cache.port() == member.cache.port())
+                });
+                match twin {
+                    // The same Service and port: the slices are already here.
+                    Some(twin) => {
+                        member.cache = twin.cache.clone();
+                        member.watch_failing = twin.watch_failing;
+                        let failing = twin.watch_failing;
+                        self.add(member);
+                        if !failing && let Some(key) = self.next_member.checked_sub(1) {
+                            self.publish(key);
+                        }
+                    }
+                    None => {
+                        self.add(member);
+                        self.restart = true;
+                    }
+                }
+                Next::Continue
+            }
+            Command::Adopt(members) => {
+                for member in members {
+                    self.add(member);
+                }
+                self.restart = true;
+                Next::Continue
+            }
+            Command::MergeInto => {
+                let members: Vec<Member> = self.members.drain().map(|(_, member)| member).collect();
+                self.by_service.clear();
+                tracing::debug!(
+                    target: "waypost::discovery",
+                    namespace = %self.namespace,
+                    targets = members.len(),
+                    "EndpointSlice watch merged into another of the namespace"
+                );
+                if let (Some(group), Some(commands)) = (&self.group, commands) {
+                    group.hand_over(members, commands);
+                }
+                Next::Stop
+            }
+        }
+    }
+
+    /// The members a slice's event is for: its Service's, and the ones of the Service it was
+    /// given to before when its label moved.
+    fn members_for(&self, slice: &EndpointSlice) -> (Option<String>, Vec<u64>) {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
+            .cloned();
+        let name = slice.metadata.name.as_deref().unwrap_or_default();
+        let mut keys = Vec::new();
+        if let Some(service) = &service
+            && let Some(members) = self.by_service.get(service)
+        {
+            keys.extend_from_slice(members);
+        }
+        if let Some(owner) = self.owners.get(name)
+            && service.as_ref() != Some(owner)
+            && let Some(members) = self.by_service.get(owner)
+        {
+            keys.extend_from_slice(members);
+        }
+        (service, keys)
+    }
+
+    fn own(&mut self, slice: &EndpointSlice, service: Option<String>) {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let owners = self.relist_owners.as_mut().unwrap_or(&mut self.owners);
+        match service.filter(|service| self.by_service.contains_key(service)) {
+            Some(service) => {
+                owners.insert(name, service);
+            }
+            None => {
+                owners.remove(&name);
+            }
+        }
+    }
+
+    /// Applies a slice to the members it is for; returns the ones whose contribution changed.
+    fn apply(&mut self, slice: &EndpointSlice) -> Vec<u64> {
+        let (service, keys) = self.members_for(slice);
+        let mut changed = Vec::new();
+        for key in keys {
+            if let Some(member) = self.members.get_mut(&key) {
+                let applied = member.cache.apply(slice);
+                log_unusable(member, &applied);
+                tracing::trace!(
+                    target: "waypost::discovery",
+                    target = %member.publisher.target(),
+                    slice = slice.metadata.name.as_deref().unwrap_or_default(),
+                    changed = applied.is_changed(),
+                    "EndpointSlice applied"
+                );
+                if !matches!(applied, Applied::Unchanged) {
+                    changed.push(key);
+                }
+            }
+        }
+        self.own(slice, service);
+        changed
     }
 
     fn handle(&mut self, event: Event<EndpointSlice>) {
@@ -119,180 +435,228 @@ impl WatchTask {
             Event::Init => {
                 tracing::debug!(
                     target: "waypost::discovery",
-                    target = %self.publisher.target(),
+                    namespace = %self.namespace,
+                    selector = %self.selector(),
                     "listing EndpointSlices"
                 );
-                self.cache.begin_relist();
+                for member in self.members.values_mut() {
+                    member.cache.begin_relist();
+                }
+                self.relist_owners = Some(HashMap::new());
             }
             Event::InitApply(slice) => {
-                let applied = self.cache.apply(&slice);
-                self.log_unusable(&applied);
+                self.apply(&slice);
             }
             Event::InitDone => {
-                let changed = self.cache.finish_relist();
+                for member in self.members.values_mut() {
+                    // A member that joined during the list has no relist begun: its cache is
+                    // complete now as well, since the list was made for its Service too.
+                    if !member.cache.is_relisting() {
+                        continue;
+                    }
+                    let changed = member.cache.finish_relist();
+                    tracing::debug!(
+                        target: "waypost::discovery",
+                        target = %member.publisher.target(),
+                        slices = member.cache.slice_count(),
+                        changed,
+                        "EndpointSlices listed"
+                    );
+                }
+                if let Some(owners) = self.relist_owners.take() {
+                    self.owners = owners;
+                }
                 self.retry.listed();
-                tracing::debug!(
-                    target: "waypost::discovery",
-                    target = %self.publisher.target(),
-                    slices = self.cache.slice_count(),
-                    changed,
-                    "EndpointSlices listed"
-                );
-                self.publish();
+                if let Some(listed) = &self.listed {
+                    listed.store(true, Ordering::Release);
+                }
+                let keys: Vec<u64> = self.members.keys().copied().collect();
+                for key in keys {
+                    self.publish(key);
+                }
             }
             Event::Apply(slice) => {
                 self.retry.event();
-                let applied = self.cache.apply(&slice);
-                self.log_unusable(&applied);
-                tracing::trace!(
-                    target: "waypost::discovery",
-                    target = %self.publisher.target(),
-                    slice = slice.metadata.name.as_deref().unwrap_or_default(),
-                    changed = applied.is_changed(),
-                    "EndpointSlice applied"
-                );
-                if !matches!(applied, Applied::Unchanged) {
-                    self.publish();
+                for key in self.apply(&slice) {
+                    self.publish(key);
                 }
             }
             Event::Delete(slice) => {
                 self.retry.event();
+                let (_, keys) = self.members_for(&slice);
                 let name = slice.metadata.name.as_deref().unwrap_or_default();
-                let removed = self.cache.delete_slice(&slice);
-                tracing::trace!(
-                    target: "waypost::discovery",
-                    target = %self.publisher.target(),
-                    slice = name,
-                    removed,
-                    "EndpointSlice deleted"
-                );
-                if removed {
-                    self.publish();
+                for key in keys {
+                    let Some(member) = self.members.get_mut(&key) else {
+                        continue;
+                    };
+                    let removed = member.cache.delete_slice(&slice);
+                    tracing::trace!(
+                        target: "waypost::discovery",
+                        target = %member.publisher.target(),
+                        slice = name,
+                        removed,
+                        "EndpointSlice deleted"
+                    );
+                    if removed {
+                        self.publish(key);
+                    }
                 }
+                let owners = self.relist_owners.as_mut().unwrap_or(&mut self.owners);
+                owners.remove(name);
             }
         }
     }
 
-    /// Publishes the merged set, then reports in health when it is not a usable answer.
-    fn publish(&mut self) {
-        if !self.cache.is_listed() || self.cache.is_relisting() {
+    /// Publishes a member's merged set, then reports in its health when it is not a usable
+    /// answer.
+    fn publish(&mut self, key: u64) {
+        let Some(member) = self.members.get_mut(&key) else {
+            return;
+        };
+        let cache = &member.cache;
+        if !cache.is_listed() || cache.is_relisting() {
             return;
         }
-        self.publisher.publish_set(self.cache.endpoint_set());
-        self.watch_failing = false;
-        let detail = match self.cache.status() {
+        member.publisher.publish_set(cache.endpoint_set());
+        member.watch_failing = false;
+        let detail = match cache.status() {
             CacheStatus::Ready | CacheStatus::Unlisted => return,
             CacheStatus::NoSlices => format!(
                 "Service `{}` in namespace `{}` has no EndpointSlices: it does not exist, is an \
                  ExternalName Service, or has no selector and no EndpointSlices written for it",
-                self.cache.service(),
+                cache.service(),
                 self.namespace,
             ),
             CacheStatus::NoMatchingPort { offered } => format!(
                 "no EndpointSlice of Service `{}` in namespace `{}` has the target's port; \
                  the slices offer {}",
-                self.cache.service(),
+                cache.service(),
                 self.namespace,
                 offered.join(", "),
             ),
             CacheStatus::NoUsableSlice { slices } => format!(
                 "none of the {slices} EndpointSlices of Service `{}` in namespace `{}` is usable \
                  (see the warnings that name them)",
-                self.cache.service(),
+                cache.service(),
                 self.namespace,
             ),
         };
         let error = DiscoveryError::new(
-            self.publisher.target_arc(),
+            member.publisher.target_arc(),
             DiscoveryErrorKind::NotFound,
             detail,
         );
-        self.publisher.report_failure(error);
+        member.publisher.report_failure(error);
     }
 
-    /// A watch request for this target just succeeded: after a failure, the source is current
-    /// again even if nothing changed.
+    /// A watch request just succeeded: after a failure, the members are current again even if
+    /// nothing changed.
     fn watch_established(&mut self) {
-        if self.watch_failing && self.cache.is_listed() && !self.cache.is_relisting() {
-            tracing::info!(
-                target: "waypost::discovery",
-                target = %self.publisher.target(),
-                "EndpointSlice watch re-established"
-            );
-            self.publish();
-        }
-    }
-
-    fn log_unusable(&self, applied: &Applied) {
-        if let Applied::Unusable { error, .. } = applied {
-            tracing::warn!(
-                target: "waypost::discovery",
-                target = %self.publisher.target(),
-                slice = error.slice(),
-                reason = %error.reason(),
-                "{error}"
-            );
-        }
-    }
-
-    /// Logs or reports a watcher error; returns whether the watcher must be replaced, and how
-    /// long to wait before polling it again.
-    fn handle_error(&mut self, error: watcher::Error) -> (bool, Duration) {
-        let now = Instant::now();
-        let target = self.publisher.target_arc();
-        let what = format!(
-            "EndpointSlices of Service `{}` in namespace `{}`",
-            self.cache.service(),
-            self.namespace
-        );
-        match classify(&error) {
-            ErrorClass::Expired => {
+        let keys: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, member)| {
+                member.watch_failing && member.cache.is_listed() && !member.cache.is_relisting()
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            if let Some(member) = self.members.get(&key) {
                 tracing::info!(
                     target: "waypost::discovery",
-                    target = %target,
-                    "the watch of {what} expired (410 Gone); listing them again"
+                    target = %member.publisher.target(),
+                    "EndpointSlice watch re-established"
                 );
-                (false, self.retry.expired(now))
             }
-            ErrorClass::HttpGoneTrap => {
-                tracing::warn!(
-                    target: "waypost::discovery",
-                    target = %target,
-                    "the API server answered the watch of {what} with HTTP status 410 instead of \
-                     an in-stream 410 event; restarting the watch with a new list"
-                );
-                self.publisher.report_failure(DiscoveryError::with_source(
-                    target,
-                    DiscoveryErrorKind::Api,
-                    format!("watching {what}: HTTP status 410 Gone; listing them again"),
-                    error,
-                ));
-                self.watch_failing = true;
-                (true, self.retry.failure(now))
+            self.publish(key);
+        }
+    }
+
+    /// Logs or reports a watcher error to every member; returns whether the watcher must be
+    /// replaced, and how long to wait before polling it again.
+    fn handle_error(&mut self, error: watcher::Error) -> (bool, Duration) {
+        let now = Instant::now();
+        let error = Arc::new(error);
+        let class = classify(&error);
+        let hint = if status_code(&error) == Some(403) {
+            format!(
+                " (forbidden: the client needs get, list and watch on endpointslices of API \
+                 group discovery.k8s.io in namespace `{}`)",
+                self.namespace
+            )
+        } else {
+            String::new()
+        };
+        for member in self.members.values_mut() {
+            let target = member.publisher.target_arc();
+            let what = format!(
+                "EndpointSlices of Service `{}` in namespace `{}`",
+                member.cache.service(),
+                self.namespace
+            );
+            match class {
+                ErrorClass::Expired => {
+                    tracing::info!(
+                        target: "waypost::discovery",
+                        target = %target,
+                        "the watch of {what} expired (410 Gone); listing them again"
+                    );
+                }
+                ErrorClass::HttpGoneTrap => {
+                    tracing::warn!(
+                        target: "waypost::discovery",
+                        target = %target,
+                        "the API server answered the watch of {what} with HTTP status 410 \
+                         instead of an in-stream 410 event; restarting the watch with a new list"
+                    );
+                    member.publisher.report_failure(DiscoveryError::with_source(
+                        target,
+                        DiscoveryErrorKind::Api,
+                        format!("watching {what}: HTTP status 410 Gone; listing them again"),
+                        Arc::clone(&error),
+                    ));
+                    member.watch_failing = true;
+                }
+                ErrorClass::Failure(kind, doing) => {
+                    member.publisher.report_failure(DiscoveryError::with_source(
+                        target,
+                        kind,
+                        format!("{doing} {what} failed{hint}; keeping the last good endpoint set"),
+                        Arc::clone(&error),
+                    ));
+                    member.watch_failing = true;
+                }
             }
-            ErrorClass::Failure(kind, doing) => {
-                let hint = if status_code(&error) == Some(403) {
-                    format!(
-                        " (forbidden: the client needs get, list and watch on endpointslices \
-                         of API group discovery.k8s.io in namespace `{}`)",
-                        self.namespace
-                    )
-                } else {
-                    String::new()
-                };
-                self.publisher.report_failure(DiscoveryError::with_source(
-                    target,
-                    kind,
-                    format!("{doing} {what} failed{hint}; keeping the last good endpoint set"),
-                    error,
-                ));
-                self.watch_failing = true;
-                (false, self.retry.failure(now))
-            }
+        }
+        match class {
+            ErrorClass::Expired => (false, self.retry.expired(now)),
+            ErrorClass::HttpGoneTrap => (true, self.retry.failure(now)),
+            ErrorClass::Failure(..) => (false, self.retry.failure(now)),
         }
     }
 }
 
+/// The next command, or never when the task takes none.
+async fn recv(commands: Option<&mut mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_unusable(member: &Member, applied: &Applied) {
+    if let Applied::Unusable { error, .. } = applied {
+        tracing::warn!(
+            target: "waypost::discovery",
+            target = %member.publisher.target(),
+            slice = error.slice(),
+            reason = %error.reason(),
+            "{error}"
+        );
+    }
+}
+
+#[derive(Clone, Copy)]
 enum ErrorClass {
     /// The in-stream `410 Expired`: the watcher relists; routine.
     Expired,
