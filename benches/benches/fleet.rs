@@ -1,7 +1,9 @@
 //! Many Services in one process: 200 `kubernetes:///` targets (`WAYPOST_FLEET_SERVICES`) of
-//! 100 endpoints each, each with its own source (one shared `kube::Client`) and its own
-//! `Balance` (P2C Peak EWMA, no-op endpoint services, so no connections), against the fake API
-//! server running in a child process (so that its memory and CPU are not counted here).
+//! 100 endpoints each, each with its own `Balance` (P2C Peak EWMA, no-op endpoint services, so
+//! no connections), against the fake API server running in a child process (so that its memory
+//! and CPU are not counted here). The targets share one watch of their namespace
+//! (`SharedWatches`); `WAYPOST_FLEET_WATCHES=own` gives each its own watch instead (one shared
+//! `kube::Client` either way).
 //!
 //! - memory: what discovery and the balancers hold once every target is resolved, counted by an
 //!   instrumented allocator (exact), and the resident set's growth (allocator overhead, thread
@@ -20,16 +22,15 @@
 //! Without `--bench` (as `cargo test --benches` runs it): 20 Services, a short churn.
 
 use std::alloc::System;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use waypost_balance::Balance;
 use waypost_benches::kubernetes::{endpoint_ip, service_slice_json};
-use waypost_discovery::source::kubernetes::{KubernetesSource, kube};
+use waypost_discovery::source::kubernetes::{KubernetesSource, SharedWatches};
 use waypost_discovery::{Endpoint, Endpoints, KubernetesTarget};
 use waypost_tests::kube_api::FakeApiServer;
 
@@ -43,6 +44,9 @@ use memory::live_bytes;
 
 #[path = "support/process.rs"]
 mod process;
+
+#[path = "support/child.rs"]
+mod child;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -87,7 +91,7 @@ fn serve(services: usize) {
         }
         // The rig keeps every write as a JSON value: keep its history short.
         rig.compact();
-        println!("{}", rig.kubeconfig().replace('\n', "\\n"));
+        child::announce(&rig.kubeconfig());
         let rig_for_lines = Arc::clone(&rig);
         tokio::task::spawn_blocking(move || {
             let rig = rig_for_lines;
@@ -170,20 +174,13 @@ fn main() {
         serve(services);
         return;
     }
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .args(std::env::args().skip(1))
-        .env(SERVER_VAR, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server process starts");
-    let mut commands = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let kubeconfig = lines
-        .next()
-        .expect("the kubeconfig")
-        .expect("readable")
-        .replace("\\n", "\n");
+    let own_watches = std::env::var("WAYPOST_FLEET_WATCHES").is_ok_and(|mode| mode == "own");
+    let child::ServerProcess {
+        mut child,
+        mut commands,
+        mut lines,
+        kubeconfig,
+    } = child::start(SERVER_VAR);
     let mut command = move |line: String| {
         writeln!(commands, "{line}").expect("the child reads commands");
     };
@@ -195,21 +192,20 @@ fn main() {
         .expect("runtime");
     let before = resident();
     let region = Region::new(GLOBAL);
-    let (balancers, sources) = runtime.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("the kubeconfig parses"),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kube accepts the kubeconfig");
-        let client = kube::Client::try_from(config).expect("a client");
+    let (balancers, sources, watches) = runtime.block_on(async {
+        let client = child::client(&kubeconfig).await;
+        let watches = SharedWatches::new(client.clone());
         let mut all_endpoints: Vec<Endpoints> = Vec::new();
         for service in 0..services {
             let target: KubernetesTarget =
                 format!("kubernetes:///{}.default:http", service_name(service))
                     .parse()
                     .expect("a target");
-            all_endpoints.push(KubernetesSource::new(client.clone(), target).spawn());
+            all_endpoints.push(if own_watches {
+                KubernetesSource::new(client.clone(), target).spawn()
+            } else {
+                watches.source(target).spawn()
+            });
         }
         let mut balancers = Vec::new();
         for endpoints in &all_endpoints {
@@ -227,14 +223,24 @@ fn main() {
         for (service, balance) in balancers.iter().enumerate() {
             until_picked(balance, address(service * SPACING), true).await;
         }
-        (balancers, all_endpoints)
+        (balancers, all_endpoints, watches)
     });
     let retried: u64 = sources.iter().map(|e| e.health().total_failures()).sum();
+    let watch_count = if own_watches {
+        services
+    } else {
+        watches.watch_count()
+    };
     let held = live_bytes(&region);
     let grown = resident().saturating_sub(before);
     let endpoints = services * PER_SERVICE;
     println!(
-        "{services} Services: {retried} failed API requests while starting, retried by the sources"
+        "{services} Services, {watch_count} watches ({}): {retried} failed API requests while starting, retried by the sources",
+        if own_watches {
+            "a watch per target"
+        } else {
+            "shared"
+        }
     );
     println!(
         "{services} Services x {PER_SERVICE} endpoints: discovery + balancers hold {:.1} MiB ({:.0} B per endpoint); resident set grew {:.1} MiB",

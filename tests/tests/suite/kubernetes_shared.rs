@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use waypost::discovery::source::kubernetes::SharedWatches;
 use waypost::discovery::{EndpointSet, Endpoints};
 use waypost_tests::kube_api::slices::{SliceBuilder, endpoint_slice, ep};
 use waypost_tests::kube_api::{FakeApiServer, RequestKind};
@@ -34,6 +35,12 @@ fn seed(rig: &FakeApiServer) {
     }
 }
 
+/// A target of `service` (port `http`) through `watches`.
+fn shared(rig: &FakeApiServer, watches: &SharedWatches, service: &str) -> Endpoints {
+    rig.shared_source(watches, &format!("kubernetes:///{service}:http"))
+        .spawn()
+}
+
 fn last_watch_selector(rig: &FakeApiServer) -> String {
     let watches = rig.requests_of(RequestKind::Watch);
     let query = watches.last().and_then(|watch| watch.query.clone());
@@ -55,10 +62,7 @@ async fn the_targets_of_one_namespace_share_one_watch_and_each_sees_its_own_serv
     let watches = rig.shared_watches().await;
     let targets: Vec<Endpoints> = SERVICES
         .iter()
-        .map(|service| {
-            rig.shared_source(&watches, &format!("kubernetes:///{service}:http"))
-                .spawn()
-        })
+        .map(|service| shared(&rig, &watches, service))
         .collect();
     for (i, endpoints) in targets.iter().enumerate() {
         let set = endpoints.resolved().await.unwrap();
@@ -106,16 +110,12 @@ async fn a_target_that_joins_later_merges_without_disturbing_the_others() {
     let rig = FakeApiServer::start().await;
     seed(&rig);
     let watches = rig.shared_watches().await;
-    let alpha = rig
-        .shared_source(&watches, "kubernetes:///alpha:http")
-        .spawn();
+    let alpha = shared(&rig, &watches, "alpha");
     let first = alpha.resolved().await.unwrap();
     eventually("alpha's watch", || rig.live_watches() == 1).await;
 
     // Bravo's group of one merges into alpha's at once: one new list, for both.
-    let bravo = rig
-        .shared_source(&watches, "kubernetes:///bravo:http")
-        .spawn();
+    let bravo = shared(&rig, &watches, "bravo");
     let set = bravo.resolved().await.unwrap();
     assert_eq!(addresses(&set), at(&["10.0.1.1"]));
     assert_eq!(watches.watch_count(), 1);
@@ -137,13 +137,9 @@ async fn a_target_that_joins_later_merges_without_disturbing_the_others() {
     assert_eq!(alpha.health().total_failures(), 0);
 
     // A third Service makes a second group (1 < 2), a fourth merges everything (2 = 2).
-    let charlie = rig
-        .shared_source(&watches, "kubernetes:///charlie:http")
-        .spawn();
+    let charlie = shared(&rig, &watches, "charlie");
     charlie.resolved().await.unwrap();
-    let delta = rig
-        .shared_source(&watches, "kubernetes:///delta:http")
-        .spawn();
+    let delta = shared(&rig, &watches, "delta");
     delta.resolved().await.unwrap();
     assert_eq!(watches.watch_count(), 1);
     eventually("one watch for four Services", || {
@@ -173,9 +169,7 @@ async fn a_second_target_of_a_watched_service_copies_or_relists_by_port() {
             .endpoint(ep("10.0.0.1")),
     );
     let watches = rig.shared_watches().await;
-    let http = rig
-        .shared_source(&watches, "kubernetes:///api:http")
-        .spawn();
+    let http = shared(&rig, &watches, "api");
     http.resolved().await.unwrap();
     eventually("the watch", || rig.live_watches() == 1).await;
 
@@ -218,12 +212,8 @@ async fn a_slice_relabelled_to_another_service_moves_between_targets() {
     let rig = FakeApiServer::start().await;
     seed(&rig);
     let watches = rig.shared_watches().await;
-    let alpha = rig
-        .shared_source(&watches, "kubernetes:///alpha:http")
-        .spawn();
-    let bravo = rig
-        .shared_source(&watches, "kubernetes:///bravo:http")
-        .spawn();
+    let alpha = shared(&rig, &watches, "alpha");
+    let bravo = shared(&rig, &watches, "bravo");
     alpha.resolved().await.unwrap();
     bravo.resolved().await.unwrap();
 
@@ -245,12 +235,8 @@ async fn failures_and_relists_reach_every_target_of_the_watch() {
     let rig = FakeApiServer::start().await;
     seed(&rig);
     let watches = rig.shared_watches().await;
-    let alpha = rig
-        .shared_source(&watches, "kubernetes:///alpha:http")
-        .spawn();
-    let bravo = rig
-        .shared_source(&watches, "kubernetes:///bravo:http")
-        .spawn();
+    let alpha = shared(&rig, &watches, "alpha");
+    let bravo = shared(&rig, &watches, "bravo");
     let revisions = [
         alpha.resolved().await.unwrap().revision(),
         bravo.resolved().await.unwrap().revision(),
@@ -291,9 +277,7 @@ async fn a_target_leaves_alone_and_the_watch_ends_with_its_last_target() {
     let (alpha, alpha_handle) = rig
         .shared_source(&watches, "kubernetes:///alpha:http")
         .start();
-    let bravo = rig
-        .shared_source(&watches, "kubernetes:///bravo:http")
-        .spawn();
+    let bravo = shared(&rig, &watches, "bravo");
     alpha.resolved().await.unwrap();
     bravo.resolved().await.unwrap();
     let mut alpha_watcher = alpha.watch();
@@ -312,9 +296,7 @@ async fn a_target_leaves_alone_and_the_watch_ends_with_its_last_target() {
     eventually("the watch closed", || rig.live_watches() == 0).await;
 
     // A new target starts a new group.
-    let charlie = rig
-        .shared_source(&watches, "kubernetes:///charlie:http")
-        .spawn();
+    let charlie = shared(&rig, &watches, "charlie");
     let set = charlie.resolved().await.unwrap();
     assert_eq!(addresses(&set), at(&["10.0.2.1"]));
     assert_eq!(watches.watch_count(), 1);
@@ -327,10 +309,7 @@ async fn one_shared_watch_costs_the_server_less_than_a_watch_per_target() {
     let watches = rig.shared_watches().await;
     let targets: Vec<Endpoints> = SERVICES
         .iter()
-        .map(|service| {
-            rig.shared_source(&watches, &format!("kubernetes:///{service}:http"))
-                .spawn()
-        })
+        .map(|service| shared(&rig, &watches, service))
         .collect();
     for endpoints in &targets {
         endpoints.resolved().await.unwrap();

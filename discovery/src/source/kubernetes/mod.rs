@@ -10,7 +10,9 @@
 //! 1. It watches the slices labelled `kubernetes.io/service-name=<service>` in the Service's
 //!    namespace with kube-runtime's [`watcher`](kube::runtime::watcher::watcher) (list, then
 //!    watch from the list's resourceVersion, resumed after a dropped connection, relisted after
-//!    `410 Gone`), through one [`kube::Client`] that all targets share.
+//!    `410 Gone`), through one [`kube::Client`] that all targets share. Through
+//!    [`SharedWatches`], the targets of one namespace share the watch itself: its selector
+//!    names all their Services.
 //! 2. It converts each slice as it arrives ([`convert_slice`]: the target's port, the first
 //!    address of every endpoint, the conditions, zone, node, hostname and zone hints) and keeps
 //!    the result under the slice's name ([`SliceCache`]).

@@ -1,9 +1,12 @@
 //! The watch task: kube-runtime's watcher in, endpoint sets and health out.
 //!
-//! One task per target follows `watcher(Api<EndpointSlice>)` with the label selector
-//! `kubernetes.io/service-name=<service>` in the target's namespace, feeds every event into the
-//! [`SliceCache`], and publishes the merged set after every change. What the task adds to the
-//! watcher:
+//! A task follows `watcher(Api<EndpointSlice>)` in one namespace for one or more targets (its
+//! *members*): a target's own watch has one member and the label selector
+//! `kubernetes.io/service-name=<service>`; a shared watch (see the `shared` module) has the
+//! targets of several Services and the selector `kubernetes.io/service-name in (a,b,...)`. The
+//! task gives every event to the [`SliceCache`] of each member of the slice's Service (and of the
+//! Service the slice belonged to before, when its label moved), and publishes each changed
+//! member's merged set. What the task adds to the watcher, for every member alike:
 //!
 //! - **Relists are atomic.** `Init` starts a new map in the cache, `InitApply` fills it,
 //!   `InitDone` swaps it in and publishes once. A relist whose result equals the current set

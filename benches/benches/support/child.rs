@@ -1,0 +1,56 @@
+//! What the benchmarks that run the fake API server in a child process share (`fleet`,
+//! `api_server`): starting the child, its kubeconfig, and a client from it.
+
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use waypost_discovery::source::kubernetes::kube;
+
+/// The child process: its stdin for commands, its stdout lines for answers, and the kubeconfig
+/// it printed first.
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
+    pub(crate) commands: ChildStdin,
+    pub(crate) lines: Lines<BufReader<ChildStdout>>,
+    pub(crate) kubeconfig: String,
+}
+
+/// Runs this benchmark's own binary again with `var` set, as the server.
+pub(crate) fn start(var: &str) -> ServerProcess {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .args(std::env::args().skip(1))
+        .env(var, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the server process starts");
+    let commands = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let kubeconfig = lines
+        .next()
+        .expect("the kubeconfig")
+        .expect("readable")
+        .replace("\\n", "\n");
+    ServerProcess {
+        child,
+        commands,
+        lines,
+        kubeconfig,
+    }
+}
+
+/// Prints the server's kubeconfig on one line: the child's first output.
+pub(crate) fn announce(kubeconfig: &str) {
+    println!("{}", kubeconfig.replace('\n', "\\n"));
+}
+
+/// A client of the server behind `kubeconfig`.
+pub(crate) async fn client(kubeconfig: &str) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(kubeconfig).expect("the kubeconfig parses"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kube accepts the kubeconfig");
+    kube::Client::try_from(config).expect("a client")
+}
