@@ -251,7 +251,7 @@ fn main() {
         mut child,
         commands,
         lines,
-        kubeconfig,
+        announced: kubeconfig,
     } = child::start(SERVER_VAR);
     let mut server = Server { commands, lines };
     let runtime = tokio::runtime::Builder::new_multi_thread()

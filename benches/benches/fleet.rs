@@ -1,37 +1,53 @@
-//! Many Services in one process: 200 `kubernetes:///` targets (`WAYPOST_FLEET_SERVICES`) of
-//! 100 endpoints each, each with its own `Balance` (P2C Peak EWMA, no-op endpoint services, so
-//! no connections), against the fake API server running in a child process (so that its memory
-//! and CPU are not counted here). The targets share one watch of their namespace
-//! (`SharedWatches`); `WAYPOST_FLEET_WATCHES=own` gives each its own watch instead (one shared
-//! `kube::Client` either way).
+//! Many Services in one process: 200 targets (`WAYPOST_FLEET_SERVICES`) of 100 endpoints each,
+//! each with its own `Balance` (P2C Peak EWMA, no-op endpoint services, so no connections),
+//! against a server running in a child process (so that its memory and CPU are not counted
+//! here). Two sources (`WAYPOST_FLEET_SOURCE`):
+//!
+//! - `kubernetes` (the default): `kubernetes:///` targets against the fake API server, one
+//!   EndpointSlice per Service. The targets share one watch of their namespace
+//!   (`SharedWatches`); `WAYPOST_FLEET_WATCHES=own` gives each its own watch instead (one shared
+//!   `kube::Client` either way); `WAYPOST_FLEET_PAGE_SIZE` sets the list page size.
+//! - `dns`: `dns:///` targets against the rig's hickory DNS server, 100 A records per name with a
+//!   TTL of 5 s (CoreDNS's default), so each source asks again about every 5 s; the answers are
+//!   larger than a UDP answer may be, so each lookup ends on TCP, as it would from CoreDNS.
+//!
+//! What it measures:
 //!
 //! - memory: what discovery and the balancers hold once every target is resolved, counted by an
 //!   instrumented allocator (exact), and the resident set's growth (allocator overhead, thread
 //!   stacks and buffers included);
-//! - a change reaching picks: one endpoint of one Service turns not ready; the time from the
-//!   write being asked for (before the child applies it) until the Service's balancer no longer
-//!   picks it, over 200 changes spread over the Services;
-//! - churn: 1% of all endpoints replaced per second (the child writes one slice per replaced
-//!   endpoint, round robin over the Services) for a minute; the CPU time this process spends
-//!   on it, and that every balancer ends with the new endpoints.
+//! - a change reaching picks (Kubernetes only; a DNS change waits for the next lookup, which the
+//!   TTL sets, see `dns_visibility`): one endpoint of one Service turns not ready; the time
+//!   from the write being asked for (before the child applies it) until the source publishes
+//!   the new set (waited for without spinning), and until the Service's balancer no longer
+//!   picks it (spinning), over 200 changes spread over the Services;
+//! - quiet: the CPU time this process spends over 20 s without any change (the DNS sources'
+//!   lookups go on);
+//! - churn: 1% of all endpoints replaced per second (the child replaces one endpoint of one
+//!   Service per write, round robin over the Services) for a minute; the CPU time this process
+//!   spends on it, and that every balancer ends with the new endpoints.
 //!
 //! ```text
 //! cargo bench -p waypost-benches --bench fleet
+//! WAYPOST_FLEET_SOURCE=dns cargo bench -p waypost-benches --bench fleet
 //! ```
 //!
-//! Without `--bench` (as `cargo test --benches` runs it): 20 Services, a short churn.
+//! Without `--bench` (as `cargo test --benches` runs it): 20 Services, short phases.
 
 use std::alloc::System;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use waypost_balance::Balance;
 use waypost_benches::kubernetes::{endpoint_ip, service_slice_json};
-use waypost_discovery::source::kubernetes::{KubernetesSource, SharedWatches};
-use waypost_discovery::{Endpoint, Endpoints, KubernetesTarget};
+use waypost_discovery::source::dns::{DnsOptions, DnsSource, IpFamilies};
+use waypost_discovery::source::kubernetes::{DEFAULT_PAGE_SIZE, KubernetesSource, SharedWatches};
+use waypost_discovery::{DnsTarget, Endpoint, Endpoints, KubernetesTarget};
+use waypost_tests::dns::server::DnsServer;
 use waypost_tests::kube_api::FakeApiServer;
 
 #[path = "support/noop.rs"]
@@ -56,6 +72,25 @@ const PER_SERVICE: usize = 100;
 /// Endpoint indices of Service `s` start at `s × SPACING`: room for the replacements.
 const SPACING: usize = 10_000;
 const CHANGES: usize = 200;
+/// The DNS records' TTL, in seconds.
+const TTL: u32 = 5;
+
+/// Where the targets come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Kubernetes,
+    Dns,
+}
+
+impl Source {
+    fn from_env() -> Self {
+        match std::env::var("WAYPOST_FLEET_SOURCE").as_deref() {
+            Ok("dns") => Source::Dns,
+            Ok("kubernetes") | Err(_) => Source::Kubernetes,
+            Ok(other) => panic!("WAYPOST_FLEET_SOURCE is `kubernetes` or `dns`, not `{other}`"),
+        }
+    }
+}
 
 fn service_name(service: usize) -> String {
     format!("svc-{service:04}")
@@ -77,26 +112,82 @@ fn address(index: usize) -> SocketAddr {
     format!("{}:8080", endpoint_ip(index)).parse().unwrap()
 }
 
-/// The child: the fake API server with every Service, driven by lines on stdin.
-fn serve(services: usize) {
+/// The DNS name of Service `s`.
+fn dns_name(service: usize) -> String {
+    format!("{}.fleet.test.", service_name(service))
+}
+
+/// Service `s`'s A records after `shift` replacements, as in [`slice`].
+fn records(service: usize, shift: usize) -> Vec<IpAddr> {
+    let first = service * SPACING + shift;
+    (first..first + PER_SERVICE)
+        .map(|index| endpoint_ip(index).parse().unwrap())
+        .collect()
+}
+
+/// What one write in the child does: Service, shift, generation.
+type Writer = Box<dyn Fn(usize, usize, u64) + Send>;
+/// The counter each of the child's answers reports.
+type Counter = Box<dyn Fn() -> u64 + Send>;
+
+/// The child: the server with every Service, driven by lines on stdin (`flip S G`, `churn
+/// RATE SECONDS`), each answered with `done N` (N: compactions of the fake API server, or DNS
+/// queries answered so far).
+fn serve(services: usize, source: Source) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let rig = Arc::new(FakeApiServer::start().await);
-        for service in 0..services {
-            rig.apply(slice(service, 0, 0));
-        }
-        // The rig keeps every write as a JSON value: keep its history short.
-        rig.compact();
-        child::announce(&rig.kubeconfig());
-        let rig_for_lines = Arc::clone(&rig);
+        // What one write does, and the counter each answer reports.
+        let (write, count): (Writer, Counter) = match source {
+            Source::Kubernetes => {
+                let rig = Arc::new(FakeApiServer::start().await);
+                for service in 0..services {
+                    rig.apply(slice(service, 0, 0));
+                }
+                // The rig keeps every write as a JSON value: keep its history short.
+                rig.compact();
+                child::announce(&rig.kubeconfig());
+                let writes = AtomicU64::new(0);
+                let compactions = Arc::new(AtomicU64::new(0));
+                let counted = Arc::clone(&compactions);
+                let writer = Arc::clone(&rig);
+                (
+                    Box::new(move |service, shift, generation| {
+                        writer.apply(slice(service, shift, generation));
+                        if writes.fetch_add(1, Ordering::Relaxed) % 100 == 99 {
+                            compactions.fetch_add(1, Ordering::Relaxed);
+                            writer.compact();
+                        }
+                    }),
+                    Box::new(move || counted.load(Ordering::Relaxed)),
+                )
+            }
+            Source::Dns => {
+                let server = Arc::new(DnsServer::start().await.expect("the DNS server starts"));
+                for service in 0..services {
+                    server.set_addresses(&dns_name(service), &records(service, 0), TTL);
+                }
+                child::announce(&server.address().to_string());
+                let writer = Arc::clone(&server);
+                (
+                    Box::new(move |service, shift, generation| {
+                        let mut ips = records(service, shift);
+                        // An odd generation takes the last endpoint out, as a not-ready pod
+                        // leaves a headless Service's answer.
+                        if generation % 2 == 1 {
+                            ips.pop();
+                        }
+                        writer.set_addresses(&dns_name(service), &ips, TTL);
+                    }),
+                    Box::new(move || server.query_count() as u64),
+                )
+            }
+        };
         tokio::task::spawn_blocking(move || {
-            let rig = rig_for_lines;
             let mut shifts = vec![0usize; services];
-            let mut compacted = 0u64;
             for line in std::io::stdin().lines() {
                 let line = line.expect("stdin");
                 let words: Vec<&str> = line.split(' ').collect();
@@ -104,32 +195,29 @@ fn serve(services: usize) {
                     // Flip the readiness of Service S's last endpoint (generation G).
                     ["flip", service, generation] => {
                         let service: usize = service.parse().unwrap();
-                        let generation: u64 = generation.parse().unwrap();
-                        rig.apply(slice(service, shifts[service], generation));
+                        write(service, shifts[service], generation.parse().unwrap());
                     }
                     // Replace endpoints at RATE a second for SECONDS, round robin.
                     ["churn", rate, seconds] => {
                         let rate: u64 = rate.parse().unwrap();
                         let seconds: u64 = seconds.parse().unwrap();
                         let started = Instant::now();
-                        for write in 0..rate * seconds {
-                            let service = write as usize % services;
+                        for index in 0..rate * seconds {
+                            let service = index as usize % services;
                             shifts[service] += 1;
-                            rig.apply(slice(service, shifts[service], 0));
-                            if write % 100 == 99 {
-                                compacted += 1;
-                                rig.compact();
-                            }
+                            write(service, shifts[service], 0);
                             let due =
-                                started + Duration::from_secs_f64((write + 1) as f64 / rate as f64);
+                                started + Duration::from_secs_f64((index + 1) as f64 / rate as f64);
                             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                                 std::thread::sleep(wait);
                             }
                         }
                     }
+                    // Nothing: answers with the counter.
+                    ["count"] => {}
                     _ => panic!("unknown command {line:?}"),
                 }
-                println!("done {compacted}");
+                println!("done {}", count());
             }
         })
         .await
@@ -150,10 +238,23 @@ fn resident() -> u64 {
     kib * 1024
 }
 
-/// Waits until `balance` picks `address` (`present`) or no longer does.
+/// Whether `balance` picks `address`.
+fn picks(balance: &Balancer, address: SocketAddr) -> bool {
+    balance.in_flight().iter().any(|(a, _)| *a == address)
+}
+
+/// Waits until `balance` picks `address` (`present`) or no longer does, spinning: for latency.
 async fn until_picked(balance: &Balancer, address: SocketAddr, present: bool) {
-    while balance.in_flight().iter().any(|(a, _)| *a == address) != present {
+    while picks(balance, address) != present {
         tokio::task::yield_now().await;
+    }
+}
+
+/// Waits until `balance` picks `address`, looking every millisecond: where the CPU time is
+/// measured and the wait may be long (a DNS source sees a change at its next lookup).
+async fn until_picking(balance: &Balancer, address: SocketAddr) {
+    while !picks(balance, address) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -163,26 +264,36 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    // 200 by default: with 1000, the sources had not all resolved after 5 minutes against the
-    // fake API server (see benches/README.md); WAYPOST_FLEET_SERVICES sets another count.
-    let (services, churn_seconds) = if full { (200, 60) } else { (20, 2) };
+    let (services, quiet_seconds, churn_seconds) = if full { (200, 20, 60) } else { (20, 1, 2) };
     let services = std::env::var("WAYPOST_FLEET_SERVICES")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(services);
+    let source = Source::from_env();
     if std::env::var_os(SERVER_VAR).is_some() {
-        serve(services);
+        serve(services, source);
         return;
     }
     let own_watches = std::env::var("WAYPOST_FLEET_WATCHES").is_ok_and(|mode| mode == "own");
+    let page_size = std::env::var("WAYPOST_FLEET_PAGE_SIZE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_PAGE_SIZE);
     let child::ServerProcess {
         mut child,
         mut commands,
         mut lines,
-        kubeconfig,
+        announced,
     } = child::start(SERVER_VAR);
-    let mut command = move |line: String| {
+    let mut command = move |line: &str| {
         writeln!(commands, "{line}").expect("the child reads commands");
+    };
+    // The counter in the child's answer to the last command.
+    let mut answer = move || -> u64 {
+        let line = lines.next().expect("an answer").expect("readable");
+        line.strip_prefix("done ")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("the child answered {line:?}"))
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -192,28 +303,52 @@ fn main() {
         .expect("runtime");
     let before = resident();
     let region = Region::new(GLOBAL);
-    let (balancers, sources, watches) = runtime.block_on(async {
-        let client = child::client(&kubeconfig).await;
-        let watches = SharedWatches::new(client.clone());
+    let (balancers, sources, watches, discovery) = runtime.block_on(async {
         let mut all_endpoints: Vec<Endpoints> = Vec::new();
-        for service in 0..services {
-            let target: KubernetesTarget =
-                format!("kubernetes:///{}.default:http", service_name(service))
-                    .parse()
-                    .expect("a target");
-            all_endpoints.push(if own_watches {
-                KubernetesSource::new(client.clone(), target).spawn()
-            } else {
-                watches.source(target).spawn()
-            });
+        let mut shared_watches = None;
+        match source {
+            Source::Kubernetes => {
+                let client = child::client(&announced).await;
+                let watches = SharedWatches::new(client.clone());
+                for service in 0..services {
+                    let target: KubernetesTarget =
+                        format!("kubernetes:///{}.default:http", service_name(service))
+                            .parse()
+                            .expect("a target");
+                    let source = if own_watches {
+                        KubernetesSource::new(client.clone(), target)
+                    } else {
+                        watches.source(target)
+                    };
+                    all_endpoints.push(source.page_size(page_size).spawn());
+                }
+                shared_watches = Some(watches);
+            }
+            Source::Dns => {
+                let nameserver: SocketAddr = announced.parse().expect("the server's address");
+                let options = DnsOptions::default()
+                    .without_system_config()
+                    .nameserver(nameserver)
+                    .ip_families(IpFamilies::V4Only);
+                for service in 0..services {
+                    let target: DnsTarget = format!("dns:///{}:8080", dns_name(service))
+                        .parse()
+                        .expect("a target");
+                    let source = DnsSource::new(target).with_options(options.clone());
+                    all_endpoints.push(source.spawn().expect("a DNS source"));
+                }
+            }
         }
-        let mut balancers = Vec::new();
         for endpoints in &all_endpoints {
-            // A first list the server could not answer (1000 connections opening at once) is
+            // A first answer the server could not give (1000 sources asking at once) is
             // retried by the source: wait for the set, not for the first answer.
             while endpoints.load_full().len() != PER_SERVICE {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+        }
+        let discovery = live_bytes(&region);
+        let mut balancers = Vec::new();
+        for endpoints in &all_endpoints {
             balancers.push(
                 Balance::builder(endpoints.clone())
                     .build(|_: &Endpoint| Noop)
@@ -223,85 +358,142 @@ fn main() {
         for (service, balance) in balancers.iter().enumerate() {
             until_picked(balance, address(service * SPACING), true).await;
         }
-        (balancers, all_endpoints, watches)
+        (balancers, all_endpoints, shared_watches, discovery)
     });
     let retried: u64 = sources.iter().map(|e| e.health().total_failures()).sum();
-    let watch_count = if own_watches {
-        services
-    } else {
-        watches.watch_count()
-    };
     let held = live_bytes(&region);
     let grown = resident().saturating_sub(before);
     let endpoints = services * PER_SERVICE;
-    println!(
-        "{services} Services, {watch_count} watches ({}): {retried} failed API requests while starting, retried by the sources",
-        if own_watches {
-            "a watch per target"
-        } else {
-            "shared"
-        }
-    );
+    match (&watches, own_watches) {
+        (Some(watches), false) => println!(
+            "{services} Services (Kubernetes), {} watches (shared): {retried} failed requests while starting, retried by the sources",
+            watches.watch_count()
+        ),
+        (Some(_), true) => println!(
+            "{services} Services (Kubernetes), {services} watches (a watch per target): {retried} failed requests while starting, retried by the sources"
+        ),
+        (None, _) => println!(
+            "{services} Services (DNS, TTL {TTL} s): {retried} failed lookups while starting, retried by the sources"
+        ),
+    }
     println!(
         "{services} Services x {PER_SERVICE} endpoints: discovery + balancers hold {:.1} MiB ({:.0} B per endpoint); resident set grew {:.1} MiB",
         held as f64 / 1048576.0,
         held as f64 / endpoints as f64,
         grown as f64 / 1048576.0,
     );
+    println!(
+        "of which discovery (client, sources, sets) {:.1} MiB ({:.0} B per endpoint), balancers {:.1} MiB ({:.0} B per endpoint)",
+        discovery as f64 / 1048576.0,
+        discovery as f64 / endpoints as f64,
+        (held - discovery) as f64 / 1048576.0,
+        (held - discovery) as f64 / endpoints as f64,
+    );
 
     // A change reaching picks.
-    let mut samples = Vec::with_capacity(CHANGES);
-    runtime.block_on(async {
-        for change in 0..CHANGES {
-            let service = change * 7919 % services;
-            let last = address(service * SPACING + PER_SERVICE - 1);
-            let generation = (change / services) as u64 * 2 + 1;
-            let asked = Instant::now();
-            command(format!("flip {service} {generation}"));
-            until_picked(&balancers[service], last, false).await;
-            samples.push(asked.elapsed());
-            // Back to ready, before the next change.
-            command(format!("flip {service} {}", generation + 1));
-            until_picked(&balancers[service], last, true).await;
+    if source == Source::Kubernetes {
+        // (in the Endpoints handle, reaching picks)
+        let mut samples = Vec::with_capacity(CHANGES);
+        runtime.block_on(async {
+            for change in 0..CHANGES {
+                let service = change * 7919 % services;
+                let last = address(service * SPACING + PER_SERVICE - 1);
+                let generation = (change / services) as u64 * 2 + 1;
+                // Waiting for the set sleeps; only the wait for the balancer spins.
+                let mut watcher = sources[service].watch();
+                let asked = Instant::now();
+                command(&format!("flip {service} {generation}"));
+                watcher.changed().await.expect("the set changes");
+                let published = asked.elapsed();
+                until_picked(&balancers[service], last, false).await;
+                samples.push((published, asked.elapsed()));
+                // Back to ready, before the next change.
+                command(&format!("flip {service} {}", generation + 1));
+                watcher.changed().await.expect("the set changes");
+                until_picked(&balancers[service], last, true).await;
+            }
+        });
+        // Every flip answered.
+        for _ in 0..CHANGES * 2 {
+            answer();
         }
-    });
-    // Every flip answered.
-    for _ in 0..CHANGES * 2 {
-        lines.next().expect("an answer").expect("readable");
+        let mut published: Vec<Duration> = samples.iter().map(|(p, _)| *p).collect();
+        let mut picked: Vec<Duration> = samples.iter().map(|(_, p)| *p).collect();
+        let mut balancer: Vec<Duration> = samples.iter().map(|(p, q)| *q - *p).collect();
+        for (what, samples) in [
+            ("a change in the Endpoints handle", &mut published),
+            ("a change reaching picks", &mut picked),
+            ("of which the balancer (published -> picks)", &mut balancer),
+        ] {
+            samples.sort();
+            println!(
+                "{what}, {CHANGES} changes: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+                percentile(samples, 0.5),
+                percentile(samples, 0.9),
+                percentile(samples, 0.99),
+                samples[samples.len() - 1],
+            );
+        }
     }
-    samples.sort();
+
+    let ticks = process::ticks_per_second();
+    // Quiet: no change at all.
+    command("count");
+    let queries = answer();
+    let cpu = process::cpu_time(ticks);
+    let started = Instant::now();
+    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(quiet_seconds)).await });
+    let spent = process::cpu_time(ticks) - cpu;
+    let wall = started.elapsed();
+    command("count");
+    let quiet_queries = answer() - queries;
     println!(
-        "a change reaching picks, {CHANGES} changes: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.9),
-        percentile(&samples, 0.99),
-        samples[samples.len() - 1],
+        "quiet for {quiet_seconds} s: {:.2} s of CPU ({:.1} CPU-s per minute){}",
+        spent.as_secs_f64(),
+        spent.as_secs_f64() / wall.as_secs_f64() * 60.0,
+        match source {
+            Source::Dns => format!(
+                "; {:.0} DNS queries answered per second",
+                quiet_queries as f64 / wall.as_secs_f64()
+            ),
+            Source::Kubernetes => String::new(),
+        }
     );
 
     // Churn: 1% of the endpoints replaced per second.
     let rate = endpoints / 100;
-    let ticks = process::ticks_per_second();
+    command("count");
+    let queries = answer();
     let cpu = process::cpu_time(ticks);
     let started = Instant::now();
-    command(format!("churn {rate} {churn_seconds}"));
-    lines.next().expect("the churn ends").expect("readable");
-    // Every balancer ends with its last replacement.
+    command(&format!("churn {rate} {churn_seconds}"));
+    answer();
+    // Every balancer ends with its last replacement (a DNS source sees it at its next lookup).
     runtime.block_on(async {
-        let writes = rate * churn_seconds;
+        let writes = rate * churn_seconds as usize;
         for (service, balance) in balancers.iter().enumerate() {
             let shifts = writes / services + usize::from(service < writes % services);
             let newest = address(service * SPACING + shifts + PER_SERVICE - 1);
-            until_picked(balance, newest, true).await;
+            until_picking(balance, newest).await;
         }
     });
     let spent = process::cpu_time(ticks) - cpu;
     let wall = started.elapsed();
+    command("count");
+    let churn_queries = answer() - queries;
     println!(
-        "churn of {rate} endpoints/s for {churn_seconds} s: {:.2} s of CPU in {:.1} s ({:.1}% of one core; {:.1} CPU-s per minute)",
+        "churn of {rate} endpoints/s for {churn_seconds} s: {:.2} s of CPU in {:.1} s ({:.1}% of one core; {:.1} CPU-s per minute){}",
         spent.as_secs_f64(),
         wall.as_secs_f64(),
         spent.as_secs_f64() / wall.as_secs_f64() * 100.0,
         spent.as_secs_f64() / wall.as_secs_f64() * 60.0,
+        match source {
+            Source::Dns => format!(
+                "; {:.0} DNS queries answered per second",
+                churn_queries as f64 / wall.as_secs_f64()
+            ),
+            Source::Kubernetes => String::new(),
+        }
     );
     drop(command);
     let _ = child.wait();

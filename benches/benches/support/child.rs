@@ -1,18 +1,18 @@
-//! What the benchmarks that run the fake API server in a child process share (`fleet`,
-//! `api_server`): starting the child, its kubeconfig, and a client from it.
+//! What the benchmarks that run a server in a child process share (`fleet`, `api_server`):
+//! starting the child, the line it announces itself with, and a client of the fake API server.
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use waypost_discovery::source::kubernetes::kube;
 
-/// The child process: its stdin for commands, its stdout lines for answers, and the kubeconfig
-/// it printed first.
+/// The child process: its stdin for commands, its stdout lines for answers, and the line it
+/// printed first (the fake API server's kubeconfig, or a server's address).
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
     pub(crate) commands: ChildStdin,
     pub(crate) lines: Lines<BufReader<ChildStdout>>,
-    pub(crate) kubeconfig: String,
+    pub(crate) announced: String,
 }
 
 /// Runs this benchmark's own binary again with `var` set, as the server.
@@ -26,22 +26,23 @@ pub(crate) fn start(var: &str) -> ServerProcess {
         .expect("the server process starts");
     let commands = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let kubeconfig = lines
+    let announced = lines
         .next()
-        .expect("the kubeconfig")
+        .expect("the server's first line")
         .expect("readable")
         .replace("\\n", "\n");
     ServerProcess {
         child,
         commands,
         lines,
-        kubeconfig,
+        announced,
     }
 }
 
-/// Prints the server's kubeconfig on one line: the child's first output.
-pub(crate) fn announce(kubeconfig: &str) {
-    println!("{}", kubeconfig.replace('\n', "\\n"));
+/// Prints what the parent needs to reach the server (a kubeconfig, an address) on one line: the
+/// child's first output.
+pub(crate) fn announce(text: &str) {
+    println!("{}", text.replace('\n', "\\n"));
 }
 
 /// A client of the server behind `kubeconfig`.
