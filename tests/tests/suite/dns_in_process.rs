@@ -989,3 +989,59 @@ async fn ip_literals_never_query_dns() {
     }
     assert_eq!(server.query_count(), 0, "{:?}", server.queries());
 }
+
+/// Sources with the same settings share one resolver, and with it one response cache: each
+/// still follows its own name, and an early refresh of one reaches the server although the
+/// other's answer, with a TTL of an hour, was cached in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_sharing_a_resolver_each_follow_their_own_name() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("one.waypost.test", &[ip("127.0.0.2")], 3600);
+    server.set_addresses("two.waypost.test", &[ip("127.0.0.3")], 3600);
+    let options = options_for(server.address())
+        .ip_families(IpFamilies::V4Only)
+        .early_refresh_interval(Duration::from_millis(200));
+    let one = spawn("dns:///one.waypost.test.:80", options.clone());
+    let two = spawn("dns:///two.waypost.test.:81", options);
+    assert_eq!(
+        one.resolved()
+            .await
+            .unwrap()
+            .addresses()
+            .collect::<Vec<_>>(),
+        [addr("127.0.0.2", 80)]
+    );
+    assert_eq!(
+        two.resolved()
+            .await
+            .unwrap()
+            .addresses()
+            .collect::<Vec<_>>(),
+        [addr("127.0.0.3", 81)]
+    );
+
+    // Both names change; the TTL would hide it for an hour, early refreshes find it.
+    server.set_addresses("one.waypost.test", &[ip("127.0.0.4")], 3600);
+    server.set_addresses("two.waypost.test", &[ip("127.0.0.5")], 3600);
+    one.request_refresh();
+    wait_for_addresses(&one, PATIENCE, &[addr("127.0.0.4", 80)]).await;
+    assert_eq!(
+        addresses(&two),
+        [addr("127.0.0.3", 81)],
+        "nothing asked for two yet"
+    );
+    two.request_refresh();
+    wait_for_addresses(&two, PATIENCE, &[addr("127.0.0.5", 81)]).await;
+    assert_eq!(addresses(&one), [addr("127.0.0.4", 80)]);
+
+    let asked = |name: &str| {
+        server
+            .queries()
+            .iter()
+            .filter(|(asked, kind)| asked.starts_with(name) && *kind == RecordType::A)
+            .count()
+    };
+    assert!(asked("one.waypost.test") >= 2, "{:?}", server.queries());
+    assert!(asked("two.waypost.test") >= 2, "{:?}", server.queries());
+    assert!(one.health().is_current() && two.health().is_current());
+}

@@ -7,6 +7,9 @@
 //! learns, and asks again when the answer's TTL runs out, so the endpoint set follows a
 //! headless Service as pods come and go, without any request having to fail first (gRPC's own
 //! DNS resolver only looks again after a connection fails, so scaled-up pods get no traffic).
+//! The targets of one runtime with the same resolver settings (nameservers, search domains,
+//! `ndots`, timeout, tries) share one hickory resolver: its connections, cache and hosts file
+//! are paid once per process, not once per target.
 //!
 //! - **Address targets** (`dns:///api.prod.svc.cluster.local:8080`) ask for A and AAAA records;
 //!   every address becomes an endpoint with the target's port. A headless Service answers one
