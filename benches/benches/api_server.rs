@@ -56,12 +56,7 @@ fn slice(service: usize, generation: u64) -> serde_json::Value {
 
 /// The child: the fake API server with every Service, driven by lines on stdin.
 fn serve() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    child::runtime().block_on(async {
         let rig = Arc::new(FakeApiServer::start().await);
         for service in 0..SERVICES {
             rig.apply(slice(service, 0));

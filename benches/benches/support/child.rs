@@ -39,6 +39,15 @@ pub(crate) fn start(var: &str) -> ServerProcess {
     }
 }
 
+/// The server's runtime in the child: one worker, so the server keeps to one core.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Prints what the parent needs to reach the server (a kubeconfig, an address) on one line: the
 /// child's first output.
 pub(crate) fn announce(text: &str) {
