@@ -19,8 +19,6 @@
 //! limit of 20 000 here, in both processes). Without `--bench` (as `cargo test --benches` runs
 //! it): 10 clients.
 
-use std::io::{BufReader, Lines, Write};
-use std::process::ChildStdout;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,15 +102,12 @@ struct Stats {
     cpu: f64,
 }
 
-struct Server {
-    commands: std::process::ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct Server(child::Channel);
 
 impl Server {
     fn ask(&mut self, line: &str) -> String {
-        writeln!(self.commands, "{line}").expect("the child reads commands");
-        self.lines.next().expect("an answer").expect("readable")
+        self.0.send(line);
+        self.0.reply()
     }
 
     fn stats(&mut self) -> Stats {
@@ -244,11 +239,10 @@ fn main() {
     };
     let child::ServerProcess {
         mut child,
-        commands,
-        lines,
+        channel,
         announced: kubeconfig,
     } = child::start(SERVER_VAR);
-    let mut server = Server { commands, lines };
+    let mut server = Server(channel);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -35,7 +35,6 @@
 //! Without `--bench` (as `cargo test --benches` runs it): 20 Services, short phases.
 
 use std::alloc::System;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,6 +259,68 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The child's command lines.
+struct Server(child::Channel);
+
+impl Server {
+    fn command(&mut self, line: &str) {
+        self.0.send(line);
+    }
+
+    /// The counter in the child's answer to the oldest unanswered command.
+    fn answer(&mut self) -> u64 {
+        let line = self.0.reply();
+        line.strip_prefix("done ")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("the child answered {line:?}"))
+    }
+
+    /// The child's counter now.
+    fn count(&mut self) -> u64 {
+        self.command("count");
+        self.answer()
+    }
+}
+
+/// What a phase cost this process, and the DNS queries the child answered meanwhile.
+struct Phase {
+    spent: Duration,
+    wall: Duration,
+    queries: u64,
+}
+
+impl Phase {
+    fn measure(server: &mut Server, run: impl FnOnce(&mut Server)) -> Phase {
+        let ticks = process::ticks_per_second();
+        let queries = server.count();
+        let cpu = process::cpu_time(ticks);
+        let started = Instant::now();
+        run(server);
+        let spent = process::cpu_time(ticks) - cpu;
+        let wall = started.elapsed();
+        Phase {
+            spent,
+            wall,
+            queries: server.count() - queries,
+        }
+    }
+
+    fn per_minute(&self) -> f64 {
+        self.spent.as_secs_f64() / self.wall.as_secs_f64() * 60.0
+    }
+
+    /// The DNS queries per second, for the report line.
+    fn queries(&self, source: Source) -> String {
+        match source {
+            Source::Dns => format!(
+                "; {:.0} DNS queries answered per second",
+                self.queries as f64 / self.wall.as_secs_f64()
+            ),
+            Source::Kubernetes => String::new(),
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let (services, quiet_seconds, churn_seconds) = if full { (200, 20, 60) } else { (20, 1, 2) };
@@ -279,20 +340,10 @@ fn main() {
         .unwrap_or(DEFAULT_PAGE_SIZE);
     let child::ServerProcess {
         mut child,
-        mut commands,
-        mut lines,
+        channel,
         announced,
     } = child::start(SERVER_VAR);
-    let mut command = move |line: &str| {
-        writeln!(commands, "{line}").expect("the child reads commands");
-    };
-    // The counter in the child's answer to the last command.
-    let mut answer = move || -> u64 {
-        let line = lines.next().expect("an answer").expect("readable");
-        line.strip_prefix("done ")
-            .and_then(|count| count.parse().ok())
-            .unwrap_or_else(|| panic!("the child answered {line:?}"))
-    };
+    let mut server = Server(channel);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -400,20 +451,20 @@ fn main() {
                 // Waiting for the set sleeps; only the wait for the balancer spins.
                 let mut watcher = sources[service].watch();
                 let asked = Instant::now();
-                command(&format!("flip {service} {generation}"));
+                server.command(&format!("flip {service} {generation}"));
                 watcher.changed().await.expect("the set changes");
                 let published = asked.elapsed();
                 until_picked(&balancers[service], last, false).await;
                 samples.push((published, asked.elapsed()));
                 // Back to ready, before the next change.
-                command(&format!("flip {service} {}", generation + 1));
+                server.command(&format!("flip {service} {}", generation + 1));
                 watcher.changed().await.expect("the set changes");
                 until_picked(&balancers[service], last, true).await;
             }
         });
         // Every flip answered.
         for _ in 0..CHANGES * 2 {
-            answer();
+            server.answer();
         }
         let mut published: Vec<Duration> = samples.iter().map(|(p, _)| *p).collect();
         let mut picked: Vec<Duration> = samples.iter().map(|(_, p)| *p).collect();
@@ -434,65 +485,41 @@ fn main() {
         }
     }
 
-    let ticks = process::ticks_per_second();
     // Quiet: no change at all.
-    command("count");
-    let queries = answer();
-    let cpu = process::cpu_time(ticks);
-    let started = Instant::now();
-    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(quiet_seconds)).await });
-    let spent = process::cpu_time(ticks) - cpu;
-    let wall = started.elapsed();
-    command("count");
-    let quiet_queries = answer() - queries;
+    let quiet = Phase::measure(&mut server, |_| {
+        runtime.block_on(async { tokio::time::sleep(Duration::from_secs(quiet_seconds)).await });
+    });
     println!(
         "quiet for {quiet_seconds} s: {:.2} s of CPU ({:.1} CPU-s per minute){}",
-        spent.as_secs_f64(),
-        spent.as_secs_f64() / wall.as_secs_f64() * 60.0,
-        match source {
-            Source::Dns => format!(
-                "; {:.0} DNS queries answered per second",
-                quiet_queries as f64 / wall.as_secs_f64()
-            ),
-            Source::Kubernetes => String::new(),
-        }
+        quiet.spent.as_secs_f64(),
+        quiet.per_minute(),
+        quiet.queries(source),
     );
 
     // Churn: 1% of the endpoints replaced per second.
     let rate = endpoints / 100;
-    command("count");
-    let queries = answer();
-    let cpu = process::cpu_time(ticks);
-    let started = Instant::now();
-    command(&format!("churn {rate} {churn_seconds}"));
-    answer();
-    // Every balancer ends with its last replacement (a DNS source sees it at its next lookup).
-    runtime.block_on(async {
-        let writes = rate * churn_seconds as usize;
-        for (service, balance) in balancers.iter().enumerate() {
-            let shifts = writes / services + usize::from(service < writes % services);
-            let newest = address(service * SPACING + shifts + PER_SERVICE - 1);
-            until_picking(balance, newest).await;
-        }
+    let churn = Phase::measure(&mut server, |server| {
+        server.command(&format!("churn {rate} {churn_seconds}"));
+        server.answer();
+        // Every balancer ends with its last replacement (a DNS source sees it at its next
+        // lookup).
+        runtime.block_on(async {
+            let writes = rate * churn_seconds as usize;
+            for (service, balance) in balancers.iter().enumerate() {
+                let shifts = writes / services + usize::from(service < writes % services);
+                let newest = address(service * SPACING + shifts + PER_SERVICE - 1);
+                until_picking(balance, newest).await;
+            }
+        });
     });
-    let spent = process::cpu_time(ticks) - cpu;
-    let wall = started.elapsed();
-    command("count");
-    let churn_queries = answer() - queries;
     println!(
         "churn of {rate} endpoints/s for {churn_seconds} s: {:.2} s of CPU in {:.1} s ({:.1}% of one core; {:.1} CPU-s per minute){}",
-        spent.as_secs_f64(),
-        wall.as_secs_f64(),
-        spent.as_secs_f64() / wall.as_secs_f64() * 100.0,
-        spent.as_secs_f64() / wall.as_secs_f64() * 60.0,
-        match source {
-            Source::Dns => format!(
-                "; {:.0} DNS queries answered per second",
-                churn_queries as f64 / wall.as_secs_f64()
-            ),
-            Source::Kubernetes => String::new(),
-        }
+        churn.spent.as_secs_f64(),
+        churn.wall.as_secs_f64(),
+        churn.per_minute() / 60.0 * 100.0,
+        churn.per_minute(),
+        churn.queries(source),
     );
-    drop(command);
+    drop(server);
     let _ = child.wait();
 }

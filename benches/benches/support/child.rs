@@ -1,18 +1,35 @@
 //! What the benchmarks that run a server in a child process share (`fleet`, `api_server`):
 //! starting the child, the line it announces itself with, and a client of the fake API server.
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use waypost_discovery::source::kubernetes::kube;
 
-/// The child process: its stdin for commands, its stdout lines for answers, and the line it
-/// printed first (the fake API server's kubeconfig, or a server's address).
+/// The child process: the lines to and from it, and the line it printed first (the fake API
+/// server's kubeconfig, or a server's address).
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
-    pub(crate) commands: ChildStdin,
-    pub(crate) lines: Lines<BufReader<ChildStdout>>,
+    pub(crate) channel: Channel,
     pub(crate) announced: String,
+}
+
+/// The child's stdin for commands and its stdout for answers, a line each.
+pub(crate) struct Channel {
+    commands: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Channel {
+    /// Sends one command line.
+    pub(crate) fn send(&mut self, line: &str) {
+        writeln!(self.commands, "{line}").expect("the child reads commands");
+    }
+
+    /// The next answer line.
+    pub(crate) fn reply(&mut self) -> String {
+        self.lines.next().expect("an answer").expect("readable")
+    }
 }
 
 /// Runs this benchmark's own binary again with `var` set, as the server.
@@ -33,8 +50,7 @@ pub(crate) fn start(var: &str) -> ServerProcess {
         .replace("\\n", "\n");
     ServerProcess {
         child,
-        commands,
-        lines,
+        channel: Channel { commands, lines },
         announced,
     }
 }
