@@ -46,7 +46,7 @@ use std::task::{Context, Poll, ready};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use pin_project::pin_project;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tower::Service;
 use tower::util::Oneshot;
@@ -181,7 +181,7 @@ impl<K, C> Builder<K, C> {
             total_in_flight: config
                 .policy
                 .bounded_load
-                .map(|_| CachePadded::new(AtomicU64::new(0))),
+                .map(|_| Box::new(CachePadded::new(AtomicU64::new(0)))),
             limit: config
                 .concurrency_limit
                 .as_ref()
@@ -191,31 +191,29 @@ impl<K, C> Builder<K, C> {
             load_feedback: config.load_feedback.clone(),
             epoch: Instant::now(),
             metrics,
+            config,
         });
         let context_limit = context.limit;
-        let (table_epoch, _) = watch::channel(0);
-        let (alive, dead) = oneshot::channel();
-        let (snapshots, snapshot_requests) = mpsc::unbounded_channel();
+        let uses_stripes = context.config.policy.uses_stripes();
         let shared = Arc::new(Shared {
             context,
             table: ArcSwap::from_pointee(PickTable::empty(ErrorKind::NoEndpoints)),
-            table_epoch,
-            stripes: if config.policy.uses_stripes() {
+            tables_built: AtomicU64::new(0),
+            table_changed: Notify::new(),
+            stripes: if uses_stripes {
                 Stripes::new(seed)
             } else {
                 Stripes::unused()
             },
-            config,
             clones: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
-            _alive: alive,
-            snapshots,
+            snapshots: Default::default(),
             limit: context_limit,
         });
         let mut updater = Updater::new(&shared, make);
         updater.apply_set(&set, true);
         updater.refresh();
-        tokio::spawn(updater.run(watcher, dead, snapshot_requests));
+        tokio::spawn(updater.run(watcher));
         Ok(Balance {
             shared,
             rng: fastrand::Rng::with_seed(seed),
@@ -254,7 +252,7 @@ impl<S, K, C> Balance<S, K, C> {
 
     /// The configuration.
     pub fn config(&self) -> &BalanceConfig {
-        &self.shared.config
+        &self.shared.context.config
     }
 
     /// The endpoint a request with hash `key` would be sent to now, without sending anything:
@@ -276,12 +274,7 @@ impl<S, K, C> Balance<S, K, C> {
         let shared = &self.shared;
         let table = shared.table.load();
         table
-            .pick(
-                key,
-                &mut self.rng,
-                &shared.stripes,
-                shared.context.total_in_flight.as_deref(),
-            )
+            .pick(key, &mut self.rng, &shared.stripes, &shared.context)
             .map(with)
     }
 
@@ -306,7 +299,7 @@ impl<S, K, C> Balance<S, K, C> {
     /// How many tables were installed so far.
     #[cfg(test)]
     pub(crate) fn tables_built(&self) -> u64 {
-        *self.shared.table_epoch.borrow()
+        self.shared.tables_built.load(Ordering::Relaxed)
     }
 
     /// Requests in flight per usable endpoint, for diagnostics and tests.
@@ -329,7 +322,7 @@ where
     /// by the balancer's background task, between two of its updates; requests are not slowed.
     pub fn snapshot(&self) -> impl Future<Output = Snapshot> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let asked = self.shared.snapshots.send(reply).is_ok();
+        let asked = self.shared.request_snapshot(reply);
         let shared = Arc::clone(&self.shared);
         async move {
             if asked && let Ok(snapshot) = answer.await {
@@ -346,7 +339,7 @@ impl<S, K: Clone, C: Clone> Clone for Balance<S, K, C> {
         // Every clone needs its own random sequence: programs clone a client per request, and
         // clones sharing one sequence would all pick the same pair. The thread's generator
         // seeds it without touching shared state; a configured seed stays reproducible.
-        let rng = match self.shared.config.seed {
+        let rng = match self.shared.context.config.seed {
             None => fastrand::Rng::with_seed(fastrand::u64(..)),
             Some(seed) => {
                 let clone = self.shared.clones.fetch_add(1, Ordering::Relaxed);
@@ -369,7 +362,7 @@ impl<S, K, C> fmt::Debug for Balance<S, K, C> {
         let table = self.shared.table.load();
         f.debug_struct("Balance")
             .field("target", &self.shared.context.target)
-            .field("policy", &self.shared.config.policy)
+            .field("policy", &self.shared.context.config.policy)
             .field("usable_endpoints", &table.len())
             .field("panic", &table.panic)
             .finish()
@@ -414,7 +407,7 @@ where
             Begin::Started(in_flight) => {
                 ResponseFuture::calling(in_flight, request, self.classify.clone())
             }
-            Begin::Full(limit) if shared.config.concurrency_limit_fails() => {
+            Begin::Full(limit) if shared.context.config.concurrency_limit_fails() => {
                 ResponseFuture::failed(
                     overloaded(shared, limit, std::time::Duration::ZERO),
                     request,
@@ -451,12 +444,7 @@ fn begin_limited<S>(
     rng: &mut fastrand::Rng,
     limit: u32,
 ) -> Begin<S> {
-    let Some(slot) = table.pick(
-        key,
-        rng,
-        &shared.stripes,
-        shared.context.total_in_flight.as_deref(),
-    ) else {
+    let Some(slot) = table.pick(key, rng, &shared.stripes, &shared.context) else {
         return Begin::Empty;
     };
     if let Some(in_flight) = InFlight::try_start(slot, limit) {
@@ -485,12 +473,7 @@ fn begin<S>(
 ) -> Begin<S> {
     match shared.context.limit {
         Some(limit) => begin_limited(shared, table, key, rng, limit),
-        None => match table.pick(
-            key,
-            rng,
-            &shared.stripes,
-            shared.context.total_in_flight.as_deref(),
-        ) {
+        None => match table.pick(key, rng, &shared.stripes, &shared.context) {
             Some(slot) => Begin::Started(InFlight::start(Arc::clone(slot))),
             None => Begin::Empty,
         },
@@ -503,7 +486,7 @@ fn table_only_snapshot<S>(shared: &Shared<S>) -> Snapshot {
     let context = &shared.context;
     Snapshot {
         target: context.target.to_string(),
-        policy: shared.config.policy.name(),
+        policy: shared.context.config.policy.name(),
         mode: table.mode(),
         usable_endpoints: table.len(),
         set_revision: context.endpoints.revision(),
@@ -811,11 +794,14 @@ where
             // Counted while it waits: the background task probes unreachable endpoints early
             // for waiting requests instead of letting them wait out a long backoff.
             let _waiting = Waiting::start(&shared);
-            let deadline = crate::state::after(started, shared.config.wait_for_endpoints);
-            let mut epoch = shared.table_epoch.subscribe();
+            let deadline = crate::state::after(started, shared.context.config.wait_for_endpoints);
             let mut waiting_for_room = None;
             loop {
-                epoch.borrow_and_update();
+                // Registered before the table is read: a table installed after the read wakes
+                // this request.
+                let changed = shared.table_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
                 let room = shared.context.room.notified();
                 tokio::pin!(room);
                 if waiting_for_room.is_some() {
@@ -829,7 +815,7 @@ where
                 };
                 if let Some(limit) = limit {
                     let waited = Instant::now().saturating_duration_since(started);
-                    if shared.config.concurrency_limit_fails() {
+                    if shared.context.config.concurrency_limit_fails() {
                         return Err(overloaded(&shared, limit, waited));
                     }
                     if waiting_for_room.is_none() {
@@ -840,7 +826,7 @@ where
                     }
                     tokio::select! {
                         _ = &mut room => continue,
-                        changed = epoch.changed() => if changed.is_ok() { continue },
+                        _ = &mut changed => continue,
                         _ = tokio::time::sleep_until(deadline) => {}
                     }
                     let waited = Instant::now().saturating_duration_since(started);
@@ -856,8 +842,8 @@ where
                     let waited = Instant::now().saturating_duration_since(started);
                     return Err(unavailable(&shared, reason, waited));
                 }
-                match tokio::time::timeout_at(deadline, epoch.changed()).await {
-                    Ok(Ok(())) => continue,
+                match tokio::time::timeout_at(deadline, &mut changed).await {
+                    Ok(()) => continue,
                     _ => {
                         let waited = Instant::now().saturating_duration_since(started);
                         return Err(unavailable(&shared, reason, waited));

@@ -29,6 +29,7 @@ use crate::state::{Clock, Connectivity, EndpointState};
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) target: Arc<str>,
+    pub(crate) config: BalanceConfig,
     pub(crate) endpoints: Endpoints,
     pub(crate) clock: Clock,
     /// Peak EWMA decay time in milliseconds and failure penalty, when the policy uses them.
@@ -41,7 +42,9 @@ pub(crate) struct Context {
     /// [`ConnectivityReporter::retry_requested`]: crate::ConnectivityReporter::retry_requested
     pub(crate) retry: Arc<Notify>,
     /// Requests in flight across all endpoints, kept only for bounded loads.
-    pub(crate) total_in_flight: Option<CachePadded<AtomicU64>>,
+    /// Boxed, on its own cache line: every request of the balancer writes it, and the context
+    /// beside it is read by every request.
+    pub(crate) total_in_flight: Option<Box<CachePadded<AtomicU64>>>,
     /// The per-endpoint concurrency limit, when configured.
     pub(crate) limit: Option<u32>,
     /// With a concurrency limit: requests waiting for room on a full endpoint, and the
@@ -57,6 +60,12 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Requests in flight across all endpoints, kept only for bounded loads.
+    #[inline]
+    pub(crate) fn total_in_flight(&self) -> Option<&AtomicU64> {
+        self.total_in_flight.as_deref().map(|total| &**total)
+    }
+
     /// Milliseconds from the balancer's epoch to `at`.
     pub(crate) fn millis_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
@@ -128,8 +137,9 @@ pub(crate) struct PickTable<S> {
     pub(crate) panic: bool,
     candidates: Box<[Arc<Slot<S>>]>,
     primary: Option<Group>,
-    /// The spill-over group and the share of picks it gets, scaled to `u32::MAX`.
-    spill: Option<(Group, u32)>,
+    /// The spill-over group and the share of picks it gets, scaled to `u32::MAX`. Boxed: only
+    /// zone-aware tables have one, and every table would carry its room otherwise.
+    spill: Option<Box<(Group, u32)>>,
     bounded_load: Option<f64>,
     /// The per-endpoint concurrency limit: picks pass full endpoints over.
     limit: Option<u32>,
@@ -192,21 +202,18 @@ impl<S> PickTable<S> {
         key: Option<u64>,
         rng: &mut fastrand::Rng,
         stripes: &Stripes,
-        total_in_flight: Option<&AtomicU64>,
+        context: &Context,
     ) -> Option<&Arc<Slot<S>>> {
         let primary = self.primary.as_ref()?;
-        let group = match &self.spill {
+        let group = match self.spill.as_deref() {
             Some((spill, share)) if rng.u32(..) < *share => spill,
             _ => primary,
         };
         let slots = &self.candidates[group.start..group.start + group.len];
-        let bound = match (self.bounded_load, total_in_flight) {
-            (Some(epsilon), Some(total)) => {
-                let total = total.load(Ordering::Relaxed) as f64 + 1.0;
-                Some(((1.0 + epsilon) * total / group.len as f64).ceil() as u32)
-            }
-            _ => None,
-        };
+        let bound = self.bounded_load.and_then(|epsilon| {
+            let total = context.total_in_flight()?.load(Ordering::Relaxed) as f64 + 1.0;
+            Some(((1.0 + epsilon) * total / group.len as f64).ceil() as u32)
+        });
         let index = group.table.pick(
             key,
             rng,
@@ -270,7 +277,7 @@ impl<S> PickTable<S> {
     /// How the table picks, for snapshots.
     pub(crate) fn mode(&self) -> crate::snapshot::TableMode {
         use crate::snapshot::TableMode;
-        match (self.status, &self.spill) {
+        match (self.status, self.spill.as_deref()) {
             (TableStatus::Empty(reason), _) => TableMode::Empty(reason),
             _ if self.panic => TableMode::Panic,
             (TableStatus::Ready, Some((_, share))) => TableMode::ZoneSpillOver {
@@ -396,12 +403,12 @@ pub(crate) fn build<S>(
             .map(|table| Group { start, len, table })
     };
     let previous_primary = previous.and_then(|table| table.primary.as_ref());
-    let previous_spill = previous.and_then(|table| table.spill.as_ref().map(|(group, _)| group));
+    let previous_spill = previous.and_then(|table| table.spill.as_deref().map(|(group, _)| group));
     let (primary, spill) = match local_share {
         Some(share) => (
             group(0, local_len, previous_primary),
             group(local_len, ordered.len() - local_len, previous_spill)
-                .map(|g| (g, ((1.0 - share) * f64::from(u32::MAX)) as u32)),
+                .map(|g| Box::new((g, ((1.0 - share) * f64::from(u32::MAX)) as u32))),
         ),
         None => (group(0, ordered.len(), previous_primary), None),
     };

@@ -10,11 +10,11 @@
 //! flow. The task ends when the last clone of the balancer is dropped.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use waypost_discovery::backoff::Backoff;
 use waypost_discovery::{Endpoint, EndpointSet, Watcher};
@@ -31,21 +31,70 @@ use crate::table::{self, BuildEntry, Context, PickTable, Slot};
 pub(crate) struct Shared<S> {
     pub(crate) context: Arc<Context>,
     pub(crate) table: ArcSwap<PickTable<S>>,
-    /// Bumped after every table build, for requests waiting for an endpoint.
-    pub(crate) table_epoch: watch::Sender<u64>,
+    /// Tables installed so far.
+    pub(crate) tables_built: std::sync::atomic::AtomicU64,
+    /// Notified after every table build, for requests waiting for an endpoint.
+    pub(crate) table_changed: Notify,
     pub(crate) stripes: Stripes,
-    pub(crate) config: BalanceConfig,
     /// Clones made so far, to give seeded clones distinct sequences.
     pub(crate) clones: std::sync::atomic::AtomicU64,
     /// Requests waiting for a usable endpoint.
     pub(crate) waiting: std::sync::atomic::AtomicUsize,
-    /// Dropped with the last clone of the balancer: ends the background task.
-    pub(crate) _alive: oneshot::Sender<()>,
-    /// Asks the background task for a [`Snapshot`].
-    pub(crate) snapshots: mpsc::UnboundedSender<oneshot::Sender<Snapshot>>,
+    /// Requests for a [`Snapshot`], answered by the background task when it wakes.
+    pub(crate) snapshots: Mutex<SnapshotRequests>,
     /// The per-endpoint concurrency limit (as in the context), read by `call` without going
     /// through the context.
     pub(crate) limit: Option<u32>,
+}
+
+impl<S> Drop for Shared<S> {
+    /// The last clone of the balancer is gone: the background task wakes and ends.
+    fn drop(&mut self) {
+        self.context.wake.notify_one();
+    }
+}
+
+impl<S> Shared<S> {
+    /// Asks the background task for a snapshot and wakes it; `false` when the task is gone.
+    pub(crate) fn request_snapshot(&self, reply: oneshot::Sender<Snapshot>) -> bool {
+        {
+            let mut requests = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if requests.closed {
+                return false;
+            }
+            requests.pending.push(reply);
+        }
+        self.context.wake.notify_one();
+        true
+    }
+}
+
+/// Snapshot requests not answered yet. Nothing is allocated until one comes.
+#[derive(Default)]
+pub(crate) struct SnapshotRequests {
+    pending: Vec<oneshot::Sender<Snapshot>>,
+    /// The task ended without being asked to (it panicked): nothing will answer.
+    closed: bool,
+}
+
+/// Held by the background task: when the task ends while the balancer is still in use (a
+/// panic), pending and later snapshot requests are told so at once.
+struct CloseSnapshots<S>(Weak<Shared<S>>);
+
+impl<S> Drop for CloseSnapshots<S> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            let mut requests = shared
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            requests.closed = true;
+            requests.pending.clear();
+        }
+    }
 }
 
 /// The task's record of one endpoint of the applied set (the endpoint itself is read from the
@@ -53,7 +102,7 @@ pub(crate) struct Shared<S> {
 struct Tracked<S> {
     slot: Arc<Slot<S>>,
     /// When the endpoint joined, for slow start; `None` for the balancer's first set.
-    joined: Option<Instant>,
+    joined: Option<Joined>,
     ejections: u16,
     /// What the last table was built from for this endpoint: see [`build_input`].
     built_from: u16,
@@ -62,6 +111,23 @@ struct Tracked<S> {
     /// Ejection and reachability timings: only endpoints that failed have them (most never
     /// do), so they are allocated when needed and dropped once everything is back at rest.
     episodes: Option<Box<Episodes>>,
+}
+
+/// When an endpoint joined: microseconds since the balancer's epoch, plus one. 8 bytes where an
+/// `Option<Instant>` takes 16, in a record every endpoint has.
+#[derive(Debug, Clone, Copy)]
+struct Joined(std::num::NonZeroU64);
+
+impl Joined {
+    fn at(at: Instant, epoch: Instant) -> Self {
+        let micros =
+            u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX - 1);
+        Joined(std::num::NonZeroU64::MIN.saturating_add(micros))
+    }
+
+    fn instant(self, epoch: Instant) -> Instant {
+        after(epoch, Duration::from_micros(self.0.get() - 1))
+    }
 }
 
 /// What the task remembers of an endpoint's ejections and unreachable periods.
@@ -164,7 +230,6 @@ pub(crate) struct Updater<M: MakeEndpoint> {
     /// Weak, so that dropping the last balancer clone drops the shared state and stops the task.
     shared: Weak<Shared<M::Service>>,
     context: Arc<Context>,
-    config: BalanceConfig,
     make: M,
     /// Sorted by address, as discovery sets are: a new set is merged in one pass.
     tracked: Vec<Tracked<M::Service>>,
@@ -180,11 +245,13 @@ pub(crate) struct Updater<M: MakeEndpoint> {
 
 impl<M: MakeEndpoint> Updater<M> {
     pub(crate) fn new(shared: &Arc<Shared<M::Service>>, make: M) -> Self {
-        let next_interval = after(Instant::now(), shared.config.outlier_detection.interval);
+        let next_interval = after(
+            Instant::now(),
+            shared.context.config.outlier_detection.interval,
+        );
         Updater {
             shared: Arc::downgrade(shared),
             context: Arc::clone(&shared.context),
-            config: shared.config.clone(),
             make,
             tracked: Vec::new(),
             next_interval,
@@ -201,7 +268,7 @@ impl<M: MakeEndpoint> Updater<M> {
     pub(crate) fn apply_set(&mut self, set: &Arc<EndpointSet>, first: bool) {
         // With subsetting the balancer only ever sees (and connects to) its subset, at the
         // discovery set's revision.
-        let set = &match &self.config.subsetting {
+        let set = &match &self.context.config.subsetting {
             Some(subsetting) => Arc::new(set.keeping(&subsetting.select(set))),
             None => Arc::clone(set),
         };
@@ -230,8 +297,9 @@ impl<M: MakeEndpoint> Updater<M> {
         }
         let now = Instant::now();
         let now_ms = self.context.clock.now_millis();
-        let estimate = Self::initial_estimate(&self.config, &self.tracked, &self.context, now_ms);
-        let since = (!first).then_some(now);
+        let estimate =
+            Self::initial_estimate(&self.context.config, &self.tracked, &self.context, now_ms);
+        let since = (!first).then(|| Joined::at(now, self.context.epoch));
         let added: Vec<Tracked<M::Service>> = joined
             .into_iter()
             .map(|index| self.track(&endpoints[index], estimate, now_ms, since))
@@ -267,7 +335,7 @@ impl<M: MakeEndpoint> Updater<M> {
         endpoint: &Endpoint,
         initial_estimate: Duration,
         now_ms: u64,
-        joined: Option<Instant>,
+        joined: Option<Joined>,
     ) -> Tracked<M::Service> {
         let address = endpoint.address();
         let context = &self.context;
@@ -340,7 +408,7 @@ impl<M: MakeEndpoint> Updater<M> {
     /// percentages.
     fn evaluate_health(&mut self, now: Instant) {
         let waiting = self.requests_waiting();
-        let config = &self.config;
+        let config = &self.context.config;
         let outlier = &config.outlier_detection;
         let target = &self.context.target;
         let now_ms = self.context.millis_since_epoch(now);
@@ -427,7 +495,7 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     fn end_interval(&mut self, now: Instant) {
-        let config = &self.config;
+        let config = &self.context.config;
         let outlier = config.outlier_detection.clone();
         // Re-anchored at `now`: stepping by the interval could take ages for a tiny one.
         self.next_interval = after(now, outlier.interval);
@@ -468,7 +536,7 @@ impl<M: MakeEndpoint> Updater<M> {
     }
 
     fn try_eject(&mut self, address: SocketAddr, now: Instant, reason: &'static str) {
-        let outlier = &self.config.outlier_detection;
+        let outlier = &self.context.config.outlier_detection;
         let total = self.tracked.len();
         let ejected = self.tracked.iter().filter(|t| t.is_ejected()).count();
         if ejected * 100 >= usize::from(outlier.max_ejection_percent) * total {
@@ -491,7 +559,7 @@ impl<M: MakeEndpoint> Updater<M> {
             .base_ejection_time
             .saturating_mul(u32::from(tracked.ejections))
             .min(outlier.max_ejection_time);
-        episodes_of(&mut tracked.episodes, &self.config, address).ejected_until =
+        episodes_of(&mut tracked.episodes, &self.context.config, address).ejected_until =
             Some(after(now, duration));
         tracked.slot.metrics.ejected();
         tracing::warn!(
@@ -507,9 +575,9 @@ impl<M: MakeEndpoint> Updater<M> {
 
     /// The slow-start factor of `tracked` at `now`; 1 for the hashing policies, which ignore it.
     fn ramp(&self, tracked: &Tracked<M::Service>, now: Instant) -> f64 {
-        match (&self.config.slow_start, tracked.joined) {
-            (Some(slow), Some(joined)) if !self.config.policy.is_hashing() => {
-                slow.factor(now.saturating_duration_since(joined))
+        match (&self.context.config.slow_start, tracked.joined) {
+            (Some(slow), Some(joined)) if !self.context.config.policy.is_hashing() => {
+                slow.factor(now.saturating_duration_since(joined.instant(self.context.epoch)))
             }
             _ => 1.0,
         }
@@ -534,7 +602,7 @@ impl<M: MakeEndpoint> Updater<M> {
             return;
         }
         self.built_revision = Some(self.set.revision());
-        let config = &self.config;
+        let config = &self.context.config;
         let entries: Vec<BuildEntry<'_, M::Service>> = self
             .tracked
             .iter()
@@ -573,8 +641,9 @@ impl<M: MakeEndpoint> Updater<M> {
         if let Some(shared) = self.shared.upgrade() {
             shared.table.store(Arc::new(table));
             shared
-                .table_epoch
-                .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+                .tables_built
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.table_changed.notify_waiters();
         }
     }
 
@@ -593,7 +662,8 @@ impl<M: MakeEndpoint> Updater<M> {
             if let Some(until) = tracked.slot.state.shed_deadline(now_ms) {
                 next = next.min(after(self.context.epoch, Duration::from_millis(until)));
             }
-            if let Some(at) = tracked.early_probe_at(waiting, self.config.reconnect_backoff.initial)
+            if let Some(at) =
+                tracked.early_probe_at(waiting, self.context.config.reconnect_backoff.initial)
             {
                 next = next.min(at);
             }
@@ -603,9 +673,9 @@ impl<M: MakeEndpoint> Updater<M> {
             {
                 next = next.min(at);
             }
-            if let (Some(slow), Some(joined)) = (&self.config.slow_start, tracked.joined)
-                && !self.config.policy.is_hashing()
-                && now.saturating_duration_since(joined) < slow.window
+            if let (Some(slow), Some(joined)) = (&self.context.config.slow_start, tracked.joined)
+                && !self.context.config.policy.is_hashing()
+                && now.saturating_duration_since(joined.instant(self.context.epoch)) < slow.window
             {
                 let step = (slow.window / 20).max(Duration::from_millis(50));
                 next = next.min(after(now, step));
@@ -614,39 +684,34 @@ impl<M: MakeEndpoint> Updater<M> {
         next
     }
 
-    /// Runs until `alive` completes (every balancer clone dropped).
-    pub(crate) async fn run(
-        mut self,
-        mut watcher: Watcher,
-        mut alive: oneshot::Receiver<()>,
-        mut snapshots: mpsc::UnboundedReceiver<oneshot::Sender<Snapshot>>,
-    ) {
+    /// Runs until every balancer clone is dropped (the shared state's drop wakes the task).
+    pub(crate) async fn run(mut self, mut watcher: Watcher) {
+        let _close_snapshots = CloseSnapshots(Weak::clone(&self.shared));
         let mut discovery_open = true;
         loop {
             let now = Instant::now();
             let deadline = self.next_deadline(now);
-            tokio::select! {
+            let answered = tokio::select! {
                 biased;
-                _ = &mut alive => {
-                    self.context.metrics.balancer_dropped();
-                    return;
-                }
-                Some(reply) = snapshots.recv() => {
-                    let _ = reply.send(self.snapshot(Instant::now()));
-                    continue;
-                }
-                answered = watcher.answered(), if discovery_open => match answered {
-                    Ok(set) => {
-                        if set.revision() > self.set.revision() {
-                            self.apply_set(&set, false);
-                        }
-                        self.reannounced();
-                    }
-                    Err(_) => discovery_open = false,
-                },
-                _ = self.context.wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                answered = watcher.answered(), if discovery_open => Some(answered),
+                _ = self.context.wake.notified() => None,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            if self.shared.strong_count() == 0 {
+                self.context.metrics.balancer_dropped();
+                return;
             }
+            match answered {
+                Some(Ok(set)) => {
+                    if set.revision() > self.set.revision() {
+                        self.apply_set(&set, false);
+                    }
+                    self.reannounced();
+                }
+                Some(Err(_)) => discovery_open = false,
+                None => {}
+            }
+            self.answer_snapshots();
             let now = Instant::now();
             self.evaluate_health(now);
             self.rebuild(now);
@@ -674,12 +739,33 @@ impl<M: MakeEndpoint> Updater<M> {
         }
     }
 
+    /// Answers the snapshot requests that came since the last wake (each one wakes the task).
+    fn answer_snapshots(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let pending = std::mem::take(
+            &mut shared
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending,
+        );
+        if pending.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot(Instant::now());
+        for reply in pending {
+            let _ = reply.send(snapshot.clone());
+        }
+    }
+
     /// What the balancer knows now (see [`Snapshot`]).
     fn snapshot(&self, now: Instant) -> Snapshot {
         let Some(shared) = self.shared.upgrade() else {
             return Snapshot {
                 target: self.context.target.to_string(),
-                policy: self.config.policy.name(),
+                policy: self.context.config.policy.name(),
                 mode: crate::snapshot::TableMode::Empty(crate::ErrorKind::NoEndpoints),
                 usable_endpoints: 0,
                 set_revision: self.set.revision(),
@@ -727,7 +813,7 @@ impl<M: MakeEndpoint> Updater<M> {
             .collect();
         Snapshot {
             target: self.context.target.to_string(),
-            policy: self.config.policy.name(),
+            policy: self.context.config.policy.name(),
             mode: table.mode(),
             usable_endpoints: table.len(),
             set_revision: self.set.revision(),

@@ -2,8 +2,9 @@
 //!
 //! A single counter shared by every thread makes each pick a cache-line transfer between cores:
 //! two threads picking are slower than one. Instead each thread increments its own counter among
-//! a fixed number of cache-padded [`Stripes`]; a thread's picks walk the endpoints in order, and
-//! stripes start at different offsets so threads do not move in lockstep.
+//! cache-padded [`Stripes`] (twice as many as the machine runs threads at once, at most 16); a
+//! thread's picks walk the endpoints in order, and stripes start at different offsets so threads
+//! do not move in lockstep.
 //!
 //! Weighted round-robin follows nginx's smooth weighted round-robin: it interleaves endpoints
 //! (weights 5, 1, 1 give `a a b a c a a`, not `a a a a a b c`). The sequence is computed once per
@@ -15,8 +16,23 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-/// Number of counters; threads beyond this share them (round-robin per stripe stays exact).
+/// The most counters a balancer has; threads beyond the count share them (round-robin per
+/// stripe stays exact).
 pub(crate) const STRIPES: usize = 16;
+
+/// Counters per balancer: a power of two, twice the machine's parallelism (threads are given
+/// stripes in turn, and some of them never pick), at most [`STRIPES`]. 128 bytes each: sixteen
+/// on a machine with two cores would take 2 KiB per balancer for nothing.
+fn stripe_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let parallelism = std::thread::available_parallelism().map_or(STRIPES, usize::from);
+        parallelism
+            .saturating_mul(2)
+            .next_power_of_two()
+            .min(STRIPES)
+    })
+}
 
 /// The longest schedule kept; larger weight sums are scaled down proportionally.
 pub(crate) const MAX_SCHEDULE: u64 = 1 << 16;
@@ -31,13 +47,13 @@ impl Stripes {
     pub(crate) fn new(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         Stripes {
-            counters: (0..STRIPES)
+            counters: (0..stripe_count())
                 .map(|_| CachePadded::new(AtomicU64::new(rng.u64(..u64::MAX / 2))))
                 .collect(),
         }
     }
 
-    /// No counters, for a balancer whose policy is not a round-robin: 2 KiB less per balancer.
+    /// No counters, for a balancer whose policy is not a round-robin.
     /// [`next`](Self::next) then always answers 0.
     pub(crate) fn unused() -> Self {
         Stripes {
@@ -48,7 +64,11 @@ impl Stripes {
     /// The next position in `0..len` for the calling thread's stripe.
     #[inline]
     pub(crate) fn next(&self, len: usize) -> usize {
-        let Some(counter) = self.counters.get(thread_stripe()) else {
+        // The count is a power of two (or zero, when unused).
+        let Some(counter) = self
+            .counters
+            .get(thread_stripe() & self.counters.len().wrapping_sub(1))
+        else {
             return 0;
         };
         let count = counter.fetch_add(1, Ordering::Relaxed);
@@ -135,6 +155,29 @@ mod tests {
         let first = stripes.next(5);
         for i in 1..20 {
             assert_eq!(stripes.next(5), (first + i) % 5);
+        }
+    }
+
+    #[test]
+    fn stripes_follow_the_machine_and_every_thread_walks_in_order() {
+        let stripes = Stripes::new(7);
+        let count = stripes.counters.len();
+        assert!(count.is_power_of_two() && count <= STRIPES, "{count}");
+        assert!(
+            count >= 2,
+            "at least two stripes, even on one core: {count}"
+        );
+        // More threads than stripes: each still walks the endpoints in order on its stripe
+        // (threads sharing one see each other's picks, so one thread at a time here).
+        for _ in 0..count + 3 {
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let first = stripes.next(7);
+                    for i in 1..10 {
+                        assert_eq!(stripes.next(7), (first + i) % 7);
+                    }
+                });
+            });
         }
     }
 

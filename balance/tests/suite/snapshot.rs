@@ -310,3 +310,55 @@ async fn a_snapshot_names_the_table_mode() {
     assert_eq!(snapshot.mode, TableMode::Empty(ErrorKind::AllEjected));
     assert_eq!(snapshot.usable_endpoints, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_snapshots_are_all_answered() {
+    let fleet: Fleet = Arc::default();
+    let mut publisher = Publisher::new("static:///snapshots");
+    publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+    let balance = balance(&publisher, &fleet, BalanceConfig::default());
+    settle().await;
+    let asked: Vec<_> = (0..5).map(|_| balance.snapshot()).collect();
+    for snapshot in futures_util::future::join_all(asked).await {
+        assert_eq!(snapshot.usable_endpoints, 2);
+        assert_eq!(snapshot.endpoints.len(), 2);
+        // The task's records: a latency estimate per endpoint, which the table alone lacks.
+        assert!(
+            snapshot
+                .endpoints
+                .iter()
+                .all(|e| e.latency_estimate.is_some())
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_still_answers_once_the_background_task_is_gone() {
+    let mut publisher = Publisher::new("static:///snapshot-after-panic");
+    publisher.publish([Endpoint::new(addr(1))]);
+    // The endpoint service maker panics for the second endpoint, inside the background task.
+    let balance = Balance::builder(publisher.endpoints())
+        .build(|endpoint: &Endpoint| {
+            assert_eq!(
+                endpoint.address(),
+                addr(1),
+                "no service for {}",
+                endpoint.address()
+            );
+            tower::service_fn(|()| async { Ok::<_, std::convert::Infallible>(()) })
+        })
+        .unwrap();
+    settle().await;
+    assert!(
+        balance.snapshot().await.endpoints[0]
+            .latency_estimate
+            .is_some()
+    );
+    publisher.publish([Endpoint::new(addr(1)), Endpoint::new(addr(2))]);
+    settle().await;
+    // Answered from the last table the task installed, without its records.
+    let snapshot = balance.snapshot().await;
+    assert_eq!(snapshot.usable_endpoints, 1);
+    assert_eq!(snapshot.endpoints[0].address, addr(1));
+    assert!(snapshot.endpoints[0].latency_estimate.is_none());
+}
