@@ -64,11 +64,11 @@ pub enum TargetErrorReason {
     Empty,
     /// There is no `scheme:` in front.
     #[error(
-        "no scheme: write `dns:///host:port`, `kubernetes:///service.namespace:port` or `static:///ip:port`"
+        "no scheme: write `dns:///host:port`, `kubernetes:///service.namespace:port`, `static:///ip:port` or `xds:///listener`"
     )]
     MissingScheme,
     /// The scheme is not one waypost resolves.
-    #[error("unknown scheme `{0}`: expected `dns`, `kubernetes` or `static`")]
+    #[error("unknown scheme `{0}`: expected `dns`, `kubernetes`, `static` or `xds`")]
     UnknownScheme(String),
     /// A character that no target may contain (whitespace, `?`, `#`, `%`, ...).
     #[error("unexpected character {character:?} in {part}")]

@@ -68,4 +68,6 @@ pub use endpoints::{
 };
 pub use error::{DiscoveryError, DiscoveryErrorKind, ECHO_LIMIT, InvalidTarget, TargetErrorReason};
 pub use set::{Diff, EndpointSet};
-pub use target::{DnsHost, DnsTarget, KubernetesTarget, PortSelector, StaticTarget, Target};
+pub use target::{
+    DnsHost, DnsTarget, KubernetesTarget, PortSelector, StaticTarget, Target, XdsTarget,
+};

@@ -15,6 +15,7 @@
 //! | `kubernetes:///service.namespace.svc.cluster.local:port` | the same; the cluster domain is ignored |
 //! | `kubernetes://namespace/service:port` | kuberesolver's form with the namespace as authority |
 //! | `static:///10.0.0.1:80,[fd00::1]:80` | a fixed list of addresses |
+//! | `xds:///api.payments.svc.cluster.local:8080` | the xDS listener of that name, from the bootstrap's control plane |
 //!
 //! `dns:host:port` (no slashes) is accepted as in gRPC. [`Display`](std::fmt::Display) writes the
 //! canonical form, and parsing what it writes gives back an equal target.
@@ -47,15 +48,18 @@ pub enum Target {
     Kubernetes(KubernetesTarget),
     /// `static:` — a fixed list of addresses.
     Static(StaticTarget),
+    /// `xds:` — the endpoints an xDS control plane gives for a listener, as gRPC's xDS naming.
+    Xds(XdsTarget),
 }
 
 impl Target {
-    /// The scheme: `"dns"`, `"kubernetes"` or `"static"`.
+    /// The scheme: `"dns"`, `"kubernetes"`, `"static"` or `"xds"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Target::Dns(_) => "dns",
             Target::Kubernetes(_) => "kubernetes",
             Target::Static(_) => "static",
+            Target::Xds(_) => "xds",
         }
     }
 }
@@ -315,12 +319,45 @@ impl fmt::Display for StaticTarget {
     }
 }
 
+/// An `xds:` target: the name of a listener on the xDS control plane (gRPC's `xds:///NAME`).
+/// Istio's proxyless mode names listeners `service.namespace.svc.cluster.local:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XdsTarget {
+    listener: String,
+}
+
+impl XdsTarget {
+    /// A target for the listener `name`: not empty, without `/`, whitespace or the characters
+    /// no target may hold.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidTarget> {
+        let name = name.into();
+        let target = format!("xds:///{name}");
+        match parse(&target) {
+            Ok(Target::Xds(parsed)) => Ok(parsed),
+            Ok(_) => unreachable!("an `xds:` string parses as an xDS target"),
+            Err(reason) => Err(InvalidTarget::new(&target, reason)),
+        }
+    }
+
+    /// The listener's name, which is also the target's default authority.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+}
+
+impl fmt::Display for XdsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "xds:///{}", self.listener)
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Dns(target) => target.fmt(f),
             Target::Kubernetes(target) => target.fmt(f),
             Target::Static(target) => target.fmt(f),
+            Target::Xds(target) => target.fmt(f),
         }
     }
 }
@@ -375,6 +412,26 @@ impl FromStr for StaticTarget {
     }
 }
 
+impl FromStr for XdsTarget {
+    type Err = InvalidTarget;
+
+    fn from_str(input: &str) -> Result<Self, InvalidTarget> {
+        match input.parse()? {
+            Target::Xds(target) => Ok(target),
+            other => Err(InvalidTarget::new(
+                input,
+                Reason::UnknownScheme(other.scheme().to_owned()),
+            )),
+        }
+    }
+}
+
+impl From<XdsTarget> for Target {
+    fn from(target: XdsTarget) -> Self {
+        Target::Xds(target)
+    }
+}
+
 impl From<DnsTarget> for Target {
     fn from(target: DnsTarget) -> Self {
         Target::Dns(target)
@@ -420,6 +477,7 @@ fn parse(input: &str) -> Result<Target, Reason> {
         "dns" => parse_dns(authority, path).map(Target::Dns),
         "kubernetes" => parse_kubernetes(authority, path).map(Target::Kubernetes),
         "static" => parse_static(authority, path).map(Target::Static),
+        "xds" => parse_xds(authority, path).map(Target::Xds),
         _ if looks_like_host_port(scheme, rest) => Err(Reason::MissingScheme),
         _ => Err(Reason::UnknownScheme(scheme.to_owned())),
     }
@@ -435,6 +493,28 @@ fn looks_like_host_port(scheme: &str, rest: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     !valid_scheme || (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn parse_xds(authority: Option<&str>, path: Option<&str>) -> Result<XdsTarget, Reason> {
+    if let Some(authority) = authority.filter(|authority| !authority.is_empty()) {
+        return Err(Reason::InvalidAuthority {
+            authority: authority.to_owned(),
+            detail: "xDS authorities (federation) are not supported: write `xds:///listener`",
+        });
+    }
+    let listener = path.unwrap_or_default();
+    if listener.is_empty() {
+        return Err(Reason::MissingName("xDS listener name"));
+    }
+    if let Some(character) = listener.chars().find(|&c| c == '/') {
+        return Err(Reason::InvalidCharacter {
+            part: "the xDS listener name",
+            character,
+        });
+    }
+    Ok(XdsTarget {
+        listener: listener.to_owned(),
+    })
 }
 
 fn parse_dns(authority: Option<&str>, path: Option<&str>) -> Result<DnsTarget, Reason> {

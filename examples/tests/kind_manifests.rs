@@ -469,7 +469,9 @@ fn each_client_target_names_a_service_and_the_port_its_pods_listen_on() {
                     }
                     (service, port)
                 }
-                Target::Static(_) => panic!("{target}: the walkthrough discovers its servers"),
+                Target::Static(_) | Target::Xds(_) => {
+                    panic!("{target}: the walkthrough discovers its servers in the cluster")
+                }
             };
             let servers = walkthrough.selected_by(service);
             assert!(

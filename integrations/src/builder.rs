@@ -26,6 +26,8 @@ pub(crate) struct DiscoveryOptions {
     pub(crate) kube_client: Option<waypost_discovery::source::kubernetes::kube::Client>,
     #[cfg(feature = "kubernetes")]
     pub(crate) kube_watches: Option<waypost_discovery::source::kubernetes::SharedWatches>,
+    #[cfg(feature = "xds")]
+    pub(crate) xds_bootstrap: Option<waypost_discovery::source::xds::Bootstrap>,
 }
 
 impl fmt::Debug for DiscoveryOptions {
@@ -37,6 +39,8 @@ impl fmt::Debug for DiscoveryOptions {
         debug.field("kube_client", &self.kube_client.is_some());
         #[cfg(feature = "kubernetes")]
         debug.field("kube_watches", &self.kube_watches);
+        #[cfg(feature = "xds")]
+        debug.field("xds_bootstrap", &self.xds_bootstrap);
         debug.finish()
     }
 }
@@ -352,6 +356,15 @@ impl Builder {
         self
     }
 
+    /// The xDS bootstrap for `xds:///` targets. Without one, it is read as gRPC reads it: the
+    /// file named by `GRPC_XDS_BOOTSTRAP`, else the JSON in `GRPC_XDS_BOOTSTRAP_CONFIG`.
+    #[cfg(feature = "xds")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "xds")))]
+    pub fn xds_bootstrap(mut self, bootstrap: waypost_discovery::source::xds::Bootstrap) -> Self {
+        self.discovery.xds_bootstrap = Some(bootstrap);
+        self
+    }
+
     /// Resends idempotent requests that failed after they may have reached a server, within
     /// `budget`: HTTP requests with an idempotent method, and gRPC calls marked
     /// [`tonic::Idempotent`](crate::tonic::Idempotent). Requests that were never sent are always
@@ -478,6 +491,11 @@ impl Builder {
                 None => k8s.service().to_owned(),
             }),
             Target::Static(_) => None,
+            // The listener's name, as gRPC uses it, without a port.
+            Target::Xds(xds) => Some(match xds.listener().rsplit_once(':') {
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+                _ => xds.listener().to_owned(),
+            }),
         }
     }
 
@@ -494,6 +512,7 @@ impl Builder {
             },
             (None, Target::Kubernetes(_)) => self.host_name(),
             (None, Target::Static(_)) => None,
+            (None, Target::Xds(xds)) => Some(xds.listener().to_owned()),
         };
         text.map(|text| {
             text.parse().map_err(|error| {

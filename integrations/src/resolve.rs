@@ -50,6 +50,24 @@ pub(crate) fn resolve(target: &Target, options: &DiscoveryOptions) -> Result<End
             )
             .with_target(name))
         }
+        #[cfg(feature = "xds")]
+        Target::Xds(xds) => {
+            let mut source = source::xds::XdsSource::new(xds.clone());
+            if let Some(bootstrap) = &options.xds_bootstrap {
+                source = source.with_bootstrap(bootstrap.clone());
+            }
+            source.spawn().map_err(|error| {
+                Error::new(ErrorKind::DiscoveryStart, "the xDS source could not start")
+                    .with_target(name)
+                    .with_source(error)
+            })
+        }
+        #[cfg(not(feature = "xds"))]
+        Target::Xds(_) => Err(Error::new(
+            ErrorKind::FeatureDisabled,
+            "`xds:///` targets need the `xds` feature of waypost",
+        )
+        .with_target(name)),
     }
 }
 

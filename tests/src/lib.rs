@@ -12,6 +12,8 @@
 //! - [`dns`]: an in-process authoritative DNS server (hickory-server) whose records a test
 //!   changes while a resolver runs, a harness that runs a real Debian DNS server (unbound) on a
 //!   loopback port, and helpers to wait on an endpoint handle.
+//! - [`xds`]: an xDS management server (aggregated discovery, state of the world) with
+//!   resources a test changes, a log of ACKs and NACKs, and streams it cuts.
 //!
 //! The helpers below wait for conditions with a generous deadline ([`PATIENCE`]) instead of
 //! sleeping for a guessed time, so the tests pass on a slow, shared machine and fail with a
@@ -22,6 +24,7 @@ pub mod dns;
 pub mod grpc;
 pub mod kube_api;
 pub mod load;
+pub mod xds;
 
 use std::sync::Arc;
 use std::time::Duration;

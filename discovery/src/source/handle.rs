@@ -26,7 +26,7 @@ enum Ending {
     Task(JoinHandle<()>),
     /// The source's part of a task that serves several sources (a shared Kubernetes watch): the
     /// task drops the sender when it has dropped the source's publisher.
-    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "kubernetes", feature = "xds")), allow(dead_code))]
     Part(watch::Receiver<()>),
 }
 
@@ -41,7 +41,7 @@ impl SourceHandle {
 
     /// A handle over one source of a task that serves several: `ended` closes when the task has
     /// dropped the source's publisher.
-    #[cfg(feature = "kubernetes")]
+    #[cfg(any(feature = "kubernetes", feature = "xds"))]
     pub(crate) fn part(stop: StopSignal, ended: watch::Receiver<()>) -> Self {
         SourceHandle {
             task: Some((stop, Ending::Part(ended))),

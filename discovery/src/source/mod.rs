@@ -11,20 +11,27 @@
 //!   ([`Publisher::should_stop`](crate::Publisher::should_stop)).
 //!
 //! This module holds the static source, for `static:///` targets and fixed lists, the DNS
-//! source (`dns`, feature `dns`), and the EndpointSlice source for `kubernetes:///` targets
-//! (`kubernetes`, feature `kubernetes`).
+//! source (`dns`, feature `dns`), the EndpointSlice source for `kubernetes:///` targets
+//! (`kubernetes`, feature `kubernetes`), and the xDS source for `xds:///` targets (`xds`,
+//! feature `xds`).
 
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub mod dns;
 mod fixed;
-#[cfg(any(feature = "dns", feature = "kubernetes"))]
+#[cfg(any(feature = "dns", feature = "kubernetes", feature = "xds"))]
 mod handle;
 #[cfg(feature = "kubernetes")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub mod kubernetes;
+#[cfg(feature = "xds")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xds")))]
+pub mod xds;
 
 pub use fixed::{from_addresses, from_static};
-#[cfg(any(feature = "dns", feature = "kubernetes"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "dns", feature = "kubernetes"))))]
+#[cfg(any(feature = "dns", feature = "kubernetes", feature = "xds"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "dns", feature = "kubernetes", feature = "xds")))
+)]
 pub use handle::SourceHandle;

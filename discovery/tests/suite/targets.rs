@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;
-use waypost_discovery::{DnsHost, PortSelector, Target, TargetErrorReason as R};
+use waypost_discovery::{DnsHost, PortSelector, Target, TargetErrorReason as R, XdsTarget};
 
 fn parse(input: &str) -> Target {
     input
@@ -112,6 +112,14 @@ const VALID: &[(&str, &str)] = &[
         "static:///[::1]:80,127.0.0.1:81",
     ),
     ("static:127.0.0.1:80", "static:///127.0.0.1:80"),
+    // xDS listeners, named as the control plane names them
+    (
+        "xds:///api.payments.svc.cluster.local:8080",
+        "xds:///api.payments.svc.cluster.local:8080",
+    ),
+    ("xds:///Listener_1", "xds:///Listener_1"),
+    ("XDS:///api", "xds:///api"),
+    ("xds:api:80", "xds:///api:80"),
 ];
 
 #[test]
@@ -198,6 +206,22 @@ fn invalid_targets_name_the_wrong_part() {
         ("dns:///api", MissingPort("api".into())),
         ("dns:///10.0.0.1", MissingPort("10.0.0.1".into())),
         ("dns:///", MissingName("host")),
+        ("xds:///", MissingName("xDS listener name")),
+        ("xds:", MissingName("xDS listener name")),
+        (
+            "xds://control-plane/api",
+            InvalidAuthority {
+                authority: "control-plane".into(),
+                detail: "xDS authorities (federation) are not supported: write `xds:///listener`",
+            },
+        ),
+        (
+            "xds:///api/v1",
+            InvalidCharacter {
+                part: "the xDS listener name",
+                character: '/',
+            },
+        ),
         ("dns:", MissingName("host")),
         ("dns:///api:0", InvalidPort("0".into())),
         ("dns:///api:65536", InvalidPort("65536".into())),
@@ -524,6 +548,29 @@ fn typed_parsers_reject_other_schemes() {
     assert!("static:///127.0.0.1:1".parse::<KubernetesTarget>().is_err());
     assert!("static:///127.0.0.1:1".parse::<StaticTarget>().is_ok());
     assert!("dns:///api:80".parse::<StaticTarget>().is_err());
+    assert!("xds:///api:80".parse::<XdsTarget>().is_ok());
+    assert!("dns:///api:80".parse::<XdsTarget>().is_err());
+}
+
+#[test]
+fn xds_targets_are_built_without_strings() {
+    let target = XdsTarget::new("api.payments.svc.cluster.local:8080").unwrap();
+    assert_eq!(target.listener(), "api.payments.svc.cluster.local:8080");
+    assert_eq!(
+        target.to_string(),
+        "xds:///api.payments.svc.cluster.local:8080"
+    );
+    assert_eq!(
+        Target::from(target.clone()),
+        parse("xds:///api.payments.svc.cluster.local:8080")
+    );
+    let error = XdsTarget::new("a b").unwrap_err();
+    assert_eq!(error.target(), "xds:///a b");
+    assert!(matches!(
+        error.reason(),
+        R::InvalidCharacter { character: ' ', .. }
+    ));
+    assert!(XdsTarget::new("").is_err());
 }
 
 fn dns_label() -> impl Strategy<Value = String> {
@@ -590,6 +637,7 @@ fn target_string() -> impl Strategy<Value = String> {
             let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
             format!("static:///{}", list.join(","))
         }),
+        ("[A-Za-z0-9._:~-]{1,40}").prop_map(|listener| format!("xds:///{listener}")),
     ]
 }
 

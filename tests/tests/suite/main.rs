@@ -25,3 +25,4 @@ mod kubernetes_shared;
 mod kubernetes_watch;
 mod partition;
 mod static_target;
+mod xds;

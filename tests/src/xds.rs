@@ -1,0 +1,601 @@
+//! A management server for the xDS source: Envoy's aggregated discovery service (state of the
+//! world) over tonic on a loopback port, with resources a test sets, changes and removes while
+//! clients are subscribed, a log of every request (ACKs and NACKs), and streams it can cut.
+//!
+//! It answers as a control plane does: on each stream, for each resource type, it sends the
+//! subscribed resources whenever their version or the subscription changes. Listener and
+//! cluster responses hold every subscribed resource that exists (or every one, for a wildcard
+//! subscription); route and endpoint responses hold the subscribed ones that exist. It does not
+//! wait for ACKs and never resends a version the client NACKed.
+//!
+//! The builders ([`listener`], [`route`], [`cluster`], [`assignment`]) make the resources gRPC
+//! clients read, so the same rig serves waypost and a real xDS client.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ConfigSource, HealthStatus, Locality, SocketAddress,
+    address, config_source, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use futures_util::{Stream, StreamExt};
+use hyper::body::Incoming;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tonic::{Request, Response, Status, Streaming};
+use tower::ServiceExt;
+
+/// Type URLs of the four resource types.
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Route configurations (RDS).
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Clusters (CDS).
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Endpoint assignments (EDS).
+pub const ENDPOINTS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+/// What the control plane holds and what it was asked.
+#[derive(Default)]
+struct State {
+    /// Per type: a version bumped by every change, and the resources by name.
+    resources: HashMap<String, (u64, BTreeMap<String, Any>)>,
+    requests: Vec<DiscoveryRequest>,
+    streams: u64,
+}
+
+#[derive(Clone)]
+struct Service {
+    state: Arc<Mutex<State>>,
+    /// Bumped by every change, so streams resend what changed.
+    changes: watch::Sender<u64>,
+    /// Bumped to cut every open stream.
+    cuts: watch::Sender<u64>,
+}
+
+/// A running management server.
+pub struct ControlPlane {
+    address: SocketAddr,
+    service: Service,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on a free loopback port.
+    pub async fn start() -> std::io::Result<ControlPlane> {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a control plane at `address` (to come back on the port of one that was stopped).
+    pub async fn start_at(address: SocketAddr) -> std::io::Result<ControlPlane> {
+        let service = Service {
+            state: Arc::default(),
+            changes: watch::channel(0).0,
+            cuts: watch::channel(0).0,
+        };
+        Self::serve(address, service).await
+    }
+
+    async fn serve(address: SocketAddr, service: Service) -> std::io::Result<ControlPlane> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let server = AggregatedDiscoveryServiceServer::new(service.clone())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let http = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let server = server.clone();
+            async move {
+                match server.oneshot(request).await {
+                    Ok(response) => Ok::<_, Infallible>(response),
+                    Err(never) => match never {},
+                }
+            }
+        });
+        let (stop, stopped) = watch::channel(false);
+        let tasks = crate::backend::serve(listener, http, stopped, true, None);
+        Ok(ControlPlane {
+            address,
+            service,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The control plane's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A gRPC bootstrap naming this control plane (plaintext), as a JSON string.
+    pub fn bootstrap_json(&self, node_id: &str) -> String {
+        serde_json::json!({
+            "xds_servers": [{
+                "server_uri": self.address.to_string(),
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"]
+            }],
+            "node": {"id": node_id, "cluster": "waypost-tests", "locality": {"zone": "test-a"}}
+        })
+        .to_string()
+    }
+
+    /// Adds or replaces the resource `name` of type `type_url`, and pushes it to subscribers.
+    pub fn set(&self, type_url: &str, name: &str, resource: Any) {
+        self.change(type_url, |resources| {
+            resources.insert(name.to_owned(), resource);
+        });
+    }
+
+    /// Removes the resource `name` of type `type_url`.
+    pub fn remove(&self, type_url: &str, name: &str) {
+        self.change(type_url, |resources| {
+            resources.remove(name);
+        });
+    }
+
+    fn change(&self, type_url: &str, change: impl FnOnce(&mut BTreeMap<String, Any>)) {
+        {
+            let mut state = self
+                .service
+                .state
+                .lock()
+                .expect("the state lock is never poisoned");
+            let (version, resources) = state.resources.entry(type_url.to_owned()).or_default();
+            change(resources);
+            *version += 1;
+        }
+        self.service.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<DiscoveryRequest> {
+        self.service
+            .state
+            .lock()
+            .expect("the state lock is never poisoned")
+            .requests
+            .clone()
+    }
+
+    /// The requests that NACKed a response (they carry an error detail).
+    pub fn nacks(&self) -> Vec<DiscoveryRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.error_detail.is_some())
+            .collect()
+    }
+
+    /// Streams opened so far.
+    pub fn streams(&self) -> u64 {
+        self.service
+            .state
+            .lock()
+            .expect("the state lock is never poisoned")
+            .streams
+    }
+
+    /// Ends every open stream with `UNAVAILABLE`, as a control plane restarting does; clients
+    /// open new ones.
+    pub fn cut_streams(&self) {
+        self.service.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stops serving: the port closes and open connections are dropped. The resources are kept
+    /// for [`restart`](Self::restart).
+    pub async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        self.cut_streams();
+        self.tasks.shutdown().await;
+    }
+
+    /// Serves again on the same port, with the resources it had.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        let service = self.service.clone();
+        let restarted = Self::serve(self.address, service).await?;
+        let ControlPlane { stop, tasks, .. } = restarted;
+        self.stop = stop;
+        self.tasks = tasks;
+        Ok(())
+    }
+}
+
+type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Service {
+    type StreamAggregatedResourcesStream = Responses;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Responses>, Status> {
+        let mut incoming = request.into_inner();
+        let service = self.clone();
+        service.state.lock().expect("never poisoned").streams += 1;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut changes = service.changes.subscribe();
+            let mut cuts = service.cuts.subscribe();
+            cuts.borrow_and_update();
+            // Per type: the names subscribed (empty: wildcard) and the version last sent.
+            let mut subscribed: HashMap<String, (BTreeSet<String>, Option<u64>)> = HashMap::new();
+            let mut nonce = 0u64;
+            loop {
+                tokio::select! {
+                    message = incoming.next() => match message {
+                        Some(Ok(request)) => {
+                            let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+                            let entry = subscribed.entry(request.type_url.clone()).or_insert_with(|| (BTreeSet::new(), None));
+                            if entry.0 != names {
+                                entry.0 = names;
+                                entry.1 = None;
+                            }
+                            service.state.lock().expect("never poisoned").requests.push(request);
+                        }
+                        _ => return,
+                    },
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = cuts.changed() => {
+                        let _ = sender.send(Err(Status::unavailable("the control plane cut the stream")));
+                        return;
+                    }
+                }
+                let state = service.state.lock().expect("never poisoned");
+                for (type_url, (names, sent)) in &mut subscribed {
+                    let (version, resources) = state
+                        .resources
+                        .get(type_url)
+                        .map_or((0, None), |(version, resources)| {
+                            (*version, Some(resources))
+                        });
+                    if *sent == Some(version) {
+                        continue;
+                    }
+                    *sent = Some(version);
+                    nonce += 1;
+                    let resources = resources
+                        .into_iter()
+                        .flatten()
+                        .filter(|(name, _)| names.is_empty() || names.contains(*name))
+                        .map(|(_, resource)| resource.clone())
+                        .collect();
+                    let response = DiscoveryResponse {
+                        version_info: version.to_string(),
+                        resources,
+                        type_url: type_url.clone(),
+                        nonce: nonce.to_string(),
+                        ..Default::default()
+                    };
+                    if sender.send(Ok(response)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let responses = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|response| (response, receiver))
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    type DeltaAggregatedResourcesStream =
+        Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        _: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "this control plane speaks state of the world only",
+        ))
+    }
+}
+
+fn any(type_url: &str, message: &impl Message) -> Any {
+    Any {
+        type_url: type_url.to_owned(),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// A client listener `name` whose routes come from the route configuration `route` over ADS.
+pub fn listener(name: &str, route: &str) -> Any {
+    let manager = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_source()),
+            route_config_name: route.to_owned(),
+        })),
+        ..Default::default()
+    };
+    listener_with(name, &manager)
+}
+
+/// A client listener `name` with its routes inline: every request to `cluster`.
+pub fn listener_inline(name: &str, cluster: &str) -> Any {
+    let manager = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(route_config(
+            "inline",
+            &[(cluster, 1)],
+        ))),
+        ..Default::default()
+    };
+    listener_with(name, &manager)
+}
+
+fn listener_with(name: &str, manager: &HttpConnectionManager) -> Any {
+    // gRPC clients require the router as the last HTTP filter.
+    let manager = HttpConnectionManager {
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(ConfigType::TypedConfig(any(ROUTER, &Router::default()))),
+            ..Default::default()
+        }],
+        ..manager.clone()
+    };
+    let manager = &manager;
+    any(
+        LISTENER,
+        &Listener {
+            name: name.to_owned(),
+            api_listener: Some(ApiListener {
+                api_listener: Some(any(HCM, manager)),
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+fn ads_source() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        resource_api_version: 2, // V3
+        ..Default::default()
+    }
+}
+
+fn route_config(name: &str, clusters: &[(&str, u32)]) -> RouteConfiguration {
+    let cluster_specifier = match clusters {
+        [(cluster, _)] => ClusterSpecifier::Cluster((*cluster).to_owned()),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|(cluster, weight)| ClusterWeight {
+                    name: (*cluster).to_owned(),
+                    weight: Some(UInt32Value { value: *weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    RouteConfiguration {
+        name: name.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("{name}-host"),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix(String::new())),
+                    ..Default::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(cluster_specifier),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A route configuration `name` sending every request of every host to `clusters`, split by
+/// their weights (one cluster: all of it).
+pub fn route(name: &str, clusters: &[(&str, u32)]) -> Any {
+    any(ROUTE, &route_config(name, clusters))
+}
+
+/// An EDS cluster `name` whose endpoints come from the assignment `service` over ADS.
+pub fn cluster(name: &str, service: &str) -> Any {
+    any(
+        CLUSTER,
+        &Cluster {
+            name: name.to_owned(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig {
+                eds_config: Some(ads_source()),
+                service_name: service.to_owned(),
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+/// One endpoint of an [`assignment`].
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its health status.
+    pub health: HealthStatus,
+    /// Its load-balancing weight (`None`: unset).
+    pub weight: Option<u32>,
+}
+
+impl HostSpec {
+    /// A healthy endpoint without a weight.
+    pub fn healthy(address: SocketAddr) -> Self {
+        HostSpec {
+            address,
+            health: HealthStatus::Healthy,
+            weight: None,
+        }
+    }
+
+    /// The same endpoint with `health`.
+    pub fn with_health(mut self, health: HealthStatus) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The same endpoint with `weight`.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+}
+
+/// One locality of an [`assignment`]: zone, weight, priority, endpoints.
+#[derive(Debug, Clone)]
+pub struct LocalitySpec {
+    /// Its zone.
+    pub zone: String,
+    /// Its load-balancing weight.
+    pub weight: u32,
+    /// Its priority (0 is the highest).
+    pub priority: u32,
+    /// Its endpoints.
+    pub hosts: Vec<HostSpec>,
+}
+
+impl LocalitySpec {
+    /// A locality in `zone` of weight 1 and priority 0.
+    pub fn new(zone: &str, hosts: Vec<HostSpec>) -> Self {
+        LocalitySpec {
+            zone: zone.to_owned(),
+            weight: 1,
+            priority: 0,
+            hosts,
+        }
+    }
+
+    /// The same locality at `priority`.
+    pub fn with_priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// The endpoint assignment `service` over `localities`.
+pub fn assignment(service: &str, localities: &[LocalitySpec]) -> Any {
+    any(
+        ENDPOINTS,
+        &ClusterLoadAssignment {
+            cluster_name: service.to_owned(),
+            endpoints: localities
+                .iter()
+                .map(|locality| LocalityLbEndpoints {
+                    locality: Some(Locality {
+                        zone: locality.zone.clone(),
+                        ..Default::default()
+                    }),
+                    load_balancing_weight: Some(UInt32Value {
+                        value: locality.weight,
+                    }),
+                    priority: locality.priority,
+                    lb_endpoints: locality.hosts.iter().map(lb_endpoint).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The endpoint assignment `service` of healthy `addresses` in one locality.
+pub fn healthy_assignment(service: &str, addresses: &[SocketAddr]) -> Any {
+    assignment(
+        service,
+        &[LocalitySpec::new(
+            "test-a",
+            addresses.iter().copied().map(HostSpec::healthy).collect(),
+        )],
+    )
+}
+
+fn lb_endpoint(host: &HostSpec) -> LbEndpoint {
+    LbEndpoint {
+        health_status: host.health as i32,
+        load_balancing_weight: host.weight.map(|value| UInt32Value { value }),
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: host.address.ip().to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                        host.address.port(),
+                    ))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Publishes the whole chain for `listener`: listener → route → cluster → assignment, all
+/// named after it, over healthy `addresses`.
+pub fn publish_chain(plane: &ControlPlane, listener_name: &str, addresses: &[SocketAddr]) {
+    let route_name = format!("{listener_name}-route");
+    let cluster_name = format!("{listener_name}-cluster");
+    let service_name = format!("{listener_name}-eds");
+    plane.set(
+        ENDPOINTS,
+        &service_name,
+        healthy_assignment(&service_name, addresses),
+    );
+    plane.set(
+        CLUSTER,
+        &cluster_name,
+        cluster(&cluster_name, &service_name),
+    );
+    plane.set(
+        ROUTE,
+        &route_name,
+        route(&route_name, &[(&cluster_name, 1)]),
+    );
+    plane.set(
+        LISTENER,
+        listener_name,
+        listener(listener_name, &route_name),
+    );
+}
