@@ -11,11 +11,12 @@
 //!   source writes. Reads are lock-free and allocation-free; watchers never miss the newest set;
 //!   the handle reports the source's [`Health`].
 //! - [`Target`]: `dns:///host:port`, `dns:///_grpc._tcp.host`, `kubernetes:///svc.ns:port`,
-//!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, parsed with errors that name the bad
-//!   part.
+//!   `kubernetes://ns/svc:port`, `static:///ip:port,...`, `xds:///listener`, parsed with errors
+//!   that name the bad part.
 //! - [`source`]: the sources that publish sets: the static source, the DNS source
 //!   (`source::dns`, feature `dns`) that follows A/AAAA or SRV records with TTL-driven refresh,
-//!   and the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`).
+//!   the Kubernetes EndpointSlice source (`source::kubernetes`, feature `kubernetes`), and the
+//!   xDS source (`source::xds`, feature `xds`) for a service-mesh control plane.
 //! - [`topology`]: the topology-hints rule (kube-proxy's) and zone-aware routing's locality
 //!   test, shared with the balancer.
 //! - [`backoff`]: the jittered exponential backoff every waypost retry loop shares.
@@ -47,6 +48,8 @@
 //! - `kubernetes`: `source::kubernetes`, the EndpointSlice source for `kubernetes:///` targets
 //!   (kube with its runtime's watcher, k8s-openapi; the application picks the k8s-openapi
 //!   version feature).
+//! - `xds`: `source::xds`, the xDS source for `xds:///listener` targets (envoy-types protos,
+//!   tonic for the ADS stream, serde_json for the bootstrap).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -38,6 +38,8 @@
 //! - `hyper` (default): [`hyper::HttpClient`] over hyper's connections, pooled per endpoint.
 //! - `kubernetes`: `kubernetes:///` targets through a watch of the Service's EndpointSlices
 //!   (kube; the application picks the k8s-openapi version feature, as with kube).
+//! - `xds`: `xds:///` targets from a service-mesh control plane over one ADS stream
+//!   (see [`discovery::source::xds`]); the bootstrap is gRPC's, or [`Builder::xds_bootstrap`].
 //! - `tls`: TLS to endpoints with rustls and the *ring* provider ([`tls::TlsConfig`]).
 //! - `metrics`: balancer and client counters, gauges and a latency histogram through the `metrics`
 //!   facade (see [`balance::metrics`]).
@@ -106,6 +108,7 @@ pub use waypost_discovery as discovery;
     feature = "tonic",
     feature = "hyper",
     feature = "kubernetes",
+    feature = "xds",
     feature = "admin"
 ))]
 #[doc = include_str!("../../README.md")]
