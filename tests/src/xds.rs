@@ -92,6 +92,8 @@ struct Service {
 /// A running management server.
 pub struct ControlPlane {
     address: SocketAddr,
+    /// The bootstrap's `server_uri`: the address, or a Unix socket (Istio's agent serves one).
+    server_uri: String,
     service: Service,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -105,12 +107,60 @@ impl ControlPlane {
 
     /// Starts a control plane at `address` (to come back on the port of one that was stopped).
     pub async fn start_at(address: SocketAddr) -> std::io::Result<ControlPlane> {
-        let service = Service {
+        Self::serve(address, Self::new_service()).await
+    }
+
+    fn new_service() -> Service {
+        Service {
             state: Arc::default(),
             changes: watch::channel(0).0,
             cuts: watch::channel(0).0,
-        };
-        Self::serve(address, service).await
+        }
+    }
+
+    /// Starts a control plane on the Unix socket at `path`, as Istio's agent serves xDS to
+    /// proxyless gRPC (`unix:///etc/istio/proxy/XDS`). [`restart`](Self::restart) is for TCP.
+    pub async fn start_unix(path: &std::path::Path) -> std::io::Result<ControlPlane> {
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let service = Self::new_service();
+        let server = AggregatedDiscoveryServiceServer::new(service.clone());
+        let http = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let server = server.clone();
+            async move {
+                match server.oneshot(request).await {
+                    Ok(response) => Ok::<_, Infallible>(response),
+                    Err(never) => match never {},
+                }
+            }
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let http = http.clone();
+                        connections.spawn(async move {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), http)
+                            .await;
+                        });
+                    }
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+        Ok(ControlPlane {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            server_uri: format!("unix://{}", path.display()),
+            service,
+            stop,
+            tasks,
+        })
     }
 
     async fn serve(address: SocketAddr, service: Service) -> std::io::Result<ControlPlane> {
@@ -131,22 +181,28 @@ impl ControlPlane {
         let tasks = crate::backend::serve(listener, http, stopped, true, None);
         Ok(ControlPlane {
             address,
+            server_uri: address.to_string(),
             service,
             stop,
             tasks,
         })
     }
 
-    /// The control plane's address.
+    /// The control plane's address (for one on a Unix socket, see [`server_uri`](Self::server_uri)).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The `server_uri` a bootstrap names this control plane by.
+    pub fn server_uri(&self) -> &str {
+        &self.server_uri
     }
 
     /// A gRPC bootstrap naming this control plane (plaintext), as a JSON string.
     pub fn bootstrap_json(&self, node_id: &str) -> String {
         serde_json::json!({
             "xds_servers": [{
-                "server_uri": self.address.to_string(),
+                "server_uri": self.server_uri,
                 "channel_creds": [{"type": "insecure"}],
                 "server_features": ["xds_v3"]
             }],

@@ -272,6 +272,27 @@ async fn a_lost_stream_keeps_the_endpoints_and_subscribes_again() {
 }
 
 #[tokio::test]
+async fn a_control_plane_on_a_unix_socket_is_reached_as_istio_s_agent_is() {
+    let dir = std::env::temp_dir().join(format!("waypost-xds-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("XDS");
+    let _ = std::fs::remove_file(&socket);
+    let plane = ControlPlane::start_unix(&socket).await.unwrap();
+    assert!(
+        plane.server_uri().starts_with("unix:///"),
+        "{}",
+        plane.server_uri()
+    );
+    xds::publish_chain(&plane, "uds", &[addr(1)]);
+    let endpoints = source(&plane, "uds");
+    wait_for_set(&endpoints, "endpoints over the socket", |set| {
+        ports(set) == [1]
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
 async fn targets_of_one_control_plane_share_one_stream() {
     let plane = ControlPlane::start().await.unwrap();
     xds::publish_chain(&plane, "a", &[addr(1)]);
@@ -468,4 +489,52 @@ async fn a_real_grpc_xds_client_resolves_the_same_listener_through_the_rig() {
         "{answers:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The control plane down for 30 s while callers keep calling: no call fails, and the endpoints
+/// learned before serve them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_down_for_30_s_under_load_fails_no_call() {
+    let backends = grpc::start_many(2).await.unwrap();
+    let mut plane = ControlPlane::start().await.unwrap();
+    let listener = "down.test:50051";
+    let watched = source(&plane, listener);
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address()).collect();
+    xds::publish_chain(&plane, listener, &addresses);
+    let channel = waypost::Builder::new(&format!("xds:///{listener}"))
+        .unwrap()
+        .xds_bootstrap(Bootstrap::from_json(&plane.bootstrap_json("down")).unwrap())
+        .policy(Policy::round_robin())
+        .tonic_channel()
+        .unwrap();
+    let client = HealthClient::new(channel);
+    let load = waypost_tests::load::Load::start(4, Duration::from_millis(5), move || {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|status| status.to_string())?;
+            grpc::answered_by(&response).ok_or_else(|| "no x-backend header".to_owned())
+        }
+    });
+    load.wait_for(100).await;
+    plane.stop().await;
+    let before = load.sent();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = load.sent() - before;
+    // The outage was noticed; the set stayed. (The stream coming back is the lost-stream
+    // test's part.)
+    assert!(watched.health().is_failing(), "{:?}", watched.health());
+    assert_eq!(watched.load().len(), 2);
+    let tally = load.stop().await;
+    assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    assert!(during > 0, "calls went on while the control plane was down");
+    assert_eq!(tally.answers.keys().copied().collect::<Vec<_>>(), {
+        let mut sorted = addresses.clone();
+        sorted.sort();
+        sorted
+    });
 }
