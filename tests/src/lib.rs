@@ -12,7 +12,7 @@
 //! - [`dns`]: an in-process authoritative DNS server (hickory-server) whose records a test
 //!   changes while a resolver runs, a harness that runs a real Debian DNS server (unbound) on a
 //!   loopback port, and helpers to wait on an endpoint handle.
-//! - [`xds`]: an xDS management server (aggregated discovery, state of the world) with
+//! - `xds` (feature `xds`, on by default): an xDS management server (aggregated discovery, state of the world) with
 //!   resources a test changes, a log of ACKs and NACKs, and streams it cuts.
 //!
 //! The helpers below wait for conditions with a generous deadline ([`PATIENCE`]) instead of
@@ -24,6 +24,7 @@ pub mod dns;
 pub mod grpc;
 pub mod kube_api;
 pub mod load;
+#[cfg(feature = "xds")]
 pub mod xds;
 
 use std::sync::Arc;

@@ -25,4 +25,5 @@ mod kubernetes_shared;
 mod kubernetes_watch;
 mod partition;
 mod static_target;
+#[cfg(feature = "xds")]
 mod xds;
