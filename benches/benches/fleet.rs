@@ -10,14 +10,18 @@
 //! - `dns`: `dns:///` targets against the rig's hickory DNS server, 100 A records per name with a
 //!   TTL of 5 s (CoreDNS's default), so each source asks again about every 5 s; the answers are
 //!   larger than a UDP answer may be, so each lookup ends on TCP, as it would from CoreDNS.
+//! - `xds`: `xds:///` targets against the rig's xDS management server, each Service its own
+//!   listener, route configuration, cluster and endpoint assignment (1000 Services are 1000
+//!   clusters of 100 endpoints), all over the one ADS stream the sources share.
 //!
 //! What it measures:
 //!
 //! - memory: what discovery and the balancers hold once every target is resolved, counted by an
 //!   instrumented allocator (exact), and the resident set's growth (allocator overhead, thread
 //!   stacks and buffers included);
-//! - a change reaching picks (Kubernetes only; a DNS change waits for the next lookup, which the
-//!   TTL sets, see `dns_visibility`): one endpoint of one Service turns not ready; the time
+//! - a change reaching picks (Kubernetes and xDS; a DNS change waits for the next lookup, which
+//!   the TTL sets, see `dns_visibility`): one endpoint of one Service turns not ready (for xDS,
+//!   UNHEALTHY in a new assignment); the time
 //!   from the write being asked for (before the child applies it) until the source publishes
 //!   the new set (waited for without spinning), and until the Service's balancer no longer
 //!   picks it (spinning), over 200 changes spread over the Services;
@@ -30,6 +34,7 @@
 //! ```text
 //! cargo bench -p waypost-benches --bench fleet
 //! WAYPOST_FLEET_SOURCE=dns cargo bench -p waypost-benches --bench fleet
+//! WAYPOST_FLEET_SOURCE=xds cargo bench -p waypost-benches --bench fleet
 //! ```
 //!
 //! Without `--bench` (as `cargo test --benches` runs it): 20 Services, short phases.
@@ -79,14 +84,18 @@ const TTL: u32 = 5;
 enum Source {
     Kubernetes,
     Dns,
+    Xds,
 }
 
 impl Source {
     fn from_env() -> Self {
         match std::env::var("WAYPOST_FLEET_SOURCE").as_deref() {
             Ok("dns") => Source::Dns,
+            Ok("xds") => Source::Xds,
             Ok("kubernetes") | Err(_) => Source::Kubernetes,
-            Ok(other) => panic!("WAYPOST_FLEET_SOURCE is `kubernetes` or `dns`, not `{other}`"),
+            Ok(other) => {
+                panic!("WAYPOST_FLEET_SOURCE is `kubernetes`, `dns` or `xds`, not `{other}`")
+            }
         }
     }
 }
@@ -122,6 +131,34 @@ fn records(service: usize, shift: usize) -> Vec<IpAddr> {
     (first..first + PER_SERVICE)
         .map(|index| endpoint_ip(index).parse().unwrap())
         .collect()
+}
+
+/// The xDS listener of Service `s`.
+fn listener_name(service: usize) -> String {
+    format!("{}.fleet.test:8080", service_name(service))
+}
+
+/// Service `s`'s endpoint assignment after `shift` replacements, as in [`slice`]: `generation`
+/// odd makes the last endpoint UNHEALTHY.
+fn xds_assignment(
+    service: usize,
+    shift: usize,
+    generation: u64,
+) -> envoy_types::pb::google::protobuf::Any {
+    use waypost_tests::xds::{HostSpec, LocalitySpec};
+    let first = service * SPACING + shift;
+    let hosts = (first..first + PER_SERVICE)
+        .map(|index| {
+            let host = HostSpec::healthy(address(index));
+            if generation % 2 == 1 && index == first + PER_SERVICE - 1 {
+                host.with_health(envoy_types::pb::envoy::config::core::v3::HealthStatus::Unhealthy)
+            } else {
+                host
+            }
+        })
+        .collect();
+    let name = format!("{}-eds", listener_name(service));
+    waypost_tests::xds::assignment(&name, &[LocalitySpec::new("fleet-a", hosts)])
 }
 
 /// What one write in the child does: Service, shift, generation.
@@ -180,6 +217,29 @@ fn serve(services: usize, source: Source) {
                         writer.set_addresses(&dns_name(service), &ips, TTL);
                     }),
                     Box::new(move || server.query_count() as u64),
+                )
+            }
+            Source::Xds => {
+                use waypost_tests::xds::{ControlPlane, ENDPOINTS, publish_chain};
+                let plane = Arc::new(
+                    ControlPlane::start()
+                        .await
+                        .expect("the control plane starts"),
+                );
+                for service in 0..services {
+                    let first = service * SPACING;
+                    let addresses: Vec<SocketAddr> =
+                        (first..first + PER_SERVICE).map(address).collect();
+                    publish_chain(&plane, &listener_name(service), &addresses);
+                }
+                child::announce(&plane.address().to_string());
+                let writer = Arc::clone(&plane);
+                (
+                    Box::new(move |service, shift, generation| {
+                        let name = format!("{}-eds", listener_name(service));
+                        writer.set(ENDPOINTS, &name, xds_assignment(service, shift, generation));
+                    }),
+                    Box::new(move || plane.request_count() as u64),
                 )
             }
         };
@@ -316,6 +376,10 @@ impl Phase {
                 "; {:.0} DNS queries answered per second",
                 self.queries as f64 / self.wall.as_secs_f64()
             ),
+            Source::Xds => format!(
+                "; {:.0} xDS requests (ACKs) received per second",
+                self.queries as f64 / self.wall.as_secs_f64()
+            ),
             Source::Kubernetes => String::new(),
         }
     }
@@ -373,6 +437,20 @@ fn main() {
                 }
                 shared_watches = Some(watches);
             }
+            Source::Xds => {
+                let bootstrap =
+                    waypost_discovery::source::xds::Bootstrap::new(announced.trim(), "fleet")
+                        .expect("a bootstrap");
+                for service in 0..services {
+                    let target: waypost_discovery::XdsTarget =
+                        format!("xds:///{}", listener_name(service))
+                            .parse()
+                            .expect("a target");
+                    let source = waypost_discovery::source::xds::XdsSource::new(target)
+                        .with_bootstrap(bootstrap.clone());
+                    all_endpoints.push(source.spawn().expect("an xDS source"));
+                }
+            }
             Source::Dns => {
                 let nameserver: SocketAddr = announced.parse().expect("the server's address");
                 let options = DnsOptions::default()
@@ -421,6 +499,9 @@ fn main() {
         (Some(_), true) => println!(
             "{services} Services (Kubernetes), {services} watches (a watch per target): {retried} failed requests while starting, retried by the sources"
         ),
+        (None, _) if source == Source::Xds => println!(
+            "{services} Services (xDS, one ADS stream): {retried} failures while starting, retried by the sources"
+        ),
         (None, _) => println!(
             "{services} Services (DNS, TTL {TTL} s): {retried} failed lookups while starting, retried by the sources"
         ),
@@ -440,7 +521,7 @@ fn main() {
     );
 
     // A change reaching picks.
-    if source == Source::Kubernetes {
+    if source != Source::Dns {
         // (in the Endpoints handle, reaching picks)
         let mut samples = Vec::with_capacity(CHANGES);
         runtime.block_on(async {

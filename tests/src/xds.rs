@@ -249,6 +249,16 @@ impl ControlPlane {
             .clone()
     }
 
+    /// How many requests were received so far.
+    pub fn request_count(&self) -> usize {
+        self.service
+            .state
+            .lock()
+            .expect("the state lock is never poisoned")
+            .requests
+            .len()
+    }
+
     /// The requests that NACKed a response (they carry an error detail).
     pub fn nacks(&self) -> Vec<DiscoveryRequest> {
         self.requests()

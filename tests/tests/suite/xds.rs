@@ -310,6 +310,11 @@ async fn targets_of_one_control_plane_share_one_stream() {
         .find(|r| r.type_url == LISTENER)
         .unwrap();
     assert_eq!(last.resource_names, ["a", "b"]);
+    // A change to a's endpoints publishes a, and leaves b's set (and its revision) alone.
+    let b_revision = b.revision();
+    plane.set(ENDPOINTS, "a-eds", xds::healthy_assignment("a-eds", &[addr(3)]));
+    wait_for_set(&a, "a's new endpoints", |set| ports(set) == [3]).await;
+    assert_eq!(b.revision(), b_revision);
     // b leaves: its names are dropped from the subscriptions.
     drop(b);
     eventually("b unsubscribed", || {
@@ -321,7 +326,7 @@ async fn targets_of_one_control_plane_share_one_stream() {
             .is_some_and(|r| r.resource_names == ["a"])
     })
     .await;
-    assert_eq!(ports(&a.load()), [1]);
+    assert_eq!(ports(&a.load()), [3]);
 }
 
 #[tokio::test]

@@ -267,7 +267,8 @@ impl Ads {
                     reported: None,
                 });
                 self.subscribe(requests, first);
-                self.publish();
+                // Only the new target: the others' resources did not change.
+                self.publish(&[id]);
                 true
             }
             Event::Left(id) => {
@@ -351,13 +352,20 @@ impl Ads {
         };
         let mut present = HashSet::new();
         let mut problems = Vec::new();
+        // The names whose resource (or its absence, or its rejection) changed: only the targets
+        // whose chain goes through one of them are computed again.
+        let mut changed = HashSet::new();
         for any in &response.resources {
             match resources::decode(kind, any) {
                 Ok((name, decoded)) => {
                     present.insert(name.clone());
                     if wanted.contains(&name) {
-                        state.rejected.remove(&name);
-                        state.absent.remove(&name);
+                        let was_rejected = state.rejected.remove(&name).is_some();
+                        let was_absent = state.absent.remove(&name);
+                        let same = state.resources.get(&name) == Some(&decoded);
+                        if !same || was_rejected || was_absent {
+                            changed.insert(name.clone());
+                        }
                         state.resources.insert(name, decoded);
                     }
                 }
@@ -376,6 +384,7 @@ impl Ads {
                             state
                                 .rejected
                                 .insert(name.clone(), rejected.problem.clone());
+                            changed.insert(name.clone());
                         }
                     }
                     problems.push(rejected.to_string());
@@ -387,7 +396,9 @@ impl Ads {
                 if !present.contains(name) {
                     state.resources.remove(name);
                     state.rejected.remove(name);
-                    state.absent.insert(name.clone());
+                    if state.absent.insert(name.clone()) {
+                        changed.insert(name.clone());
+                    }
                 }
             }
         }
@@ -412,7 +423,53 @@ impl Ads {
             ..Default::default()
         });
         self.subscribe(requests, first);
-        self.publish();
+        let touched: Vec<u64> = self
+            .targets
+            .iter()
+            .filter(|target| {
+                target.published.is_none() || self.touches(&target.listener, kind, &changed)
+            })
+            .map(|target| target.id)
+            .collect();
+        self.publish(&touched);
+    }
+
+    /// `true` when the chain of `listener` goes through a resource of `kind` named in `names`.
+    fn touches(&self, listener: &str, kind: Kind, names: &HashSet<String>) -> bool {
+        if names.is_empty() {
+            return false;
+        }
+        if kind == Kind::Listener {
+            return names.contains(listener);
+        }
+        let routes = match self.resource(Kind::Listener, listener) {
+            Some(Decoded::Listener(ListenerRoutes::Inline(routes))) => routes,
+            Some(Decoded::Listener(ListenerRoutes::Rds(name))) => {
+                if kind == Kind::Route {
+                    return names.contains(name.as_str());
+                }
+                match self.resource(Kind::Route, name) {
+                    Some(Decoded::Route(routes)) => routes,
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        };
+        if kind == Kind::Route {
+            return false;
+        }
+        let Ok(clusters) = routes.clusters_for(listener) else {
+            return false;
+        };
+        clusters.iter().any(|(cluster, _)| {
+            if kind == Kind::Cluster {
+                return names.contains(cluster.as_str());
+            }
+            match self.resource(Kind::Cluster, cluster) {
+                Some(Decoded::Cluster(eds)) => names.contains(eds.service_name.as_str()),
+                _ => false,
+            }
+        })
     }
 
     /// The names each kind needs now, from the targets down the chain.
@@ -492,15 +549,26 @@ impl Ads {
         }
     }
 
-    /// Publishes every target whose endpoints changed, and reports the ones that cannot be
-    /// resolved.
-    fn publish(&mut self) {
-        let outcomes: Vec<Outcome> = self
+    /// Computes the targets `ids` again: publishes those whose endpoints changed, and reports
+    /// those that cannot be resolved.
+    fn publish(&mut self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let wanted: HashSet<u64> = ids.iter().copied().collect();
+        let outcomes: Vec<Option<Outcome>> = self
             .targets
             .iter()
-            .map(|target| self.resolve(&target.listener))
+            .map(|target| {
+                wanted
+                    .contains(&target.id)
+                    .then(|| self.resolve(&target.listener))
+            })
             .collect();
         for (target, outcome) in self.targets.iter_mut().zip(outcomes) {
+            let Some(outcome) = outcome else {
+                continue;
+            };
             let name = target.publisher.target_arc();
             match outcome {
                 Outcome::Pending => {}
