@@ -5,8 +5,9 @@
 //! It answers as a control plane does: on each stream, for each resource type, it sends the
 //! subscribed resources whenever their version or the subscription changes. Listener and
 //! cluster responses hold every subscribed resource that exists (or every one, for a wildcard
-//! subscription); route and endpoint responses hold the subscribed ones that exist. It does not
-//! wait for ACKs and never resends a version the client NACKed.
+//! subscription); route and endpoint responses hold the subscribed ones that changed since the
+//! last response of the type (all of them after a change of subscription). It does not wait for
+//! ACKs and never resends a version the client NACKed.
 //!
 //! The builders ([`listener`], [`route`], [`cluster`], [`assignment`]) make the resources gRPC
 //! clients read, so the same rig serves waypost and a real xDS client.
@@ -71,11 +72,15 @@ pub const ENDPOINTS: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluste
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 
+/// Resources of one type by name, each with the version of its type that last changed it.
+type Versioned = BTreeMap<String, (u64, Any)>;
+
 /// What the control plane holds and what it was asked.
 #[derive(Default)]
 struct State {
-    /// Per type: a version bumped by every change, and the resources by name.
-    resources: HashMap<String, (u64, BTreeMap<String, Any>)>,
+    /// Per type: a version bumped by every change, and the resources by name with the version
+    /// that last changed each.
+    resources: HashMap<String, (u64, Versioned)>,
     requests: Vec<DiscoveryRequest>,
     streams: u64,
 }
@@ -213,19 +218,19 @@ impl ControlPlane {
 
     /// Adds or replaces the resource `name` of type `type_url`, and pushes it to subscribers.
     pub fn set(&self, type_url: &str, name: &str, resource: Any) {
-        self.change(type_url, |resources| {
-            resources.insert(name.to_owned(), resource);
+        self.change(type_url, |version, resources| {
+            resources.insert(name.to_owned(), (version, resource));
         });
     }
 
     /// Removes the resource `name` of type `type_url`.
     pub fn remove(&self, type_url: &str, name: &str) {
-        self.change(type_url, |resources| {
+        self.change(type_url, |_, resources| {
             resources.remove(name);
         });
     }
 
-    fn change(&self, type_url: &str, change: impl FnOnce(&mut BTreeMap<String, Any>)) {
+    fn change(&self, type_url: &str, change: impl FnOnce(u64, &mut BTreeMap<String, (u64, Any)>)) {
         {
             let mut state = self
                 .service
@@ -233,8 +238,8 @@ impl ControlPlane {
                 .lock()
                 .expect("the state lock is never poisoned");
             let (version, resources) = state.resources.entry(type_url.to_owned()).or_default();
-            change(resources);
             *version += 1;
+            change(*version, resources);
         }
         self.service.changes.send_modify(|n| *n += 1);
     }
@@ -353,14 +358,26 @@ impl AggregatedDiscoveryService for Service {
                     if *sent == Some(version) {
                         continue;
                     }
+                    // Listener and cluster responses hold every subscribed resource; route and
+                    // endpoint responses only those changed since the last one sent, as
+                    // control planes push them (a new subscription gets them all).
+                    let since = match *sent {
+                        Some(sent) if type_url != LISTENER && type_url != CLUSTER => sent,
+                        _ => 0,
+                    };
                     *sent = Some(version);
-                    nonce += 1;
-                    let resources = resources
+                    let resources: Vec<Any> = resources
                         .into_iter()
                         .flatten()
-                        .filter(|(name, _)| names.is_empty() || names.contains(*name))
-                        .map(|(_, resource)| resource.clone())
+                        .filter(|(name, (changed, _))| {
+                            *changed > since && (names.is_empty() || names.contains(*name))
+                        })
+                        .map(|(_, (_, resource))| resource.clone())
                         .collect();
+                    if resources.is_empty() && since > 0 {
+                        continue;
+                    }
+                    nonce += 1;
                     let response = DiscoveryResponse {
                         version_info: version.to_string(),
                         resources,

@@ -312,7 +312,11 @@ async fn targets_of_one_control_plane_share_one_stream() {
     assert_eq!(last.resource_names, ["a", "b"]);
     // A change to a's endpoints publishes a, and leaves b's set (and its revision) alone.
     let b_revision = b.revision();
-    plane.set(ENDPOINTS, "a-eds", xds::healthy_assignment("a-eds", &[addr(3)]));
+    plane.set(
+        ENDPOINTS,
+        "a-eds",
+        xds::healthy_assignment("a-eds", &[addr(3)]),
+    );
     wait_for_set(&a, "a's new endpoints", |set| ports(set) == [3]).await;
     assert_eq!(b.revision(), b_revision);
     // b leaves: its names are dropped from the subscriptions.
