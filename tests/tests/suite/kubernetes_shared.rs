@@ -329,8 +329,11 @@ async fn one_shared_watch_costs_the_server_less_than_a_watch_per_target() {
         own.push(endpoints);
     }
     eventually("a watch per target", || own_rig.live_watches() == 4).await;
+    // Open watches, not watch requests made: targets joining one by one may each start a group
+    // before the groups merge, so the shared side can make as many requests while starting.
+    assert_eq!(rig.live_watches(), 1);
     assert!(
-        shared_watches < own_rig.watch_count(),
+        shared_watches <= own_rig.watch_count(),
         "{shared_watches} watch requests shared, {} own",
         own_rig.watch_count()
     );
