@@ -13,7 +13,6 @@
 //! clients read, so the same rig serves waypost and a real xDS client.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -52,13 +51,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use futures_util::{Stream, StreamExt};
-use hyper::body::Incoming;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status, Streaming};
-use tower::ServiceExt;
+use hyper_util::service::TowerToHyperService;
 
 /// Type URLs of the four resource types.
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -128,16 +126,7 @@ impl ControlPlane {
     pub async fn start_unix(path: &std::path::Path) -> std::io::Result<ControlPlane> {
         let listener = tokio::net::UnixListener::bind(path)?;
         let service = Self::new_service();
-        let server = AggregatedDiscoveryServiceServer::new(service.clone());
-        let http = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let server = server.clone();
-            async move {
-                match server.oneshot(request).await {
-                    Ok(response) => Ok::<_, Infallible>(response),
-                    Err(never) => match never {},
-                }
-            }
-        });
+        let http = http_service(&service);
         let (stop, mut stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
@@ -171,17 +160,7 @@ impl ControlPlane {
     async fn serve(address: SocketAddr, service: Service) -> std::io::Result<ControlPlane> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let server = AggregatedDiscoveryServiceServer::new(service.clone())
-            .max_decoding_message_size(64 * 1024 * 1024);
-        let http = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let server = server.clone();
-            async move {
-                match server.oneshot(request).await {
-                    Ok(response) => Ok::<_, Infallible>(response),
-                    Err(never) => match never {},
-                }
-            }
-        });
+        let http = http_service(&service);
         let (stop, stopped) = watch::channel(false);
         let tasks = crate::backend::serve(listener, http, stopped, true, None);
         Ok(ControlPlane {
@@ -304,6 +283,16 @@ impl ControlPlane {
         self.tasks = tasks;
         Ok(())
     }
+}
+
+/// The ADS server as a hyper service, for TCP and Unix-socket connections alike.
+fn http_service(
+    service: &Service,
+) -> TowerToHyperService<AggregatedDiscoveryServiceServer<Service>> {
+    TowerToHyperService::new(
+        AggregatedDiscoveryServiceServer::new(service.clone())
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
 }
 
 type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
