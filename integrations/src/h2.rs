@@ -110,6 +110,11 @@ struct Cell<B> {
     served: AtomicBool,
     /// Asks a task that is backing off to try again early: a call wants the endpoint.
     kick: Arc<Notify>,
+    /// Tells the task that the server refused a stream on the current connection (a GOAWAY):
+    /// that connection takes no new streams, so the task makes a new one at once while the old
+    /// one finishes the streams it carries. The request that saw it took the connection out of
+    /// `sender` first.
+    going_away: Arc<Notify>,
 }
 
 /// The per-endpoint service: sends requests on the endpoint's current HTTP/2 connection.
@@ -161,6 +166,7 @@ where
             last_failure: Mutex::new(None),
             served: AtomicBool::new(false),
             kick: Arc::new(Notify::new()),
+            going_away: Arc::new(Notify::new()),
         });
         tokio::spawn(run(
             Arc::downgrade(&cell),
@@ -255,10 +261,13 @@ async fn run<B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let Some((address, kick)) = cell
-        .upgrade()
-        .map(|cell| (cell.address, Arc::clone(&cell.kick)))
-    else {
+    let Some((address, kick, going_away)) = cell.upgrade().map(|cell| {
+        (
+            cell.address,
+            Arc::clone(&cell.kick),
+            Arc::clone(&cell.going_away),
+        )
+    }) else {
         return;
     };
     let mut reconnect =
@@ -320,9 +329,24 @@ async fn run<B>(
                 reporter.report(Connectivity::Connected);
                 tracing::debug!(target: "waypost::connect", endpoint = %address, "connected");
                 let connected_at = Instant::now();
-                let result = tokio::select! {
-                    result = connection => result,
-                    _ = &mut stopped => return,
+                let mut connection = Box::pin(connection);
+                let result = loop {
+                    tokio::select! {
+                        result = &mut connection => break result,
+                        _ = going_away.notified() => {
+                            // Only a refusal on this connection took it out (a permit may be
+                            // left from an earlier one).
+                            let Some(live) = cell.upgrade() else { return };
+                            if live.sender.load().is_none() {
+                                tracing::debug!(target: "waypost::connect", endpoint = %address, "the server is going away (GOAWAY); connecting again while the old connection finishes");
+                                tokio::spawn(async move {
+                                    let _ = connection.await;
+                                });
+                                break Ok(());
+                            }
+                        }
+                        _ = &mut stopped => return,
+                    }
                 };
                 let Some(live) = cell.upgrade() else { return };
                 live.sender.store(None);
@@ -409,8 +433,8 @@ where
             return Box::pin(std::future::ready(Err(EndpointError::Failed(error))));
         }
         Box::pin(async move {
-            let mut sender = match current_sender(&cell).await {
-                Some(sender) => sender,
+            let current = match current_sender(&cell).await {
+                Some(current) => current,
                 None => {
                     let last = cell.last_failure.lock().ok().and_then(|last| last.clone());
                     let error = match last {
@@ -425,6 +449,7 @@ where
                     ));
                 }
             };
+            let mut sender = SendRequest::clone(&current);
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     // Read first: a store on every response would bounce the line between cores.
@@ -446,6 +471,14 @@ where
                     None => {
                         let error = failed.into_error();
                         if crate::connect::refused_by_server(&error) {
+                            // The connection is going away: no request is to use it again.
+                            let previous = cell.sender.compare_and_swap(&current, None);
+                            if previous
+                                .as_ref()
+                                .is_some_and(|previous| Arc::ptr_eq(previous, &current))
+                            {
+                                cell.going_away.notify_one();
+                            }
                             Err(EndpointError::Refused(
                                 Error::new(
                                     ErrorKind::Unreachable,
@@ -471,7 +504,7 @@ where
 
 /// The current connection's request handle; while the connection is being made, waits for it
 /// up to the connect timeout.
-async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
+async fn current_sender<B>(cell: &Cell<B>) -> Option<Arc<SendRequest<B>>> {
     let deadline = after(Instant::now(), cell.connect_timeout);
     loop {
         let notified = cell.connected.notified();
@@ -480,7 +513,7 @@ async fn current_sender<B>(cell: &Cell<B>) -> Option<SendRequest<B>> {
         if let Some(sender) = cell.sender.load_full()
             && !sender.is_closed()
         {
-            return Some(SendRequest::clone(&sender));
+            return Some(sender);
         }
         if cell.state.load(Ordering::Acquire) == BACKING_OFF {
             // A call wants the endpoint: the task may try again before its backoff ends.

@@ -199,22 +199,36 @@ impl Service<http::Request<Body>> for Channel {
 }
 
 /// Sends a call, again on another endpoint when it was not sent or a server refused it
-/// unprocessed (GOAWAY); for the latter the message is recorded as it is sent.
+/// unprocessed (GOAWAY). A message that is all there (a unary call's) is kept whole; another
+/// is recorded as it is sent.
 async fn send_replayable(
     balance: ChannelBalance,
     request: http::Request<Body>,
     attempts: usize,
 ) -> Result<http::Response<Incoming>, Error> {
+    use crate::replay::Ready;
     let (parts, body) = request.into_parts();
-    let recorded = crate::replay::Recorded::default();
-    let request = http::Request::from_parts(parts.clone(), Body::new(recorded.wrap(body)));
-    let copy = move || {
-        recorded
-            .replay()
-            .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
-    };
     let plan = crate::retry::Plan::new(attempts, None).counted(balance.client_metrics());
-    crate::retry::run(endpoint_sends(balance), request, plan, copy).await
+    match crate::replay::read_ready(body) {
+        // A unary call: the message is all there, so every send gets it.
+        Ready::Whole(message) => {
+            let full =
+                |message: &bytes::Bytes| Body::new(http_body_util::Full::new(message.clone()));
+            let request = http::Request::from_parts(parts.clone(), full(&message));
+            let copy = move || Some(http::Request::from_parts(parts.clone(), full(&message)));
+            crate::retry::run(endpoint_sends(balance), request, plan, copy).await
+        }
+        Ready::Partial(body) => {
+            let recorded = crate::replay::Recorded::default();
+            let request = http::Request::from_parts(parts.clone(), Body::new(recorded.wrap(body)));
+            let copy = move || {
+                recorded
+                    .replay()
+                    .map(|message| http::Request::from_parts(parts.clone(), Body::new(message)))
+            };
+            crate::retry::run(endpoint_sends(balance), request, plan, copy).await
+        }
+    }
 }
 
 /// Sends an idempotent call, again after failures that may have reached a server, within the
