@@ -79,8 +79,25 @@ struct State {
     /// Per type: a version bumped by every change, and the resources by name with the version
     /// that last changed each.
     resources: HashMap<String, (u64, Versioned)>,
-    requests: Vec<DiscoveryRequest>,
+    requests: Vec<Logged>,
     streams: u64,
+}
+
+/// A request as received. Its resource names are kept apart and shared with the stream's
+/// previous request of the type when they are the same (an ACK repeats the whole subscription),
+/// so a long run's log grows by the request, not by the subscription.
+struct Logged {
+    request: DiscoveryRequest,
+    names: Arc<Vec<String>>,
+}
+
+impl Logged {
+    fn request(&self) -> DiscoveryRequest {
+        DiscoveryRequest {
+            resource_names: self.names.as_ref().clone(),
+            ..self.request.clone()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -230,7 +247,9 @@ impl ControlPlane {
             .lock()
             .expect("the state lock is never poisoned")
             .requests
-            .clone()
+            .iter()
+            .map(Logged::request)
+            .collect()
     }
 
     /// How many requests were received so far.
@@ -245,9 +264,14 @@ impl ControlPlane {
 
     /// The requests that NACKed a response (they carry an error detail).
     pub fn nacks(&self) -> Vec<DiscoveryRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|request| request.error_detail.is_some())
+        self.service
+            .state
+            .lock()
+            .expect("the state lock is never poisoned")
+            .requests
+            .iter()
+            .filter(|logged| logged.request.error_detail.is_some())
+            .map(Logged::request)
             .collect()
     }
 
@@ -315,18 +339,29 @@ impl AggregatedDiscoveryService for Service {
             cuts.borrow_and_update();
             // Per type: the names subscribed (empty: wildcard) and the version last sent.
             let mut subscribed: HashMap<String, (BTreeSet<String>, Option<u64>)> = HashMap::new();
+            // Per type: the names of the last request, as received.
+            let mut last_names: HashMap<String, Arc<Vec<String>>> = HashMap::new();
             let mut nonce = 0u64;
             loop {
                 tokio::select! {
                     message = incoming.next() => match message {
-                        Some(Ok(request)) => {
-                            let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
-                            let entry = subscribed.entry(request.type_url.clone()).or_insert_with(|| (BTreeSet::new(), None));
-                            if entry.0 != names {
-                                entry.0 = names;
-                                entry.1 = None;
-                            }
-                            service.state.lock().expect("never poisoned").requests.push(request);
+                        Some(Ok(mut request)) => {
+                            let names = std::mem::take(&mut request.resource_names);
+                            let names = match last_names.get(&request.type_url) {
+                                Some(last) if **last == names => Arc::clone(last),
+                                _ => {
+                                    let set: BTreeSet<String> = names.iter().cloned().collect();
+                                    let entry = subscribed.entry(request.type_url.clone()).or_insert_with(|| (BTreeSet::new(), None));
+                                    if entry.0 != set {
+                                        entry.0 = set;
+                                        entry.1 = None;
+                                    }
+                                    let names = Arc::new(names);
+                                    last_names.insert(request.type_url.clone(), Arc::clone(&names));
+                                    names
+                                }
+                            };
+                            service.state.lock().expect("never poisoned").requests.push(Logged { request, names });
                         }
                         _ => return,
                     },

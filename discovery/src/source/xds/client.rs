@@ -2,16 +2,19 @@
 //! and tokio runtime), shared by every `xds:///` source of the process.
 //!
 //! The task owns the resources received so far and the publishers of its targets. After each
-//! response (and each target that joins or leaves) it recomputes what it needs (listeners, the
-//! route configurations and clusters they name, the clusters' endpoint assignments), asks for
-//! changes in the subscriptions, and publishes each target whose endpoints changed. It ACKs a
+//! response that changes a listener, route configuration or cluster (and each target that joins
+//! or leaves) it recomputes what it needs (listeners, the route configurations and clusters they
+//! name, the clusters' endpoint assignments) with an index of which targets go through each
+//! resource, and asks for changes in the subscriptions. After every response it computes again
+//! only the targets the index lists for what changed, and publishes those whose endpoints
+//! changed: an endpoint update costs what its targets cost, not what all targets do. It ACKs a
 //! response whose resources all validate and NACKs the others with the reasons, keeping the
 //! last good version of each rejected resource (valid resources of a NACKed response are
 //! applied, as gRFC A46 has it). A lost stream keeps every set, is reported in each target's
 //! health, and is opened again after the jittered backoff; the new stream asks for everything
 //! again, with the versions last accepted.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -100,6 +103,9 @@ struct TypeState {
     absent: HashSet<String>,
     /// Resources rejected without a good version to keep, and why.
     rejected: HashMap<String, String>,
+    /// The names the targets' chains need now, each with the targets (ids, ascending) whose
+    /// chain goes through it: what a response that changed the resource computes again.
+    users: BTreeMap<String, Vec<u64>>,
 }
 
 struct Ads {
@@ -345,9 +351,18 @@ impl Ads {
             return;
         };
         let ignore_deletion = self.bootstrap().server().ignores_resource_deletion();
-        let state = self.types.get_mut(&kind).expect("every kind");
+        let uri = self.key.1.server().uri();
+        let TypeState {
+            version,
+            nonce,
+            subscribed,
+            resources,
+            absent,
+            rejected,
+            users,
+        } = self.types.get_mut(&kind).expect("every kind");
         // Not asked for on this stream: an ACK would subscribe (to everything, for LDS and CDS).
-        let Some(wanted) = state.subscribed.clone() else {
+        let Some(wanted) = subscribed.as_ref() else {
             return;
         };
         let mut present = HashSet::new();
@@ -358,53 +373,51 @@ impl Ads {
         for any in &response.resources {
             match resources::decode(kind, any) {
                 Ok((name, decoded)) => {
-                    present.insert(name.clone());
                     if wanted.contains(&name) {
-                        let was_rejected = state.rejected.remove(&name).is_some();
-                        let was_absent = state.absent.remove(&name);
-                        let same = state.resources.get(&name) == Some(&decoded);
+                        let was_rejected = rejected.remove(&name).is_some();
+                        let was_absent = absent.remove(&name);
+                        let same = resources.get(&name) == Some(&decoded);
                         if !same || was_rejected || was_absent {
                             changed.insert(name.clone());
                         }
-                        state.resources.insert(name, decoded);
+                        resources.insert(name.clone(), decoded);
                     }
+                    present.insert(name);
                 }
-                Err(rejected) => {
+                Err(problem) => {
                     tracing::warn!(
                         target: "waypost::discovery",
-                        control_plane = %self.key.1.server().uri(),
+                        control_plane = %uri,
                         kind = kind.short_name(),
                         version = %response.version_info,
-                        error = %rejected,
+                        error = %problem,
                         "xDS resource rejected; keeping its last good version"
                     );
-                    if let Some(name) = &rejected.name {
+                    if let Some(name) = &problem.name {
                         present.insert(name.clone());
-                        if wanted.contains(name) && !state.resources.contains_key(name) {
-                            state
-                                .rejected
-                                .insert(name.clone(), rejected.problem.clone());
+                        if wanted.contains(name) && !resources.contains_key(name) {
+                            rejected.insert(name.clone(), problem.problem.clone());
                             changed.insert(name.clone());
                         }
                     }
-                    problems.push(rejected.to_string());
+                    problems.push(problem.to_string());
                 }
             }
         }
         if kind.response_is_complete() && !ignore_deletion {
-            for name in &wanted {
+            for name in wanted {
                 if !present.contains(name) {
-                    state.resources.remove(name);
-                    state.rejected.remove(name);
-                    if state.absent.insert(name.clone()) {
+                    resources.remove(name);
+                    rejected.remove(name);
+                    if absent.insert(name.clone()) {
                         changed.insert(name.clone());
                     }
                 }
             }
         }
-        state.nonce = response.nonce.clone();
+        nonce.clone_from(&response.nonce);
         let error_detail = if problems.is_empty() {
-            state.version = response.version_info.clone();
+            version.clone_from(&response.version_info);
             None
         } else {
             Some(RpcStatus {
@@ -414,75 +427,62 @@ impl Ads {
             })
         };
         let _ = requests.send(DiscoveryRequest {
-            version_info: state.version.clone(),
+            version_info: version.clone(),
             node: None,
-            resource_names: wanted.into_iter().collect(),
+            resource_names: wanted.iter().cloned().collect(),
             type_url: kind.type_url().into(),
-            response_nonce: state.nonce.clone(),
+            response_nonce: nonce.clone(),
             error_detail,
             ..Default::default()
         });
-        self.subscribe(requests, first);
-        let touched: Vec<u64> = self
-            .targets
+        // Which targets go through a name of this kind depends only on the kinds above it, so
+        // the index from before this response still holds for the names it changed.
+        let mut touched: Vec<u64> = changed
             .iter()
-            .filter(|target| {
-                target.published.is_none() || self.touches(&target.listener, kind, &changed)
-            })
-            .map(|target| target.id)
+            .filter_map(|name| users.get(name))
+            .flatten()
+            .copied()
             .collect();
+        // Endpoint assignments end the chain: a change in one cannot change what the targets
+        // need. A change of another kind can.
+        if kind != Kind::Endpoints && !changed.is_empty() {
+            self.subscribe(requests, first);
+        }
+        // And those never published (still waiting for part of their chain, or failed).
+        touched.extend(
+            self.targets
+                .iter()
+                .filter(|target| target.published.is_none())
+                .map(|target| target.id),
+        );
+        touched.sort_unstable();
+        touched.dedup();
         self.publish(&touched);
     }
 
-    /// `true` when the chain of `listener` goes through a resource of `kind` named in `names`.
-    fn touches(&self, listener: &str, kind: Kind, names: &HashSet<String>) -> bool {
-        if names.is_empty() {
-            return false;
-        }
-        if kind == Kind::Listener {
-            return names.contains(listener);
-        }
-        let routes = match self.resource(Kind::Listener, listener) {
-            Some(Decoded::Listener(ListenerRoutes::Inline(routes))) => routes,
-            Some(Decoded::Listener(ListenerRoutes::Rds(name))) => {
-                if kind == Kind::Route {
-                    return names.contains(name.as_str());
-                }
-                match self.resource(Kind::Route, name) {
-                    Some(Decoded::Route(routes)) => routes,
-                    _ => return false,
+    /// What each kind needs now, from the targets down the chain: each name with the targets
+    /// whose chain goes through it.
+    fn chains(&self) -> HashMap<Kind, BTreeMap<String, Vec<u64>>> {
+        let mut chains: HashMap<Kind, BTreeMap<String, Vec<u64>>> = Kind::ALL
+            .into_iter()
+            .map(|kind| (kind, BTreeMap::new()))
+            .collect();
+        let mut add = |kind: Kind, name: &str, id: u64| {
+            let users = chains.get_mut(&kind).expect("every kind");
+            match users.get_mut(name) {
+                Some(ids) => ids.push(id),
+                None => {
+                    users.insert(name.to_owned(), vec![id]);
                 }
             }
-            _ => return false,
         };
-        if kind == Kind::Route {
-            return false;
-        }
-        let Ok(clusters) = routes.clusters_for(listener) else {
-            return false;
-        };
-        clusters.iter().any(|(cluster, _)| {
-            if kind == Kind::Cluster {
-                return names.contains(cluster.as_str());
-            }
-            match self.resource(Kind::Cluster, cluster) {
-                Some(Decoded::Cluster(eds)) => names.contains(eds.service_name.as_str()),
-                _ => false,
-            }
-        })
-    }
-
-    /// The names each kind needs now, from the targets down the chain.
-    fn wanted(&self) -> HashMap<Kind, BTreeSet<String>> {
-        let mut wanted: HashMap<Kind, BTreeSet<String>> = HashMap::new();
-        let listeners: BTreeSet<String> = self.targets.iter().map(|t| t.listener.clone()).collect();
-        let mut routes = BTreeSet::new();
-        let mut clusters = BTreeSet::new();
-        for listener in &listeners {
+        for target in &self.targets {
+            let listener = target.listener.as_str();
+            add(Kind::Listener, listener, target.id);
             let found = match self.resource(Kind::Listener, listener) {
                 Some(Decoded::Listener(ListenerRoutes::Inline(found))) => Some(found),
                 Some(Decoded::Listener(ListenerRoutes::Rds(name))) => {
-                    routes.insert(name.clone());
+                    add(Kind::Route, name, target.id);
                     match self.resource(Kind::Route, name) {
                         Some(Decoded::Route(found)) => Some(found),
                         _ => None,
@@ -490,54 +490,60 @@ impl Ads {
                 }
                 _ => None,
             };
-            if let Some(Ok(chosen)) = found.map(|found| found.clusters_for(listener)) {
-                clusters.extend(chosen.iter().map(|(name, _)| name.clone()));
+            let Some(Ok(clusters)) = found.map(|found| found.clusters_for(listener)) else {
+                continue;
+            };
+            for (cluster, _) in clusters {
+                add(Kind::Cluster, cluster, target.id);
+                if let Some(Decoded::Cluster(eds)) = self.resource(Kind::Cluster, cluster) {
+                    add(Kind::Endpoints, &eds.service_name, target.id);
+                }
             }
         }
-        let assignments: BTreeSet<String> = clusters
-            .iter()
-            .filter_map(|cluster| match self.resource(Kind::Cluster, cluster) {
-                Some(Decoded::Cluster(eds)) => Some(eds.service_name.clone()),
-                _ => None,
-            })
-            .collect();
-        wanted.insert(Kind::Listener, listeners);
-        wanted.insert(Kind::Route, routes);
-        wanted.insert(Kind::Cluster, clusters);
-        wanted.insert(Kind::Endpoints, assignments);
-        wanted
+        // A target whose weighted clusters share an assignment is listed once.
+        for users in chains.values_mut() {
+            for ids in users.values_mut() {
+                ids.dedup();
+            }
+        }
+        chains
     }
 
     fn resource(&self, kind: Kind, name: &str) -> Option<&Decoded> {
         self.types[&kind].resources.get(name)
     }
 
-    /// Sends a request for every kind whose wanted names changed, and forgets what is no
-    /// longer wanted. An empty list is never sent for LDS or CDS (it would ask for everything).
+    /// Sends a request for every kind whose wanted names changed, forgets what is no longer
+    /// wanted, and brings the index of which targets go through what up to date. An empty list
+    /// is never sent for LDS or CDS (it would ask for everything).
     fn subscribe(&mut self, requests: &mpsc::UnboundedSender<DiscoveryRequest>, first: &mut bool) {
         // The chain settles in at most one pass per kind.
+        let mut chains = self.chains();
         for _ in 0..Kind::ALL.len() {
-            let wanted = self.wanted();
             let mut changed = false;
             for kind in Kind::ALL {
-                let names = &wanted[&kind];
+                let users = &chains[&kind];
                 let state = self.types.get_mut(&kind).expect("every kind");
-                if state.subscribed.as_ref() == Some(names) {
+                if state
+                    .subscribed
+                    .as_ref()
+                    .is_some_and(|names| names.iter().eq(users.keys()))
+                {
                     continue;
                 }
-                if names.is_empty() && (kind.response_is_complete() || state.subscribed.is_none()) {
+                if users.is_empty() && (kind.response_is_complete() || state.subscribed.is_none()) {
                     continue;
                 }
-                state.resources.retain(|name, _| names.contains(name));
-                state.absent.retain(|name| names.contains(name));
-                state.rejected.retain(|name, _| names.contains(name));
-                state.subscribed = Some(names.clone());
+                state.resources.retain(|name, _| users.contains_key(name));
+                state.absent.retain(|name| users.contains_key(name));
+                state.rejected.retain(|name, _| users.contains_key(name));
+                state.subscribed = Some(users.keys().cloned().collect());
                 changed = true;
                 let node = std::mem::take(first).then(|| self.key.1.node_proto());
                 let _ = requests.send(DiscoveryRequest {
                     version_info: state.version.clone(),
                     node,
-                    resource_names: names.iter().cloned().collect(),
+                    resource_names: users.keys().cloned().collect(),
                     type_url: kind.type_url().into(),
                     response_nonce: state.nonce.clone(),
                     ..Default::default()
@@ -546,29 +552,23 @@ impl Ads {
             if !changed {
                 break;
             }
+            chains = self.chains();
+        }
+        for (kind, users) in chains {
+            self.types.get_mut(&kind).expect("every kind").users = users;
         }
     }
 
     /// Computes the targets `ids` again: publishes those whose endpoints changed, and reports
     /// those that cannot be resolved.
     fn publish(&mut self, ids: &[u64]) {
-        if ids.is_empty() {
-            return;
-        }
-        let wanted: HashSet<u64> = ids.iter().copied().collect();
-        let outcomes: Vec<Option<Outcome>> = self
-            .targets
-            .iter()
-            .map(|target| {
-                wanted
-                    .contains(&target.id)
-                    .then(|| self.resolve(&target.listener))
-            })
-            .collect();
-        for (target, outcome) in self.targets.iter_mut().zip(outcomes) {
-            let Some(outcome) = outcome else {
+        for id in ids {
+            // Targets are kept in the order they joined, so by id.
+            let Ok(index) = self.targets.binary_search_by_key(id, |target| target.id) else {
                 continue;
             };
+            let outcome = self.resolve(&self.targets[index].listener);
+            let target = &mut self.targets[index];
             let name = target.publisher.target_arc();
             match outcome {
                 Outcome::Pending => {}
