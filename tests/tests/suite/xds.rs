@@ -1,6 +1,7 @@
 //! The xDS source against the in-process management server: the chain from listener to
 //! endpoints, updates, ACKs and NACKs, deletion, lost streams, and one stream for many targets;
-//! end to end, a tonic client reaching loopback servers through `xds:///`.
+//! end to end, a tonic client reaching loopback servers through `xds:///` and following every
+//! kind of endpoint change under steady calls.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ async fn the_chain_from_listener_to_endpoints_is_followed_and_updated() {
     let weights: Vec<u32> = set.iter().map(|e| e.weight()).collect();
     assert_eq!(weights, [125_000, 125_000, 750_000]);
 
-    // Draining endpoints stay, as terminating; unhealthy ones go.
+    // Unhealthy endpoints go; draining ones too, while others are ready.
     plane.set(
         ENDPOINTS,
         "other-eds",
@@ -100,12 +101,33 @@ async fn the_chain_from_listener_to_endpoints_is_followed_and_updated() {
         ),
     );
     let set = wait_for_set(&endpoints, "draining and unhealthy endpoints", |set| {
-        ports(set) == [2, 3, 9, 11]
+        ports(set) == [2, 3, 11]
     })
     .await;
-    let nine = set.iter().find(|e| e.address().port() == 9).unwrap();
-    assert_eq!(nine.readiness(), Readiness::Terminating);
-    assert_eq!(nine.zone(), Some("test-b"));
+    let eleven = set.iter().find(|e| e.address().port() == 11).unwrap();
+    assert_eq!(eleven.zone(), Some("test-b"));
+
+    // Nothing but draining endpoints: they serve, as terminating.
+    let draining = |service: &str, port: u16| {
+        xds::assignment(
+            service,
+            &[LocalitySpec::new(
+                "test-b",
+                vec![HostSpec::healthy(addr(port)).with_health(HealthStatus::Draining)],
+            )],
+        )
+    };
+    plane.set(
+        ENDPOINTS,
+        "api.test:8080-eds",
+        draining("api.test:8080-eds", 2),
+    );
+    plane.set(ENDPOINTS, "other-eds", draining("other-eds", 9));
+    let set = wait_for_set(&endpoints, "only draining endpoints", |set| {
+        ports(set) == [2, 9]
+    })
+    .await;
+    assert!(set.iter().all(|e| e.readiness() == Readiness::Terminating));
 
     // Every response was ACKed.
     assert!(plane.nacks().is_empty(), "{:?}", plane.nacks());
@@ -546,4 +568,171 @@ async fn the_control_plane_down_for_30_s_under_load_fails_no_call() {
         sorted.sort();
         sorted
     });
+}
+
+/// Calls under `load` until a window of them was answered by exactly `expected`; the failures
+/// seen on the way are added to `failures`.
+async fn settle(
+    load: &waypost_tests::load::Load,
+    what: &str,
+    expected: &[SocketAddr],
+    failures: &mut Vec<String>,
+) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    let deadline = tokio::time::Instant::now() + waypost_tests::PATIENCE;
+    load.take();
+    loop {
+        load.wait_for(40).await;
+        let window = load.take();
+        failures.extend(window.failures);
+        if window.answers.keys().eq(expected.iter()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: calls never went to exactly {expected:?}: {:?}",
+            window.answers
+        );
+    }
+}
+
+/// Through the tonic channel, under steady calls: endpoints added, removed, re-weighted and
+/// drained; failover by priority and back; an invalid assignment NACKed while calls go on to
+/// the last good one. No call fails on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_follow_every_endpoint_change_and_none_fails() {
+    let backends = grpc::start_many(4).await.unwrap();
+    let b: Vec<SocketAddr> = backends.iter().map(|b| b.address()).collect();
+    let plane = ControlPlane::start().await.unwrap();
+    let listener = "changes.test:50051";
+    let eds = format!("{listener}-eds");
+    xds::publish_chain(&plane, listener, &b[..2]);
+    let watched = source(&plane, listener);
+    let channel = waypost::Builder::new(&format!("xds:///{listener}"))
+        .unwrap()
+        .xds_bootstrap(Bootstrap::from_json(&plane.bootstrap_json("changes")).unwrap())
+        .policy(Policy::weighted_round_robin())
+        .tonic_channel()
+        .unwrap();
+    let client = HealthClient::new(channel);
+    let load = waypost_tests::load::Load::start(4, Duration::from_millis(2), move || {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|status| status.to_string())?;
+            grpc::answered_by(&response).ok_or_else(|| "no x-backend header".to_owned())
+        }
+    });
+    let mut failures = Vec::new();
+    settle(&load, "the first endpoints", &b[..2], &mut failures).await;
+
+    // Added.
+    plane.set(ENDPOINTS, &eds, xds::healthy_assignment(&eds, &b[..3]));
+    settle(&load, "an endpoint added", &b[..3], &mut failures).await;
+
+    // Removed.
+    plane.set(ENDPOINTS, &eds, xds::healthy_assignment(&eds, &b[1..3]));
+    settle(&load, "an endpoint removed", &b[1..3], &mut failures).await;
+
+    // Re-weighted 1:3: the second takes about three quarters of the calls.
+    plane.set(
+        ENDPOINTS,
+        &eds,
+        xds::assignment(
+            &eds,
+            &[LocalitySpec::new(
+                "test-a",
+                vec![
+                    HostSpec::healthy(b[1]).with_weight(1),
+                    HostSpec::healthy(b[2]).with_weight(3),
+                ],
+            )],
+        ),
+    );
+    wait_for_set(&watched, "the new weights", |set| {
+        let weight = |address| {
+            set.iter()
+                .find(|e| e.address() == address)
+                .map(|e| e.weight())
+        };
+        weight(b[1]) == Some(250_000) && weight(b[2]) == Some(750_000)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + waypost_tests::PATIENCE;
+    load.take();
+    loop {
+        load.wait_for(400).await;
+        let window = load.take();
+        failures.extend(window.failures.iter().cloned());
+        let share = window.share(b[2]);
+        if (0.65..=0.85).contains(&share) && window.answers.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the weights were never followed: {:?}",
+            window.answers
+        );
+    }
+
+    // Drained: a DRAINING endpoint takes no new calls while another is healthy.
+    plane.set(
+        ENDPOINTS,
+        &eds,
+        xds::assignment(
+            &eds,
+            &[LocalitySpec::new(
+                "test-a",
+                vec![
+                    HostSpec::healthy(b[1]).with_health(HealthStatus::Draining),
+                    HostSpec::healthy(b[2]),
+                ],
+            )],
+        ),
+    );
+    settle(&load, "an endpoint drained", &b[2..3], &mut failures).await;
+
+    // Priority 0 healthy, then not: calls fail over to priority 1.
+    let by_priority = |primary: HealthStatus| {
+        xds::assignment(
+            &eds,
+            &[
+                LocalitySpec::new("near", vec![HostSpec::healthy(b[2]).with_health(primary)]),
+                LocalitySpec::new("far", vec![HostSpec::healthy(b[3])]).with_priority(1),
+            ],
+        )
+    };
+    plane.set(ENDPOINTS, &eds, by_priority(HealthStatus::Healthy));
+    settle(&load, "priority 0", &b[2..3], &mut failures).await;
+    plane.set(ENDPOINTS, &eds, by_priority(HealthStatus::Unhealthy));
+    settle(&load, "the failover to priority 1", &b[3..4], &mut failures).await;
+
+    // An assignment that does not decode is NACKed; calls go on to the last good endpoints.
+    let bad = Any {
+        type_url: ENDPOINTS.into(),
+        value: vec![0x0a, 0x03, b'x', b'-', b'e', 0x12, 0xff],
+    };
+    plane.set(ENDPOINTS, &eds, bad);
+    eventually("a NACK of the bad assignment", || !plane.nacks().is_empty()).await;
+    load.take();
+    load.wait_for(100).await;
+    let window = load.take();
+    failures.extend(window.failures);
+    assert_eq!(
+        window.answers.keys().collect::<Vec<_>>(),
+        [&b[3]],
+        "calls after the NACK"
+    );
+
+    // A good version after it: back to priority 0.
+    plane.set(ENDPOINTS, &eds, by_priority(HealthStatus::Healthy));
+    settle(&load, "priority 0 again", &b[2..3], &mut failures).await;
+    let tally = load.stop().await;
+    failures.extend(tally.failures);
+    assert!(failures.is_empty(), "{failures:?}");
 }

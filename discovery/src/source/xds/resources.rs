@@ -634,7 +634,8 @@ impl Assignment {
 
 /// The endpoints of `clusters` (each with its route weight and its assignment), weighted by
 /// their share of the target's load. An address in two clusters is kept once, with the sum of
-/// its shares.
+/// its shares. Draining endpoints are in the result, as terminating, only when no endpoint is
+/// usable.
 pub(crate) fn endpoints_of(clusters: &[(u32, &Assignment)]) -> Vec<Endpoint> {
     let total: f64 = clusters.iter().map(|(weight, _)| f64::from(*weight)).sum();
     // The endpoint, its share, and whether any cluster has it usable (not only draining).
@@ -656,8 +657,12 @@ pub(crate) fn endpoints_of(clusters: &[(u32, &Assignment)]) -> Vec<Endpoint> {
             entry.2 |= endpoint.health == Health::Usable;
         }
     }
+    // Draining endpoints serve only when nothing else can, as terminating Kubernetes endpoints
+    // do: a set holds terminating endpoints only when none is ready.
+    let any_usable = merged.values().any(|(_, _, usable)| *usable);
     merged
         .into_values()
+        .filter(|(_, _, usable)| *usable || !any_usable)
         .map(|(endpoint, share, usable)| {
             let weight = (share * WEIGHT_SCALE)
                 .round()
@@ -771,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn unhealthy_endpoints_are_dropped_and_draining_ones_kept_as_terminating() {
+    fn unhealthy_endpoints_are_dropped_and_draining_ones_kept_only_when_nothing_else_is() {
         let assignment = cla(vec![locality(
             "a",
             None,
@@ -784,12 +789,20 @@ mod tests {
                 lb("127.0.0.1", 5, HealthStatus::Degraded, None),
             ],
         )]);
+        assert_eq!(weights(&assignment), vec![(1, 500_000, Readiness::Ready)]);
+        // Nothing healthy: the draining endpoint serves, as terminating.
+        let assignment = cla(vec![locality(
+            "a",
+            None,
+            0,
+            vec![
+                lb("127.0.0.1", 2, HealthStatus::Unhealthy, None),
+                lb("127.0.0.1", 3, HealthStatus::Draining, None),
+            ],
+        )]);
         assert_eq!(
             weights(&assignment),
-            vec![
-                (1, 500_000, Readiness::Ready),
-                (3, 500_000, Readiness::Terminating)
-            ]
+            vec![(3, 1_000_000, Readiness::Terminating)]
         );
     }
 
@@ -812,7 +825,7 @@ mod tests {
             ),
         ]);
         let ports: Vec<u16> = weights(&assignment).iter().map(|w| w.0).collect();
-        assert_eq!(ports, [1, 2, 3, 4]);
+        assert_eq!(ports, [1, 2, 3], "the draining one is left out");
         // 1 of 4 healthy: 35% to priority 0, 65% fails over to priority 1.
         for e in &mut healthy[1..3] {
             e.health_status = HealthStatus::Unhealthy as i32;
@@ -830,7 +843,6 @@ mod tests {
             weights(&assignment),
             vec![
                 (1, 175_000, Readiness::Ready),
-                (4, 175_000, Readiness::Terminating),
                 (9, 650_000, Readiness::Ready)
             ]
         );
