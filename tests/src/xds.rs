@@ -1,6 +1,7 @@
 //! A management server for the xDS source: Envoy's aggregated discovery service (state of the
 //! world) over tonic on a loopback port, with resources a test sets, changes and removes while
-//! clients are subscribed, a log of every request (ACKs and NACKs), and streams it can cut.
+//! clients are subscribed, a log of every request (ACKs and NACKs), responses it can hold back
+//! (a slow control plane), and streams it can cut.
 //!
 //! It answers as a control plane does: on each stream, for each resource type, it sends the
 //! subscribed resources whenever their version or the subscription changes. Listener and
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -107,6 +109,8 @@ struct Service {
     changes: watch::Sender<u64>,
     /// Bumped to cut every open stream.
     cuts: watch::Sender<u64>,
+    /// How long each response is held, from when it was made, before it is sent.
+    delay: watch::Sender<Duration>,
 }
 
 /// A running management server.
@@ -135,6 +139,7 @@ impl ControlPlane {
             state: Arc::default(),
             changes: watch::channel(0).0,
             cuts: watch::channel(0).0,
+            delay: watch::channel(Duration::ZERO).0,
         }
     }
 
@@ -284,6 +289,14 @@ impl ControlPlane {
             .streams
     }
 
+    /// Holds every response for `delay` from when it was made before it is sent, in order, as a
+    /// slow or overloaded control plane answers. It applies to responses already held as well:
+    /// `Duration::ZERO` sends them all at once, and a very long delay holds everything until it
+    /// is shortened.
+    pub fn delay_responses(&self, delay: Duration) {
+        self.service.delay.send_replace(delay);
+    }
+
     /// Ends every open stream with `UNAVAILABLE`, as a control plane restarting does; clients
     /// open new ones.
     pub fn cut_streams(&self) {
@@ -367,11 +380,13 @@ impl AggregatedDiscoveryService for Service {
                     },
                     changed = changes.changed() => if changed.is_err() { return },
                     _ = cuts.changed() => {
-                        let _ = sender.send(Err(Status::unavailable("the control plane cut the stream")));
+                        let cut = Status::unavailable("the control plane cut the stream");
+                        let _ = sender.send((tokio::time::Instant::now(), Err(cut)));
                         return;
                     }
                 }
                 let state = service.state.lock().expect("never poisoned");
+                let made = tokio::time::Instant::now();
                 for (type_url, (names, sent)) in &mut subscribed {
                     let (version, resources) = state
                         .resources
@@ -409,15 +424,37 @@ impl AggregatedDiscoveryService for Service {
                         nonce: nonce.to_string(),
                         ..Default::default()
                     };
-                    if sender.send(Ok(response)).is_err() {
+                    if sender.send((made, Ok(response))).is_err() {
                         return;
                     }
                 }
             }
         });
-        let responses = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|response| (response, receiver))
-        });
+        // Each response waits until it is due (see `delay_responses`); a cut does not.
+        let delay = self.delay.subscribe();
+        let responses = futures_util::stream::unfold(
+            (receiver, delay),
+            |(mut receiver, mut delay)| async move {
+                let (made, response) = receiver.recv().await?;
+                if response.is_ok() {
+                    loop {
+                        let due = made.checked_add(*delay.borrow_and_update());
+                        let Some(due) = due else {
+                            // Too long to add: held until the delay changes.
+                            if delay.changed().await.is_err() {
+                                return None;
+                            }
+                            continue;
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due) => break,
+                            changed = delay.changed() => if changed.is_err() { return None },
+                        }
+                    }
+                }
+                Some((response, (receiver, delay)))
+            },
+        );
         Ok(Response::new(Box::pin(responses)))
     }
 

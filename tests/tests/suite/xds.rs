@@ -736,3 +736,69 @@ async fn calls_follow_every_endpoint_change_and_none_fails() {
     failures.extend(tally.failures);
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+/// A control plane that answers slowly: a call whose deadline ends before the first endpoints
+/// arrive fails with a timeout naming the target instead of hanging; one with a longer deadline
+/// waits and is answered once they come. Updates held back the same way arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_control_plane_makes_calls_wait_within_their_deadline() {
+    let backends = grpc::start_many(2).await.unwrap();
+    let plane = ControlPlane::start().await.unwrap();
+    let listener = "slow.test:50051";
+    xds::publish_chain(&plane, listener, &[backends[0].address()]);
+    // Held until released below: no answer can come before.
+    plane.delay_responses(Duration::from_secs(3600));
+    let channel = waypost::Builder::new(&format!("xds:///{listener}"))
+        .unwrap()
+        .xds_bootstrap(Bootstrap::from_json(&plane.bootstrap_json("slow")).unwrap())
+        .tonic_channel()
+        .unwrap();
+    let client = HealthClient::new(channel);
+    let check = |timeout: Duration| {
+        let mut client = client.clone();
+        async move {
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            request.set_timeout(timeout);
+            client.check(request).await
+        }
+    };
+    let status = check(Duration::from_millis(200)).await.unwrap_err();
+    assert!(
+        status.message().contains(listener) && status.message().contains("deadline"),
+        "{status:?}"
+    );
+    let waiting = tokio::spawn(check(waypost_tests::PATIENCE));
+    eventually("the client asked for its listener", || {
+        plane
+            .requests()
+            .iter()
+            .any(|request| request.type_url == LISTENER)
+    })
+    .await;
+    assert!(!waiting.is_finished(), "nothing can answer it yet");
+    // The next version is held as well; released, both arrive in order.
+    let eds = format!("{listener}-eds");
+    plane.set(
+        ENDPOINTS,
+        &eds,
+        xds::healthy_assignment(&eds, &[backends[1].address()]),
+    );
+    plane.delay_responses(Duration::from_millis(50));
+    let response = waiting.await.unwrap().unwrap();
+    assert!(grpc::answered_by(&response).is_some());
+    let deadline = tokio::time::Instant::now() + waypost_tests::PATIENCE;
+    loop {
+        let response = check(waypost_tests::PATIENCE).await.unwrap();
+        if grpc::answered_by(&response) == Some(backends[1].address()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held update never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(plane.nacks().is_empty(), "{:?}", plane.nacks());
+}
