@@ -91,14 +91,26 @@ pub(crate) fn aim<B>(
 /// or the server reset it with `REFUSED_STREAM` (section 8.7). Such a request may be sent to
 /// another endpoint even if it is not idempotent.
 pub(crate) fn refused_by_server(error: &(dyn std::error::Error + 'static)) -> bool {
+    remote_h2(error).is_some_and(|h2| {
+        (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+    })
+}
+
+/// `true` when `error` comes from the server's GOAWAY: its connection takes no new streams. A
+/// `REFUSED_STREAM` reset alone leaves the connection as it was.
+pub(crate) fn going_away(error: &(dyn std::error::Error + 'static)) -> bool {
+    remote_h2(error).is_some_and(h2::Error::is_go_away)
+}
+
+/// The HTTP/2 error the server sent, in `error`'s chain.
+fn remote_h2<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
     let mut source = Some(error);
     while let Some(cause) = source {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
-                    || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)));
+            return h2.is_remote().then_some(h2);
         }
         source = cause.source();
     }
-    false
+    None
 }

@@ -110,9 +110,9 @@ struct Cell<B> {
     served: AtomicBool,
     /// Asks a task that is backing off to try again early: a call wants the endpoint.
     kick: Arc<Notify>,
-    /// Tells the task that the server refused a stream on the current connection (a GOAWAY):
-    /// that connection takes no new streams, so the task makes a new one at once while the old
-    /// one finishes the streams it carries. The request that saw it took the connection out of
+    /// Tells the task that a request on the current connection met the server's GOAWAY: that
+    /// connection takes no new streams, so the task makes a new one at once while the old one
+    /// finishes the streams it carries. The request that saw it took the connection out of
     /// `sender` first.
     going_away: Arc<Notify>,
 }
@@ -470,8 +470,8 @@ where
                     )),
                     None => {
                         let error = failed.into_error();
-                        if crate::connect::refused_by_server(&error) {
-                            // The connection is going away: no request is to use it again.
+                        if crate::connect::going_away(&error) {
+                            // The connection takes no new streams: no request is to use it.
                             let previous = cell.sender.compare_and_swap(&current, None);
                             if previous
                                 .as_ref()
@@ -479,6 +479,8 @@ where
                             {
                                 cell.going_away.notify_one();
                             }
+                        }
+                        if crate::connect::refused_by_server(&error) {
                             Err(EndpointError::Refused(
                                 Error::new(
                                     ErrorKind::Unreachable,
