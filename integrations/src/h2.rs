@@ -334,8 +334,8 @@ async fn run<B>(
                     tokio::select! {
                         result = &mut connection => break result,
                         _ = going_away.notified() => {
-                            // Only a refusal on this connection took it out (a permit may be
-                            // left from an earlier one).
+                            // Only a GOAWAY met on this connection took it out (a permit may
+                            // be left from an earlier connection).
                             let Some(live) = cell.upgrade() else { return };
                             if live.sender.load().is_none() {
                                 tracing::debug!(target: "waypost::connect", endpoint = %address, "the server is going away (GOAWAY); connecting again while the old connection finishes");
