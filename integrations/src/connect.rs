@@ -99,6 +99,7 @@ pub(crate) fn refused_by_server(error: &(dyn std::error::Error + 'static)) -> bo
 
 /// `true` when `error` comes from the server's GOAWAY: its connection takes no new streams. A
 /// `REFUSED_STREAM` reset alone leaves the connection as it was.
+#[cfg(feature = "tonic")]
 pub(crate) fn going_away(error: &(dyn std::error::Error + 'static)) -> bool {
     remote_h2(error).is_some_and(h2::Error::is_go_away)
 }
