@@ -44,11 +44,12 @@ use std::alloc::System;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::{Value, json};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use waypost_balance::Balance;
-use waypost_benches::kubernetes::{endpoint_ip, service_slice_json};
+use waypost_benches::kubernetes::{endpoint_ip, endpoint_json, service_slice_json};
 use waypost_discovery::source::dns::{DnsOptions, DnsSource, IpFamilies};
 use waypost_discovery::source::kubernetes::{DEFAULT_PAGE_SIZE, KubernetesSource, SharedWatches};
 use waypost_discovery::{DnsTarget, Endpoint, Endpoints, KubernetesTarget};
@@ -117,6 +118,46 @@ fn slice(service: usize, shift: usize, generation: u64) -> serde_json::Value {
     )
 }
 
+/// Service `s`'s slice after `shift` replacements with `generation`, the same as [`slice`]
+/// makes, changed from the one written last (`last`: its shift and object). Building a slice
+/// anew took the child about 1 ms of its core, which the client's measurements then shared.
+fn next_slice(last: &mut (usize, Value), service: usize, shift: usize, generation: u64) -> Value {
+    let name = service_name(service);
+    let endpoints = last.1["endpoints"]
+        .as_array_mut()
+        .expect("a slice has endpoints");
+    while last.0 < shift {
+        last.0 += 1;
+        endpoints.remove(0);
+        endpoints.push(endpoint_json(
+            &name,
+            service * SPACING + last.0 + PER_SERVICE - 1,
+            true,
+        ));
+    }
+    // Only the last endpoint's readiness changes with the generation; the one before it was
+    // last before a replacement.
+    let count = endpoints.len();
+    for (position, endpoint) in endpoints.iter_mut().enumerate().skip(count - 2) {
+        let ready = !(generation % 2 == 1 && position == count - 1);
+        endpoint["conditions"] = json!({ "ready": ready, "serving": ready, "terminating": false });
+    }
+    last.1["metadata"]["resourceVersion"] = Value::from(format!("{}", 1000 + generation));
+    last.1.clone()
+}
+
+/// `at` as nanoseconds since the Unix epoch, for the parent to compare with its own clock.
+fn unix_nanos(at: SystemTime) -> u128 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// `at`, an `Instant` of this process, on the wall clock the two processes share.
+fn wall_clock(at: Instant) -> SystemTime {
+    SystemTime::now() - at.elapsed()
+}
+
 fn address(index: usize) -> SocketAddr {
     format!("{}:8080", endpoint_ip(index)).parse().unwrap()
 }
@@ -162,23 +203,35 @@ fn xds_assignment(
     waypost_tests::xds::assignment(&name, &[LocalitySpec::new("fleet-a", hosts)])
 }
 
-/// What one write in the child does: Service, shift, generation.
-type Writer = Box<dyn Fn(usize, usize, u64) + Send>;
+/// What one write in the child does: Service, shift, generation; returns when the server
+/// accepted it (before any client can see it).
+type Writer = Box<dyn FnMut(usize, usize, u64) -> SystemTime + Send>;
 /// The counter each of the child's answers reports.
 type Counter = Box<dyn Fn() -> u64 + Send>;
 
 /// The child: the server with every Service, driven by lines on stdin (`flip S G`, `churn
 /// RATE SECONDS`), each answered with `done N` (N: compactions of the fake API server, or DNS
-/// queries answered so far).
+/// queries answered so far), a flip with `done N T` (T: when the server accepted the write, in
+/// nanoseconds since the Unix epoch).
 fn serve(services: usize, source: Source) {
     child::runtime().block_on(async {
         // What one write does, and the counter each answer reports.
-        let (write, count): (Writer, Counter) = match source {
+        let (mut write, count): (Writer, Counter) = match source {
             Source::Kubernetes => {
                 let rig = Arc::new(FakeApiServer::start().await);
-                for service in 0..services {
-                    rig.apply(slice(service, 0, 0));
+                // Each Service's last slice, changed in place by each write.
+                let mut written: Vec<(usize, Value)> = (0..services)
+                    .map(|service| (0, slice(service, 0, 0)))
+                    .collect();
+                for (_, object) in &written {
+                    rig.apply_value_timed(object.clone());
                 }
+                let mut check = (0, slice(0, 0, 0));
+                assert_eq!(
+                    next_slice(&mut check, 0, 2, 1),
+                    slice(0, 2, 1),
+                    "a slice changed in place is the one built anew"
+                );
                 // The rig keeps every write as a JSON value: keep its history short.
                 rig.compact();
                 child::announce(&rig.kubeconfig());
@@ -188,7 +241,9 @@ fn serve(services: usize, source: Source) {
                 let writer = Arc::clone(&rig);
                 (
                     Box::new(move |service, shift, generation| {
-                        writer.apply(slice(service, shift, generation));
+                        let object = next_slice(&mut written[service], service, shift, generation);
+                        let (_, accepted) = writer.apply_value_timed(object);
+                        let accepted = wall_clock(accepted);
                         // Compacted during the churn only (its writes are generation 0): a
                         // compaction while changes are timed could make a watch that resumes
                         // after its timeout relist, which the timing would then include.
@@ -196,6 +251,7 @@ fn serve(services: usize, source: Source) {
                             compactions.fetch_add(1, Ordering::Relaxed);
                             writer.compact();
                         }
+                        accepted
                     }),
                     Box::new(move || counted.load(Ordering::Relaxed)),
                 )
@@ -216,6 +272,7 @@ fn serve(services: usize, source: Source) {
                             ips.pop();
                         }
                         writer.set_addresses(&dns_name(service), &ips, TTL);
+                        SystemTime::now()
                     }),
                     Box::new(move || server.query_count() as u64),
                 )
@@ -238,7 +295,11 @@ fn serve(services: usize, source: Source) {
                 (
                     Box::new(move |service, shift, generation| {
                         let name = format!("{}-eds", listener_name(service));
-                        writer.set(ENDPOINTS, &name, xds_assignment(service, shift, generation));
+                        let assignment = xds_assignment(service, shift, generation);
+                        // Taken before the server has it: never too late.
+                        let accepted = SystemTime::now();
+                        writer.set(ENDPOINTS, &name, assignment);
+                        accepted
                     }),
                     Box::new(move || plane.request_count() as u64),
                 )
@@ -253,7 +314,9 @@ fn serve(services: usize, source: Source) {
                     // Flip the readiness of Service S's last endpoint (generation G).
                     ["flip", service, generation] => {
                         let service: usize = service.parse().unwrap();
-                        write(service, shifts[service], generation.parse().unwrap());
+                        let accepted = write(service, shifts[service], generation.parse().unwrap());
+                        println!("done {} {}", count(), unix_nanos(accepted));
+                        continue;
                     }
                     // Replace endpoints at RATE a second for SECONDS, round robin.
                     ["churn", rate, seconds] => {
@@ -344,8 +407,18 @@ impl Server {
     fn answer(&mut self) -> u64 {
         let line = self.0.reply();
         line.strip_prefix("done ")
-            .and_then(|count| count.parse().ok())
+            .and_then(|rest| rest.split(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("the child answered {line:?}"))
+    }
+
+    /// When the server accepted the write of the oldest unanswered `flip`.
+    fn accepted(&mut self) -> SystemTime {
+        let line = self.0.reply();
+        let nanos: u64 = line
+            .strip_prefix("done ")
+            .and_then(|rest| rest.split(' ').nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("the child answered {line:?}"));
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
     }
 
     /// The child's counter now.
@@ -535,7 +608,8 @@ fn main() {
 
     // A change reaching picks.
     if source != Source::Dns {
-        // (in the Endpoints handle, reaching picks)
+        // Per change: from asking the child (its building and storing the object included) to
+        // the set changing and to the picks; the same from the server accepting the write.
         let mut samples = Vec::with_capacity(CHANGES);
         runtime.block_on(async {
             for change in 0..CHANGES {
@@ -548,32 +622,43 @@ fn main() {
                 server.command(&format!("flip {service} {generation}"));
                 watcher.changed().await.expect("the set changes");
                 let published = asked.elapsed();
+                let published_at = SystemTime::now();
                 until_picked(&balancers[service], last, false).await;
-                samples.push((published, asked.elapsed()));
+                let picked = asked.elapsed();
+                let picked_at = SystemTime::now();
+                let accepted = server.accepted();
+                let since = |at: SystemTime| at.duration_since(accepted).unwrap_or_default();
+                samples.push([
+                    published,
+                    picked,
+                    picked - published,
+                    since(published_at),
+                    since(picked_at),
+                ]);
                 // Back to ready, before the next change.
                 server.command(&format!("flip {service} {}", generation + 1));
                 watcher.changed().await.expect("the set changes");
                 until_picked(&balancers[service], last, true).await;
+                server.accepted();
             }
         });
-        // Every flip answered.
-        for _ in 0..CHANGES * 2 {
-            server.answer();
-        }
-        let mut published: Vec<Duration> = samples.iter().map(|(p, _)| *p).collect();
-        let mut picked: Vec<Duration> = samples.iter().map(|(_, p)| *p).collect();
-        let mut balancer: Vec<Duration> = samples.iter().map(|(p, q)| *q - *p).collect();
-        for (what, samples) in [
-            ("a change in the Endpoints handle", &mut published),
-            ("a change reaching picks", &mut picked),
-            ("of which the balancer (published -> picks)", &mut balancer),
-        ] {
+        for (column, what) in [
+            "a change in the Endpoints handle",
+            "a change reaching picks",
+            "of which the balancer (published -> picks)",
+            "from the server accepting the write: in the Endpoints handle",
+            "from the server accepting the write: reaching picks",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut samples: Vec<Duration> = samples.iter().map(|sample| sample[column]).collect();
             samples.sort();
             println!(
                 "{what}, {CHANGES} changes: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
-                percentile(samples, 0.5),
-                percentile(samples, 0.9),
-                percentile(samples, 0.99),
+                percentile(&samples, 0.5),
+                percentile(&samples, 0.9),
+                percentile(&samples, 0.99),
                 samples[samples.len() - 1],
             );
         }

@@ -36,25 +36,10 @@ pub fn service_slice_json(
     count: usize,
     generation: u64,
 ) -> Value {
-    let zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
     let endpoints: Vec<Value> = (first..first + count)
         .map(|index| {
-            let zone = zones[index % zones.len()];
             let ready = !(generation % 2 == 1 && index == first + count - 1);
-            json!({
-                "addresses": [endpoint_ip(index)],
-                "conditions": { "ready": ready, "serving": ready, "terminating": false },
-                "hostname": format!("{service}-{index}"),
-                "nodeName": format!("node-{}", index % 40),
-                "zone": zone,
-                "hints": { "forZones": [{ "name": zone }] },
-                "targetRef": {
-                    "kind": "Pod",
-                    "namespace": "default",
-                    "name": format!("{service}-7d9f8b6c5-{index:05}"),
-                    "uid": format!("00000000-0000-4000-8000-{index:012}"),
-                },
-            })
+            endpoint_json(service, index, ready)
         })
         .collect();
     json!({
@@ -70,6 +55,26 @@ pub fn service_slice_json(
         "addressType": "IPv4",
         "ports": [{ "name": "http", "port": PORT, "protocol": "TCP" }],
         "endpoints": endpoints,
+    })
+}
+
+/// Endpoint `index` of Service `service`, as [`service_slice_json`] writes it.
+pub fn endpoint_json(service: &str, index: usize, ready: bool) -> Value {
+    let zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
+    let zone = zones[index % zones.len()];
+    json!({
+        "addresses": [endpoint_ip(index)],
+        "conditions": { "ready": ready, "serving": ready, "terminating": false },
+        "hostname": format!("{service}-{index}"),
+        "nodeName": format!("node-{}", index % 40),
+        "zone": zone,
+        "hints": { "forZones": [{ "name": zone }] },
+        "targetRef": {
+            "kind": "Pod",
+            "namespace": "default",
+            "name": format!("{service}-7d9f8b6c5-{index:05}"),
+            "uid": format!("00000000-0000-4000-8000-{index:012}"),
+        },
     })
 }
 

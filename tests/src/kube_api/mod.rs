@@ -329,7 +329,16 @@ impl FakeApiServer {
     ///
     /// When the object has no `metadata.name`.
     pub fn apply_timed(&self, object: impl serde::Serialize) -> (u64, std::time::Instant) {
-        let object = serde_json::to_value(object).expect("the object serializes to JSON");
+        self.apply_value_timed(serde_json::to_value(object).expect("the object serializes to JSON"))
+    }
+
+    /// Like [`apply_timed`](Self::apply_timed) for an object that is JSON already: stored as
+    /// it is, not serialized again.
+    ///
+    /// # Panics
+    ///
+    /// When the object has no `metadata.name`.
+    pub fn apply_value_timed(&self, object: Value) -> (u64, std::time::Instant) {
         let (change, accepted) = self
             .shared
             .write(|store| {
@@ -354,7 +363,7 @@ impl FakeApiServer {
             .store()
             .objects()
             .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+            .map(|object| Value::clone(object))
     }
 
     /// The current resourceVersion.

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::query::{LabelSelector, Query};
-use super::store::{Change, ChangeKind, Key, labels, status, typed};
+use super::store::{Change, ChangeKind, Key, Typed, labels, status};
 use super::{API_VERSION, KIND, LIST_KIND, RequestKind, RequestRecord, Shared, Signals};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -271,7 +271,7 @@ fn list(shared: &Shared, namespace: Option<&str>, query: &Query) -> Response<Bod
             )
         });
     let limit = query.limit.unwrap_or(usize::MAX);
-    let page: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
+    let page: Vec<(&Key, &Arc<Value>)> = matching.by_ref().take(limit).collect();
     let remaining = matching.count();
     let mut metadata = json!({ "resourceVersion": resource_version.to_string() });
     if remaining > 0
@@ -280,13 +280,11 @@ fn list(shared: &Shared, namespace: Option<&str>, query: &Query) -> Response<Bod
         metadata["continue"] = Value::from(format!("{resource_version}:{}/{}", last.0, last.1));
         metadata["remainingItemCount"] = Value::from(remaining);
     }
-    let items: Vec<Value> = page.into_iter().map(|(_, object)| object.clone()).collect();
-    let body = serde_json::to_vec(&json!({
-        "kind": LIST_KIND,
-        "apiVersion": API_VERSION,
-        "metadata": metadata,
-        "items": items,
-    }))
+    let items: Vec<&Value> = page.into_iter().map(|(_, object)| &**object).collect();
+    let body = serde_json::to_vec(&ListBody {
+        metadata: &metadata,
+        items: &items,
+    })
     .unwrap_or_default();
     shared
         .list_bytes
@@ -296,6 +294,24 @@ fn list(shared: &Shared, namespace: Option<&str>, query: &Query) -> Response<Bod
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// A list response, its items serialized from the store without a copy.
+struct ListBody<'a> {
+    metadata: &'a Value,
+    items: &'a [&'a Value],
+}
+
+impl serde::Serialize for ListBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("kind", LIST_KIND)?;
+        map.serialize_entry("apiVersion", API_VERSION)?;
+        map.serialize_entry("metadata", self.metadata)?;
+        map.serialize_entry("items", self.items)?;
+        map.end()
+    }
 }
 
 fn parse_continue(token: &str) -> Option<(u64, Key)> {
@@ -332,6 +348,24 @@ fn line(event: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// The line of a watch event of type `kind` (`ADDED`, `MODIFIED`, `DELETED`) for a stored
+/// object, serialized from it without a copy.
+fn object_line(kind: &str, object: &Value) -> Bytes {
+    let mut bytes = Vec::with_capacity(4096);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(kind.as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    let typed = Typed {
+        object,
+        kind: KIND,
+        api_version: API_VERSION,
+    };
+    // Serializing a JSON value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, &typed);
+    bytes.extend_from_slice(b"}\n");
+    Bytes::from(bytes)
+}
+
 fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Response<Body> {
     let namespace = namespace.filter(|_| !shared.faults().ignore_namespace);
     let exact = match query.exact_resource_version() {
@@ -357,7 +391,7 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
         ignore_selector: shared.faults().ignore_label_selector,
     };
 
-    let mut initial = Vec::new();
+    let mut initial: Vec<Bytes> = Vec::new();
     let mut ended = false;
     let (live, cursor) = {
         let store = shared.store();
@@ -370,16 +404,16 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
                     .ok()
                     .and_then(|code| code.canonical_reason())
                     .unwrap_or("Failure");
-                initial.push(json!({
+                initial.push(line(&json!({
                     "type": "ERROR",
                     "object": status(code, reason, "injected: the watch fails at once"),
-                }));
+                })));
                 ended = true;
             }
             Some(rv) if !query.send_initial_events => match store.changes_after(rv) {
                 Ok(replay) => initial.extend(replay.iter().filter_map(|c| filter.event(c))),
                 Err(expired) => {
-                    initial.push(expired_event(rv, expired.oldest));
+                    initial.push(line(&expired_event(rv, expired.oldest)));
                     ended = true;
                 }
             },
@@ -387,14 +421,11 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
                 // No version (or `sendInitialEvents`): the current objects first, as ADDED.
                 for (key, object) in store.objects() {
                     if filter.selects(object, key) {
-                        initial.push(json!({
-                            "type": "ADDED",
-                            "object": typed(object, KIND, API_VERSION),
-                        }));
+                        initial.push(object_line("ADDED", object));
                     }
                 }
                 if query.send_initial_events {
-                    initial.push(bookmark(cursor, true));
+                    initial.push(line(&bookmark(cursor, true)));
                 }
             }
         }
@@ -443,7 +474,7 @@ impl EventFilter {
 
     /// The watch event a change makes: objects that start to match are ADDED, objects that
     /// stop matching are DELETED.
-    fn event(&self, change: &Change) -> Option<Value> {
+    fn event(&self, change: &Change) -> Option<Bytes> {
         let now = self.selects(&change.object, &change.key);
         let before = change
             .previous
@@ -457,7 +488,7 @@ impl EventFilter {
             (ChangeKind::Deleted, true, _) => "DELETED",
             _ => return None,
         };
-        Some(json!({ "type": kind, "object": typed(&change.object, KIND, API_VERSION) }))
+        Some(object_line(kind, &change.object))
     }
 }
 
@@ -479,9 +510,9 @@ struct WatchStream {
 struct Stop;
 
 impl WatchStream {
-    async fn run(mut self, initial: Vec<Value>, ended: bool) {
+    async fn run(mut self, initial: Vec<Bytes>, ended: bool) {
         let _live = self.shared.watch_started();
-        for event in &initial {
+        for event in initial {
             if self.send(event).await.is_err() {
                 return;
             }
@@ -511,8 +542,7 @@ impl WatchStream {
         }
     }
 
-    async fn send(&self, event: &Value) -> Result<(), Stop> {
-        let line = line(event);
+    async fn send(&self, line: Bytes) -> Result<(), Stop> {
         let bytes = line.len() as u64;
         self.sender.send(line).await.map_err(|_| Stop)?;
         self.shared.watch_bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -528,7 +558,7 @@ impl WatchStream {
                 if change.resource_version > self.cursor {
                     self.cursor = change.resource_version;
                     if let Some(event) = self.filter.event(&change) {
-                        self.send(&event).await?;
+                        self.send(event).await?;
                     }
                 }
                 Ok(())
@@ -536,7 +566,7 @@ impl WatchStream {
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Too slow to follow: the client must relist, as with a real server.
                 let oldest = self.shared.store().resource_version();
-                let _ = self.send(&expired_event(self.cursor, oldest)).await;
+                let _ = self.send(line(&expired_event(self.cursor, oldest))).await;
                 Err(Stop)
             }
             Err(broadcast::error::RecvError::Closed) => Err(Stop),
@@ -547,7 +577,7 @@ impl WatchStream {
         let now = *self.signals.borrow_and_update();
         if now.expire != self.seen_signals.expire {
             let oldest = self.shared.store().compacted();
-            let _ = self.send(&expired_event(self.cursor, oldest)).await;
+            let _ = self.send(line(&expired_event(self.cursor, oldest))).await;
             return Err(Stop);
         }
         if now.error.0 != self.seen_signals.error.0 {
@@ -560,7 +590,7 @@ impl WatchStream {
                 "type": "ERROR",
                 "object": status(code, reason, "injected: the watch cannot go on"),
             });
-            let _ = self.send(&event).await;
+            let _ = self.send(line(&event)).await;
             return Err(Stop);
         }
         if now.drop != self.seen_signals.drop {
@@ -594,7 +624,7 @@ impl WatchStream {
         }
         self.cursor = self.cursor.max(newest);
         if self.allow_bookmarks {
-            self.send(&bookmark(self.cursor, false)).await?;
+            self.send(line(&bookmark(self.cursor, false))).await?;
         }
         Ok(())
     }
