@@ -25,7 +25,8 @@
 //!   from the write being asked for (before the child applies it) until the source publishes
 //!   the new set (waited for without spinning), and until the Service's balancer no longer
 //!   picks it (spinning for 200 µs, then looking every 20 µs), over 200 changes spread over the
-//!   Services;
+//!   Services; and the same two from the server accepting the write (the child's wall-clock
+//!   time, which leaves the rig's own building and storing of the object out);
 //! - quiet: the CPU time this process spends over 20 s without any change (the DNS sources'
 //!   lookups go on);
 //! - churn: 1% of all endpoints replaced per second (the child replaces one endpoint of one
