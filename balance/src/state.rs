@@ -687,7 +687,9 @@ fn unpack(packed: u64) -> (f32, u32) {
 }
 
 fn key(estimate_us: f32, at_ms: u64, tau_ms: f64) -> f64 {
-    f64::from(estimate_us).ln() + at_ms as f64 / tau_ms
+    // The estimate is an `f32`: its logarithm in `f32` is as exact as it (and about half the
+    // instructions of the `f64` one, on every completed request).
+    f64::from(estimate_us.ln()) + at_ms as f64 / tau_ms
 }
 
 #[cfg(test)]
