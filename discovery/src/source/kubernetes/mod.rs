@@ -80,6 +80,7 @@
 
 mod cache;
 mod convert;
+mod decode;
 mod namespace;
 mod retry;
 mod shared;
@@ -89,7 +90,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 
 /// The topology-hints rule, also at [`topology::hints_prefer_zone`](crate::topology::hints_prefer_zone).
@@ -105,7 +105,8 @@ pub use shared::SharedWatches;
 /// version.
 pub use kube;
 
-/// The k8s-openapi version this source is built with, for naming [`EndpointSlice`] and friends.
+/// The k8s-openapi version this source is built with, for naming
+/// [`EndpointSlice`](k8s_openapi::api::discovery::v1::EndpointSlice) and friends.
 pub use k8s_openapi;
 
 use crate::endpoints::{Endpoints, Publisher};
@@ -344,7 +345,7 @@ impl WatchOptions {
     fn task(self, namespace: String) -> watch::WatchTask {
         let probe = Arc::new(watch::WatchProbe::default());
         let client = watch::probing_client(self.client, Arc::clone(&probe), &namespace);
-        let api = kube::Api::<EndpointSlice>::namespaced(client, &namespace);
+        let api = kube::Api::<decode::WatchedSlice>::namespaced(client, &namespace);
         let mut config = watcher::Config::default()
             .page_size(self.page_size)
             .timeout(u32::try_from(self.watch_timeout.as_secs()).unwrap_or(u32::MAX));

@@ -57,12 +57,13 @@ use tokio::time::Instant;
 
 use super::SERVICE_NAME_LABEL;
 use super::cache::{Applied, CacheStatus, SliceCache};
+use super::decode::WatchedSlice;
 use super::retry::Retry;
 use super::shared::{GroupLink, Leave};
 use crate::endpoints::Publisher;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
 
-type SliceEvents = Pin<Box<dyn Stream<Item = watcher::Result<Event<EndpointSlice>>> + Send>>;
+type SliceEvents = Pin<Box<dyn Stream<Item = watcher::Result<Event<WatchedSlice>>> + Send>>;
 
 /// One target served by a watch task: its publisher and its slices.
 pub(super) struct Member {
@@ -98,7 +99,7 @@ pub(super) enum Command {
 /// Everything a watch task needs: one watch of EndpointSlices in one namespace, feeding the
 /// caches of one or more targets.
 pub(super) struct WatchTask {
-    pub(super) api: Api<EndpointSlice>,
+    pub(super) api: Api<WatchedSlice>,
     /// The watcher's configuration without the label selector, which the members make.
     pub(super) config: watcher::Config,
     pub(super) retry: Retry,
@@ -132,7 +133,7 @@ enum Next {
 
 impl WatchTask {
     pub(super) fn new(
-        api: Api<EndpointSlice>,
+        api: Api<WatchedSlice>,
         config: watcher::Config,
         retry: Retry,
         probe: Arc<WatchProbe>,
@@ -433,7 +434,7 @@ impl WatchTask {
         changed
     }
 
-    fn handle(&mut self, event: Event<EndpointSlice>) {
+    fn handle(&mut self, event: Event<WatchedSlice>) {
         match event {
             Event::Init => {
                 tracing::debug!(
@@ -447,7 +448,7 @@ impl WatchTask {
                 }
                 self.relist_owners = Some(HashMap::new());
             }
-            Event::InitApply(slice) => {
+            Event::InitApply(WatchedSlice(slice)) => {
                 self.apply(&slice);
             }
             Event::InitDone => {
@@ -478,13 +479,13 @@ impl WatchTask {
                     self.publish(key);
                 }
             }
-            Event::Apply(slice) => {
+            Event::Apply(WatchedSlice(slice)) => {
                 self.retry.event();
                 for key in self.apply(&slice) {
                     self.publish(key);
                 }
             }
-            Event::Delete(slice) => {
+            Event::Delete(WatchedSlice(slice)) => {
                 self.retry.event();
                 let (_, keys) = self.members_for(&slice);
                 let name = slice.metadata.name.as_deref().unwrap_or_default();
