@@ -143,12 +143,15 @@ pub(crate) struct PickTable<S> {
     bounded_load: Option<f64>,
     /// The per-endpoint concurrency limit: picks pass full endpoints over.
     limit: Option<u32>,
+    /// The connectivity bits a pick passes a candidate over for ([`avoid_mask`]), kept so that
+    /// a pick does not branch on the panic flag.
+    avoid: u32,
 }
 
 struct GroupLoads<'a, S> {
     slots: &'a [Arc<Slot<S>>],
     /// The connectivity bits that make a candidate one to pass over
-    /// ([`PickTable::avoid_mask`]).
+    /// ([`avoid_mask`]).
     avoid: u32,
     limit: Option<u32>,
 }
@@ -187,6 +190,7 @@ impl<S> PickTable<S> {
             spill: None,
             bounded_load: None,
             limit: None,
+            avoid: avoid_mask(false),
         }
     }
 
@@ -209,7 +213,11 @@ impl<S> PickTable<S> {
             Some((spill, share)) if rng.u32(..) < *share => spill,
             _ => primary,
         };
-        let slots = &self.candidates[group.start..group.start + group.len];
+        let slots = match group.start {
+            // The primary group starts the candidates: one bound to check.
+            0 => &self.candidates[..group.len],
+            start => &self.candidates[start..start + group.len],
+        };
         let bound = self.bounded_load.and_then(|epsilon| {
             let total = context.total_in_flight()?.load(Ordering::Relaxed) as f64 + 1.0;
             Some(((1.0 + epsilon) * total / group.len as f64).ceil() as u32)
@@ -220,23 +228,12 @@ impl<S> PickTable<S> {
             stripes,
             &GroupLoads {
                 slots,
-                avoid: self.avoid_mask(),
+                avoid: self.avoid,
                 limit: self.limit,
             },
             bound,
         );
         slots.get(index)
-    }
-
-    /// The connectivity bits a pick passes a candidate over for: in panic mode every endpoint
-    /// is used, down or not serving, but shed ones are still passed over.
-    #[inline]
-    fn avoid_mask(&self) -> u32 {
-        if self.panic {
-            crate::state::AVOID_IN_PANIC
-        } else {
-            crate::state::AVOID
-        }
     }
 
     /// With a concurrency limit, after the policy's pick found its endpoint full: an endpoint
@@ -252,7 +249,7 @@ impl<S> PickTable<S> {
             return None;
         }
         let start = rng.usize(..len);
-        let avoid = self.avoid_mask();
+        let avoid = self.avoid;
         let mut fallback = None;
         for slot in self.candidates[start..]
             .iter()
@@ -426,6 +423,17 @@ pub(crate) fn build<S>(
             .concurrency_limit
             .as_ref()
             .map(|limit| limit.max_in_flight),
+        avoid: avoid_mask(panic),
+    }
+}
+
+/// The connectivity bits a pick passes a candidate over for: in panic mode every endpoint is
+/// used, down or not serving, but shed ones are still passed over.
+fn avoid_mask(panic: bool) -> u32 {
+    if panic {
+        crate::state::AVOID_IN_PANIC
+    } else {
+        crate::state::AVOID
     }
 }
 
