@@ -105,7 +105,8 @@ fn conditions_default_as_the_api_says() {
             endpoint_json("10.0.0.3", Some(false), None, None),
             // Unready, serving and terminating: draining.
             endpoint_json("10.0.0.4", Some(false), Some(true), Some(true)),
-            // Terminating, serving missing: serving defaults to ready (false). Left out.
+            // Terminating, serving missing: serving defaults to true (the API's rule, and
+            // kube-proxy's). Draining.
             endpoint_json("10.0.0.5", Some(false), None, Some(true)),
             // Ready missing (true) although terminating: ready wins.
             endpoint_json("10.0.0.6", None, None, Some(true)),
@@ -125,10 +126,26 @@ fn conditions_default_as_the_api_says() {
             (addr("10.0.0.1:8080"), Readiness::Ready),
             (addr("10.0.0.2:8080"), Readiness::Ready),
             (addr("10.0.0.4:8080"), Readiness::Terminating),
+            (addr("10.0.0.5:8080"), Readiness::Terminating),
             (addr("10.0.0.6:8080"), Readiness::Ready),
         ]
     );
-    assert_eq!(contribution.not_serving(), 3);
+    assert_eq!(contribution.not_serving(), 2);
+    // Which ready endpoints are terminating: 10.0.0.6 (ready missing, terminating).
+    let terminating: Vec<(SocketAddr, bool)> = contribution
+        .endpoints_terminating()
+        .map(|(e, terminating)| (e.address(), terminating))
+        .collect();
+    assert_eq!(
+        terminating,
+        [
+            (addr("10.0.0.1:8080"), false),
+            (addr("10.0.0.2:8080"), false),
+            (addr("10.0.0.4:8080"), true),
+            (addr("10.0.0.5:8080"), true),
+            (addr("10.0.0.6:8080"), true),
+        ]
+    );
 }
 
 #[test]
@@ -649,6 +666,90 @@ fn an_unready_address_shadows_its_draining_duplicate() {
     assert_eq!(contribution.not_serving(), 1);
 }
 
+/// kube-proxy lets a non-terminating entry of an address replace a terminating one (kubernetes
+/// PR 135593), whatever their readiness. With `publishNotReadyAddresses` every entry is ready,
+/// so the old pod's entry is ready and terminating, and the new pod's wins.
+#[test]
+fn a_terminating_entry_gives_way_to_a_non_terminating_one_of_its_address() {
+    let zoned = |mut endpoint: Value, zone: &str| {
+        endpoint["zone"] = Value::from(zone);
+        endpoint
+    };
+    // The old pod: ready (published not ready), terminating, in zone "old".
+    let old = || {
+        zoned(
+            endpoint_json("10.0.0.1", Some(true), Some(false), Some(true)),
+            "old",
+        )
+    };
+    let other = || endpoint_json("10.0.0.2", Some(true), None, None);
+    for (first, second) in [("api-a", "api-b"), ("api-b", "api-a")] {
+        // The new pod ready and not terminating: its entry is the one used.
+        let mut replaced = cache();
+        replaced.apply(&parse(slice_json(
+            first,
+            "IPv4",
+            http_port(),
+            json!([old(), other()]),
+        )));
+        replaced.apply(&parse(slice_json(
+            second,
+            "IPv4",
+            http_port(),
+            json!([zoned(
+                endpoint_json("10.0.0.1", Some(true), None, None),
+                "new"
+            )]),
+        )));
+        let set = replaced.endpoint_set();
+        let zones: Vec<(SocketAddr, Option<&str>)> =
+            set.iter().map(|e| (e.address(), e.zone())).collect();
+        assert_eq!(
+            zones,
+            [
+                (addr("10.0.0.1:8080"), Some("new")),
+                (addr("10.0.0.2:8080"), None)
+            ],
+            "{first}, {second}"
+        );
+
+        // The new pod not ready yet: the address is not used at all.
+        let mut cache = cache();
+        cache.apply(&parse(slice_json(
+            first,
+            "IPv4",
+            http_port(),
+            json!([old(), other()]),
+        )));
+        cache.apply(&parse(slice_json(
+            second,
+            "IPv4",
+            http_port(),
+            json!([endpoint_json(
+                "10.0.0.1",
+                Some(false),
+                Some(false),
+                Some(false)
+            )]),
+        )));
+        assert_eq!(
+            addresses(&cache),
+            [addr("10.0.0.2:8080")],
+            "{first}, {second}"
+        );
+    }
+    // Alone, the ready and terminating entry is used.
+    let cache = cache_with_one(json!([old()]));
+    assert_eq!(addresses(&cache), [addr("10.0.0.1:8080")]);
+    // And when the only ready endpoint gives way, the draining ones are the fallback.
+    let cache = cache_with_one(json!([
+        old(),
+        endpoint_json("10.0.0.1", Some(false), Some(false), Some(false)),
+        endpoint_json("10.0.0.3", Some(false), Some(true), Some(true)),
+    ]));
+    assert_eq!(addresses(&cache), [addr("10.0.0.3:8080")]);
+}
+
 #[test]
 fn an_endpoint_without_an_address_is_skipped_alone() {
     let slice = parse(slice_json(
@@ -1045,24 +1146,33 @@ proptest! {
             .iter()
             .filter_map(|slice| convert_slice(slice, "api", selector.as_ref()).ok())
             .collect();
-        let unready: Vec<SocketAddr> = contributions
+        // The merge rule, written out: a terminating entry of an address that some slice
+        // lists as not terminating (ready, or not ready yet) is passed over; of the rest, the
+        // ready entries, or when none is ready the draining ones; one per address.
+        let entries: Vec<(Endpoint, bool)> = contributions
             .iter()
-            .flat_map(|contribution| contribution.unready().to_vec())
+            .flat_map(|c| c.endpoints_terminating().map(|(e, t)| (e.clone(), t)).collect::<Vec<_>>())
             .collect();
-        let usable: Vec<Endpoint> = contributions
+        let not_terminating: Vec<SocketAddr> = entries
             .iter()
-            .flat_map(|contribution| contribution.endpoints().to_vec())
+            .filter(|(_, t)| !t)
+            .map(|(e, _)| e.address())
+            .chain(contributions.iter().flat_map(|c| c.unready().to_vec()))
             .collect();
-        let any_ready = usable.iter().any(|e| e.readiness().is_ready());
-        let expected_empty = !usable
+        let kept: Vec<&Endpoint> = entries
             .iter()
-            .any(|e| any_ready || !unready.contains(&e.address()));
-        prop_assert_eq!(sets[0].is_empty(), expected_empty);
-        for endpoint in sets[0].iter() {
-            prop_assert!(endpoint.readiness().is_ready() || !unready.contains(&endpoint.address()));
-        }
-        if usable.iter().any(|e| e.readiness().is_ready()) {
-            prop_assert!(sets[0].iter().all(|e| e.readiness().is_ready()));
-        }
+            .filter(|(e, t)| !(*t && not_terminating.contains(&e.address())))
+            .map(|(e, _)| e)
+            .collect();
+        let any_ready = kept.iter().any(|e| e.readiness().is_ready());
+        let mut expected: Vec<SocketAddr> = kept
+            .iter()
+            .filter(|e| e.readiness().is_ready() == any_ready)
+            .map(|e| e.address())
+            .collect();
+        expected.sort();
+        expected.dedup();
+        let got: Vec<SocketAddr> = sets[0].iter().map(Endpoint::address).collect();
+        prop_assert_eq!(got, expected);
     }
 }

@@ -341,6 +341,11 @@ impl SliceCache {
 
     /// The endpoints [`endpoint_set`](Self::endpoint_set) is built from, in slice order
     /// (namespace, then name), before sorting and deduplication.
+    ///
+    /// A terminating entry (ready or draining) of an address that some slice lists as not
+    /// terminating (ready, or not ready yet) is passed over, as kube-proxy lets a
+    /// non-terminating entry replace a terminating one. Of the rest, the ready entries are used,
+    /// or, when none is ready, the draining ones.
     pub fn merged_endpoints(&self) -> Vec<Endpoint> {
         let usable = || {
             self.slices.values().filter_map(|entry| match entry {
@@ -348,25 +353,43 @@ impl SliceCache {
                 Entry::Unusable(_) => None,
             })
         };
-        let any_ready = usable().any(SliceEndpoints::has_ready);
-        // Addresses a not-yet-ready pod owns: never a draining fallback.
-        let unready: HashSet<SocketAddr> = if any_ready {
+        // The addresses with a terminating entry; usually none, and then nothing is passed over.
+        let terminating: HashSet<SocketAddr> = usable()
+            .flat_map(SliceEndpoints::endpoints_terminating)
+            .filter(|&(_, terminating)| terminating)
+            .map(|(endpoint, _)| endpoint.address())
+            .collect();
+        // Of those, the ones some slice also lists as not terminating.
+        let shadowed: HashSet<SocketAddr> = if terminating.is_empty() {
             HashSet::new()
         } else {
-            usable().flat_map(|c| c.unready().iter().copied()).collect()
+            usable()
+                .flat_map(|c| {
+                    c.endpoints_terminating()
+                        .filter(|&(_, terminating)| !terminating)
+                        .map(|(endpoint, _)| endpoint.address())
+                        .chain(c.unready().iter().copied())
+                })
+                .filter(|address| terminating.contains(address))
+                .collect()
         };
+        let kept = |&(endpoint, terminating): &(&Endpoint, bool)| {
+            !(terminating && shadowed.contains(&endpoint.address()))
+        };
+        let any_ready = usable().any(|c| {
+            c.endpoints_terminating()
+                .filter(kept)
+                .any(|(endpoint, _)| endpoint.readiness().is_ready())
+        });
         let total = usable().map(|c| c.endpoints().len()).sum();
         let mut endpoints = Vec::with_capacity(total);
         for contribution in usable() {
             endpoints.extend(
                 contribution
-                    .endpoints()
-                    .iter()
-                    .filter(|endpoint| {
-                        endpoint.readiness().is_ready() == any_ready
-                            && !unready.contains(&endpoint.address())
-                    })
-                    .cloned(),
+                    .endpoints_terminating()
+                    .filter(kept)
+                    .filter(|(endpoint, _)| endpoint.readiness().is_ready() == any_ready)
+                    .map(|(endpoint, _)| endpoint.clone()),
             );
         }
         endpoints

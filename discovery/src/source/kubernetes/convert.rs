@@ -16,15 +16,17 @@
 //! - **Address.** An endpoint is its first address (`addresses[0]`); IPv4 and IPv6 slices both
 //!   count, so a dual-stack Service contributes both families. `FQDN` slices are deprecated and
 //!   carry names, not addresses: they are skipped, without a warning.
-//! - **Conditions.** `ready` missing means ready, `serving` missing means the same as `ready`,
-//!   `terminating` missing means not terminating. A ready endpoint is
-//!   [`Readiness::Ready`]; one that is serving and terminating is
+//! - **Conditions.** `ready` missing means ready, `serving` missing means serving (as the API
+//!   documents it and kube-proxy reads it), `terminating` missing means not terminating. A
+//!   ready endpoint is [`Readiness::Ready`]; one that is serving and terminating is
 //!   [`Readiness::Terminating`] (used by the merge only when nothing is ready: kube-proxy's
 //!   graceful-drain fallback); any other endpoint cannot take traffic and is left out. The
 //!   address of one that is neither ready nor terminating is remembered
-//!   ([`SliceEndpoints::unready`]): it usually belongs to a new pod that got the IP of a
-//!   draining one, and the merge then uses that address not even as a draining fallback
-//!   (kube-proxy since kubernetes PR 135593).
+//!   ([`SliceEndpoints::unready`]), and so is which ready endpoints are also terminating
+//!   ([`SliceEndpoints::endpoints_terminating`]). An address that some slice lists as not
+//!   terminating is taken from that entry alone: the merge passes over every terminating entry
+//!   of it, ready or draining (kube-proxy since kubernetes PR 135593: the address usually
+//!   belongs to a new pod that got the IP of a draining one).
 //! - **Endpoints without an address** break the API's rules; each is skipped alone
 //!   ([`SliceEndpoints::without_address`]) and the rest of the slice is kept.
 //! - **Topology.** Zone, node, hostname and zone hints (`hints.forZones`) are carried on every
@@ -87,6 +89,11 @@ pub struct SliceEndpoints {
     endpoints: Vec<Endpoint>,
     not_serving: usize,
     unready: Vec<SocketAddr>,
+    /// Positions in `endpoints`, ascending, of the ready endpoints that are also terminating
+    /// (a Service with `publishNotReadyAddresses`, or a pod whose readiness outlives its
+    /// deletion): the merge passes them over when another slice lists the address as not
+    /// terminating.
+    ready_terminating: Vec<u32>,
     without_address: usize,
     offered_ports: Vec<String>,
     fqdn: bool,
@@ -140,6 +147,20 @@ impl SliceEndpoints {
         self.endpoints
             .iter()
             .any(|endpoint| endpoint.readiness().is_ready())
+    }
+
+    /// Each endpoint of [`endpoints`](Self::endpoints) with whether the slice marks it
+    /// terminating: every [`Terminating`](Readiness::Terminating) one, and the ready ones whose
+    /// `terminating` condition is set.
+    pub fn endpoints_terminating(&self) -> impl Iterator<Item = (&Endpoint, bool)> + '_ {
+        let mut ready_terminating = self.ready_terminating.iter().copied().peekable();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(move |(position, endpoint)| {
+                let marked = ready_terminating.next_if_eq(&(position as u32)).is_some();
+                (endpoint, marked || !endpoint.readiness().is_ready())
+            })
     }
 }
 
@@ -228,7 +249,7 @@ impl Family {
 ///   other Service ports, which a TCP client cannot reach.
 /// - Each endpoint is its first address. `IPv4` and `IPv6` slices count; an `FQDN` slice
 ///   contributes nothing ([`SliceEndpoints::is_fqdn`]).
-/// - Conditions: `ready` missing means true, `serving` missing means `ready`, `terminating`
+/// - Conditions: `ready` missing means true, `serving` missing means true, `terminating`
 ///   missing means false. Ready endpoints are [`Readiness::Ready`], serving-and-terminating ones
 ///   [`Readiness::Terminating`], the others are left out; the addresses of those neither ready
 ///   nor terminating are kept in [`SliceEndpoints::unready`].
@@ -270,6 +291,7 @@ pub fn convert_slice(
                 endpoints: Vec::new(),
                 not_serving: 0,
                 unready: Vec::new(),
+                ready_terminating: Vec::new(),
                 without_address: 0,
                 offered_ports: Vec::new(),
                 fqdn: true,
@@ -325,6 +347,7 @@ pub fn convert_slice(
             endpoints: Vec::new(),
             not_serving: 0,
             unready: Vec::new(),
+            ready_terminating: Vec::new(),
             without_address,
             offered_ports,
             fqdn: false,
@@ -334,10 +357,15 @@ pub fn convert_slice(
     let mut endpoints = Vec::with_capacity(addressed.len());
     let mut not_serving = 0;
     let mut unready = Vec::new();
+    let mut ready_terminating = Vec::new();
     for (ip, api_endpoint) in addressed {
         let address = SocketAddr::new(ip, number);
         match conditions(api_endpoint) {
             Conditions::Usable(readiness) => {
+                if readiness.is_ready() && is_terminating(api_endpoint) {
+                    // At most the slice's endpoint count, which the API caps far below u32.
+                    ready_terminating.push(u32::try_from(endpoints.len()).unwrap_or(u32::MAX));
+                }
                 endpoints.push(endpoint(address, readiness, api_endpoint));
             }
             Conditions::Unready => {
@@ -352,6 +380,7 @@ pub fn convert_slice(
         endpoints,
         not_serving,
         unready,
+        ready_terminating,
         without_address,
         offered_ports,
         fqdn: false,
@@ -369,13 +398,14 @@ enum Conditions {
     Gone,
 }
 
-/// The conditions rule: ready (missing = true) wins; else serving (missing = ready) and
-/// terminating (missing = false) together make a draining endpoint; else unusable.
+/// The conditions rule: ready (missing = true) wins; else serving (missing = true, as the API
+/// and kube-proxy read it) and terminating (missing = false) together make a draining endpoint;
+/// else unusable.
 fn conditions(endpoint: &ApiEndpoint) -> Conditions {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-    let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
-    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
+    let terminating = is_terminating(endpoint);
     if ready {
         Conditions::Usable(Readiness::Ready)
     } else if serving && terminating {
@@ -385,6 +415,15 @@ fn conditions(endpoint: &ApiEndpoint) -> Conditions {
     } else {
         Conditions::Unready
     }
+}
+
+/// The `terminating` condition (missing = false).
+fn is_terminating(endpoint: &ApiEndpoint) -> bool {
+    endpoint
+        .conditions
+        .as_ref()
+        .and_then(|c| c.terminating)
+        .unwrap_or(false)
 }
 
 fn endpoint(address: SocketAddr, readiness: Readiness, api: &ApiEndpoint) -> Endpoint {
