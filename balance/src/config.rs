@@ -167,11 +167,13 @@ impl SlowStart {
 ///   all traffic stays local; below that, the local share shrinks in proportion and the rest
 ///   spills over to the other zones (Envoy's zone-aware routing). Zone hints play no part.
 /// - [`ZoneMode::Hints`] ([`ZonePreference::hints`]): Kubernetes topology hints, exactly
-///   kube-proxy's rule ([`waypost_discovery::topology`]): when every ready endpoint carries
-///   hints and some are hinted for `zone`, only the ready endpoints hinted for `zone` are used;
-///   otherwise, and always for the serving-and-terminating fallback, every endpoint is.
-///   `min_healthy_percent` does not apply; only when none of the hinted endpoints is healthy
-///   do the others take the traffic, rather than failing it.
+///   kube-proxy's rule ([`waypost_discovery::topology`]): with the client's `node` set
+///   ([`ZonePreference::with_node`]), when every ready endpoint carries node hints and some are
+///   hinted for `node`, only those are used (`trafficDistribution: PreferSameNode`); otherwise,
+///   when every ready endpoint carries zone hints and some are hinted for `zone`, only the ready
+///   endpoints hinted for `zone` are used; otherwise, and always for the serving-and-terminating
+///   fallback, every endpoint is. `min_healthy_percent` does not apply; only when none of the
+///   hinted endpoints is healthy do the others take the traffic, rather than failing it.
 ///
 /// Zone preference as a whole is off by default ([`BalanceConfig::zone_preference`]), and it is
 /// not applied in panic mode nor by the hashing policies.
@@ -184,6 +186,9 @@ pub struct ZonePreference {
     pub min_healthy_percent: u8,
     /// Which rule decides what is local. Default [`ZoneMode::ZoneAware`].
     pub mode: ZoneMode,
+    /// The client's node (Kubernetes `spec.nodeName`, through the downward API), for node
+    /// hints in [`ZoneMode::Hints`]. Default `None`: node hints are not looked at.
+    pub node: Option<String>,
 }
 
 /// How [`ZonePreference`] decides which endpoints are local.
@@ -194,7 +199,8 @@ pub enum ZoneMode {
     /// endpoints (Envoy's zone-aware routing). The default.
     #[default]
     ZoneAware,
-    /// By Kubernetes topology hints (`hints.forZones`), exactly as kube-proxy uses them.
+    /// By Kubernetes topology hints (`hints.forNodes` for the client's node, then
+    /// `hints.forZones`), exactly as kube-proxy uses them.
     Hints,
 }
 
@@ -206,6 +212,7 @@ impl ZonePreference {
             zone: zone.into(),
             min_healthy_percent: 70,
             mode: ZoneMode::ZoneAware,
+            node: None,
         }
     }
 
@@ -217,7 +224,20 @@ impl ZonePreference {
         }
     }
 
+    /// Sets the client's node, for node hints in [`ZoneMode::Hints`].
+    #[must_use]
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "zone_preference.node",
+                "must not be empty when set",
+            ));
+        }
         if self.zone.is_empty() {
             return Err(ConfigError::new(
                 "zone_preference.zone",

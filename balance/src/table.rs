@@ -14,7 +14,9 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use waypost_discovery::topology::{hints_prefer_zone, is_hinted_local, is_in_zone};
+use waypost_discovery::topology::{
+    hints_prefer_node, hints_prefer_zone, is_hinted_for_node_local, is_hinted_local, is_in_zone,
+};
 use waypost_discovery::{Endpoint, Endpoints};
 
 use crate::config::{BalanceConfig, ZoneMode};
@@ -332,8 +334,19 @@ pub(crate) fn build<S>(
     let ordered: Vec<&BuildEntry<'_, S>> = match (&config.zone_preference, panic, hashing) {
         (Some(zone), false, false) => match zone.mode {
             ZoneMode::Hints => {
-                let all = entries.iter().filter(accepting).map(|entry| entry.endpoint);
-                let local: Vec<_> = if hints_prefer_zone(all, &zone.zone) {
+                let all = || entries.iter().filter(accepting).map(|entry| entry.endpoint);
+                // Node hints first, then zone hints (kube-proxy's `topologyModeFromHints`).
+                let node = zone
+                    .node
+                    .as_deref()
+                    .filter(|node| hints_prefer_node(all(), node));
+                let local: Vec<_> = if let Some(node) = node {
+                    chosen
+                        .iter()
+                        .copied()
+                        .filter(|entry| is_hinted_for_node_local(entry.endpoint, node))
+                        .collect()
+                } else if hints_prefer_zone(all(), &zone.zone) {
                     chosen
                         .iter()
                         .copied()

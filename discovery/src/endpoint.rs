@@ -63,14 +63,15 @@ impl fmt::Display for Readiness {
 pub const DEFAULT_WEIGHT: u32 = 1;
 
 /// The descriptive attributes, all in one allocation: a header of lengths, then the zone, node,
-/// hostname, hash key and zone hints, one after another.
+/// hostname, hash key, zone hints and node hints, one after another.
 ///
 /// A 100-endpoint Kubernetes slice gives each endpoint a zone, a node, a hostname and a zone
 /// hint; as five boxed strings behind a struct of options, that was six allocations and about 270
 /// bytes of heap per endpoint, as one string about 80. The header is ASCII, so the whole is a
 /// `str`: each length is written in 6-bit groups, low group first, with `0x40` set on every
 /// group but the last. The four named attributes come first, each as `0` when absent and its
-/// length plus one otherwise, then the number of zone hints and each hint's length.
+/// length plus one otherwise, then for each of the two lists (zone hints, node hints) the number
+/// of entries and each entry's length.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Attributes(Arc<str>);
 
@@ -80,33 +81,44 @@ const NODE: usize = 1;
 const HOSTNAME: usize = 2;
 const HASH_KEY: usize = 3;
 
-/// The attributes of an endpoint that has none: four absent attributes and no hints.
-const EMPTY_ATTRIBUTES: &str = "\0\0\0\0\0";
+/// The lists, in the header's order.
+const ZONE_HINTS: usize = 0;
+const NODE_HINTS: usize = 1;
+
+/// The attributes of an endpoint that has none: four absent attributes and two empty lists.
+const EMPTY_ATTRIBUTES: &str = "\0\0\0\0\0\0";
 
 impl Attributes {
-    fn new(named: [Option<&str>; 4], hints: &[&str]) -> Self {
+    fn new(named: [Option<&str>; 4], lists: [&[&str]; 2]) -> Self {
         let body: usize = named
             .iter()
             .flatten()
-            .chain(hints)
+            .chain(lists.iter().copied().flatten())
             .map(|text| text.len())
             .sum();
-        let mut text = String::with_capacity(body + 6 + hints.len());
+        let entries: usize = lists.iter().map(|list| list.len()).sum();
+        let mut text = String::with_capacity(body + 6 + entries);
         for attribute in named {
             push_length(&mut text, attribute.map_or(0, |value| value.len() + 1));
         }
-        push_length(&mut text, hints.len());
-        for hint in hints {
-            push_length(&mut text, hint.len());
+        for list in lists {
+            push_length(&mut text, list.len());
+            for entry in list {
+                push_length(&mut text, entry.len());
+            }
         }
-        for value in named.iter().flatten().chain(hints) {
+        for value in named
+            .iter()
+            .flatten()
+            .chain(lists.iter().copied().flatten())
+        {
             text.push_str(value);
         }
         Attributes(Arc::from(text))
     }
 
-    /// The named attributes and the zone hints.
-    fn parts(&self) -> ([Option<&str>; 4], Hints<'_>) {
+    /// The named attributes and the two lists.
+    fn parts(&self) -> ([Option<&str>; 4], [Hints<'_>; 2]) {
         let text = &*self.0;
         let bytes = text.as_bytes();
         let mut at = 0;
@@ -114,10 +126,13 @@ impl Attributes {
         for length in &mut lengths {
             *length = read_length(bytes, &mut at);
         }
-        let count = read_length(bytes, &mut at);
-        let hint_lengths = at;
-        for _ in 0..count {
-            read_length(bytes, &mut at);
+        let mut lists = [(0, 0); 2];
+        for (count, first) in &mut lists {
+            *count = read_length(bytes, &mut at);
+            *first = at;
+            for _ in 0..*count {
+                read_length(bytes, &mut at);
+            }
         }
         let mut named = [None; 4];
         for (value, length) in named.iter_mut().zip(lengths) {
@@ -126,34 +141,52 @@ impl Attributes {
                 at += length - 1;
             }
         }
-        let hints = Hints {
+        let zone_hints = Hints {
             text,
-            lengths: hint_lengths,
+            lengths: lists[ZONE_HINTS].1,
             next: at,
-            remaining: count,
+            remaining: lists[ZONE_HINTS].0,
         };
-        (named, hints)
+        // The node hints follow the zone hints in the body.
+        let node_start = at + zone_hints.clone().map(str::len).sum::<usize>();
+        let node_hints = Hints {
+            text,
+            lengths: lists[NODE_HINTS].1,
+            next: node_start,
+            remaining: lists[NODE_HINTS].0,
+        };
+        (named, [zone_hints, node_hints])
     }
 
     fn named(&self, which: usize) -> Option<&str> {
         self.parts().0[which]
     }
 
-    fn hints(&self) -> Hints<'_> {
-        self.parts().1
+    fn list(&self, which: usize) -> Hints<'_> {
+        let [zone_hints, node_hints] = self.parts().1;
+        match which {
+            ZONE_HINTS => zone_hints,
+            _ => node_hints,
+        }
     }
 
     /// The same attributes with one named attribute set.
     fn with_named(&self, which: usize, value: &str) -> Self {
-        let (mut named, hints) = self.parts();
+        let (mut named, [zone_hints, node_hints]) = self.parts();
         named[which] = Some(value);
-        let hints: Vec<&str> = hints.collect();
-        Attributes::new(named, &hints)
+        let zone_hints: Vec<&str> = zone_hints.collect();
+        let node_hints: Vec<&str> = node_hints.collect();
+        Attributes::new(named, [&zone_hints, &node_hints])
     }
 
-    /// The same attributes with other zone hints.
-    fn with_hints(&self, hints: &[&str]) -> Self {
-        Attributes::new(self.parts().0, hints)
+    /// The same attributes with another list `which`.
+    fn with_list(&self, which: usize, entries: &[&str]) -> Self {
+        let (named, [zone_hints, node_hints]) = self.parts();
+        let zone_hints: Vec<&str> = zone_hints.collect();
+        let node_hints: Vec<&str> = node_hints.collect();
+        let mut lists = [zone_hints.as_slice(), node_hints.as_slice()];
+        lists[which] = entries;
+        Attributes::new(named, lists)
     }
 }
 
@@ -183,7 +216,8 @@ fn read_length(bytes: &[u8], at: &mut usize) -> usize {
     }
 }
 
-/// The zone hints of [`Endpoint::zone_hints`].
+/// The zone or node hints of [`Endpoint::zone_hints`] and [`Endpoint::node_hints`].
+#[derive(Clone)]
 struct Hints<'a> {
     text: &'a str,
     /// Where the next hint's length is, in the header.
@@ -296,7 +330,21 @@ impl Endpoint {
     {
         let zones: Vec<String> = zones.into_iter().map(Into::into).collect();
         let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
-        self.attributes = self.attributes.with_hints(&zones);
+        self.attributes = self.attributes.with_list(ZONE_HINTS, &zones);
+        self
+    }
+
+    /// Sets the nodes the topology controller hinted this endpoint for
+    /// (EndpointSlice `hints.forNodes`, written for `trafficDistribution: PreferSameNode`).
+    #[must_use]
+    pub fn with_node_hints<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        self.attributes = self.attributes.with_list(NODE_HINTS, &nodes);
         self
     }
 
@@ -345,17 +393,32 @@ impl Endpoint {
 
     /// The zones this endpoint is hinted for; empty when there are no hints.
     pub fn zone_hints(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.attributes.hints()
+        self.attributes.list(ZONE_HINTS)
     }
 
     /// `true` when the endpoint carries at least one zone hint.
     pub fn has_zone_hints(&self) -> bool {
-        self.attributes.hints().len() > 0
+        self.attributes.list(ZONE_HINTS).len() > 0
     }
 
     /// `true` when the endpoint is hinted for `zone`.
     pub fn is_hinted_for(&self, zone: &str) -> bool {
-        self.attributes.hints().any(|hint| hint == zone)
+        self.attributes.list(ZONE_HINTS).any(|hint| hint == zone)
+    }
+
+    /// The nodes this endpoint is hinted for; empty when there are no node hints.
+    pub fn node_hints(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.attributes.list(NODE_HINTS)
+    }
+
+    /// `true` when the endpoint carries at least one node hint.
+    pub fn has_node_hints(&self) -> bool {
+        self.attributes.list(NODE_HINTS).len() > 0
+    }
+
+    /// `true` when the endpoint is hinted for `node`.
+    pub fn is_hinted_for_node(&self, node: &str) -> bool {
+        self.attributes.list(NODE_HINTS).any(|hint| hint == node)
     }
 }
 
@@ -372,7 +435,7 @@ impl fmt::Debug for Endpoint {
             .field("address", &self.address)
             .field("weight", &self.weight)
             .field("readiness", &self.readiness);
-        let ([zone, node, hostname, hash_key], hints) = self.attributes.parts();
+        let ([zone, node, hostname, hash_key], [zone_hints, node_hints]) = self.attributes.parts();
         for (name, value) in [
             ("zone", zone),
             ("node", node),
@@ -383,8 +446,11 @@ impl fmt::Debug for Endpoint {
                 debug.field(name, &value);
             }
         }
-        if hints.len() > 0 {
-            debug.field("zone_hints", &hints.collect::<Vec<_>>());
+        if zone_hints.len() > 0 {
+            debug.field("zone_hints", &zone_hints.collect::<Vec<_>>());
+        }
+        if node_hints.len() > 0 {
+            debug.field("node_hints", &node_hints.collect::<Vec<_>>());
         }
         debug.finish()
     }
@@ -443,6 +509,18 @@ mod tests {
                 [long.as_str(), "", "b"]
             );
             assert!(endpoint.is_hinted_for("b") && endpoint.has_zone_hints());
+            assert!(!endpoint.has_node_hints());
+            let endpoint = endpoint.with_node_hints(["n1", long.as_str()]);
+            assert_eq!(
+                endpoint.node_hints().collect::<Vec<_>>(),
+                ["n1", long.as_str()]
+            );
+            assert_eq!(
+                endpoint.zone_hints().collect::<Vec<_>>(),
+                [long.as_str(), "", "b"]
+            );
+            assert!(endpoint.is_hinted_for_node("n1") && !endpoint.is_hinted_for_node("n2"));
+            assert_eq!(endpoint.hostname(), Some(long.as_str()));
         }
     }
 
@@ -451,11 +529,14 @@ mod tests {
         fn attributes_set_in_any_order_read_back(
             named in proptest::array::uniform4(proptest::option::of(".{0,80}")),
             hints in proptest::collection::vec(".{0,80}", 0..4),
+            node_hints in proptest::collection::vec(".{0,80}", 0..3),
             hints_first in proptest::bool::ANY,
         ) {
             let mut endpoint = Endpoint::new(addr("10.0.0.1:80"));
             if hints_first {
-                endpoint = endpoint.with_zone_hints(hints.iter().cloned());
+                endpoint = endpoint
+                    .with_node_hints(node_hints.iter().cloned())
+                    .with_zone_hints(hints.iter().cloned());
             }
             let [zone, node, hostname, hash_key] = named.clone();
             if let Some(zone) = &zone {
@@ -471,7 +552,9 @@ mod tests {
                 endpoint = endpoint.with_hash_key(hash_key.clone());
             }
             if !hints_first {
-                endpoint = endpoint.with_zone_hints(hints.iter().cloned());
+                endpoint = endpoint
+                    .with_zone_hints(hints.iter().cloned())
+                    .with_node_hints(node_hints.iter().cloned());
             }
             proptest::prop_assert_eq!(endpoint.zone(), zone.as_deref());
             proptest::prop_assert_eq!(endpoint.node(), node.as_deref());
@@ -479,9 +562,11 @@ mod tests {
             proptest::prop_assert_eq!(endpoint.hash_key(), hash_key.as_deref());
             proptest::prop_assert_eq!(endpoint.zone_hints().collect::<Vec<_>>(), hints.iter().map(String::as_str).collect::<Vec<_>>());
             proptest::prop_assert_eq!(endpoint.has_zone_hints(), !hints.is_empty());
+            proptest::prop_assert_eq!(endpoint.node_hints().collect::<Vec<_>>(), node_hints.iter().map(String::as_str).collect::<Vec<_>>());
             // Equal attributes are equal however they were set.
             let again = Endpoint::new(addr("10.0.0.1:80"))
-                .with_zone_hints(hints.iter().cloned());
+                .with_zone_hints(hints.iter().cloned())
+                .with_node_hints(node_hints.iter().cloned());
             let again = named.iter().zip([ZONE, NODE, HOSTNAME, HASH_KEY]).fold(again, |e, (value, which)| match (value, which) {
                 (None, _) => e,
                 (Some(v), ZONE) => e.with_zone(v.clone()),

@@ -10,7 +10,10 @@
 //!   is hinted for the client's zone ([`hints_prefer_zone`]); then only the ready endpoints
 //!   hinted for that zone take its traffic ([`is_hinted_local`]). Hints never filter the
 //!   serving-and-terminating fallback (used when nothing is ready): with no ready endpoint the
-//!   rule says the hints do not apply.
+//!   rule says the hints do not apply. Node hints (`hints.forNodes`, `trafficDistribution:
+//!   PreferSameNode`) come first, by the same rule for the client's node
+//!   ([`hints_prefer_node`], [`is_hinted_for_node_local`]); when they do not apply, the zone
+//!   hints are looked at (kube-proxy's `topologyModeFromHints`).
 //! - **Zone-aware routing** (Envoy's): an endpoint is local when its `zone` field is the
 //!   client's zone ([`is_in_zone`]); traffic stays local while enough local endpoints are
 //!   healthy and spills over to the other zones in proportion when they are not. Hints play no
@@ -54,6 +57,47 @@ pub fn hints_prefer_zone<'a>(
         hinted_for_zone |= endpoint.is_hinted_for(zone);
     }
     any_ready && hinted_for_zone
+}
+
+/// kube-proxy's `topologyModeFromHints` for nodes (`PreferSameNode`), looked at before the
+/// zone rule: `true` when every ready endpoint carries node hints and at least one is hinted
+/// for `node`. Then a client on `node` keeps to the ready endpoints hinted for it; otherwise
+/// the zone hints decide ([`hints_prefer_zone`]).
+///
+/// ```
+/// use waypost_discovery::Endpoint;
+/// use waypost_discovery::topology::{hints_prefer_node, is_hinted_for_node_local};
+///
+/// let endpoints = [
+///     Endpoint::new("10.0.0.1:80".parse().unwrap()).with_node_hints(["n1"]),
+///     Endpoint::new("10.0.0.2:80".parse().unwrap()).with_node_hints(["n2"]),
+/// ];
+/// assert!(hints_prefer_node(&endpoints, "n1"));
+/// assert!(is_hinted_for_node_local(&endpoints[0], "n1"));
+/// assert!(!is_hinted_for_node_local(&endpoints[1], "n1"));
+/// // No endpoint is hinted for node n3: the node hints do not apply there.
+/// assert!(!hints_prefer_node(&endpoints, "n3"));
+/// ```
+pub fn hints_prefer_node<'a>(
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    node: &str,
+) -> bool {
+    let mut any_ready = false;
+    let mut hinted_for_node = false;
+    for endpoint in endpoints.into_iter().filter(|e| e.readiness().is_ready()) {
+        any_ready = true;
+        if !endpoint.has_node_hints() {
+            return false;
+        }
+        hinted_for_node |= endpoint.is_hinted_for_node(node);
+    }
+    any_ready && hinted_for_node
+}
+
+/// Whether `endpoint` takes the traffic of a client on `node` once [`hints_prefer_node`] said
+/// the node hints apply: it is ready and hinted for `node`.
+pub fn is_hinted_for_node_local(endpoint: &Endpoint, node: &str) -> bool {
+    endpoint.readiness().is_ready() && endpoint.is_hinted_for_node(node)
 }
 
 /// Whether `endpoint` takes the traffic of `zone` once [`hints_prefer_zone`] said the hints

@@ -368,6 +368,56 @@ async fn zone_hints_decide_locality_when_every_endpoint_has_them() {
     );
 }
 
+/// kube-proxy's `PreferSameNode`: node hints come before zone hints, by the same rule for the
+/// client's node.
+#[tokio::test(start_paused = true)]
+async fn node_hints_come_before_zone_hints() {
+    let fleet = Fleet::default();
+    let mut publisher = Publisher::new("node-hints");
+    // Endpoints 1 and 2 on node n1, 3 and 4 on n2; zone hints put 1 and 3 in zone-a.
+    let hinted = || {
+        (1..=4).map(|p| {
+            Endpoint::new(addr(p))
+                .with_zone_hints([if p % 2 == 1 { "zone-a" } else { "zone-b" }])
+                .with_node_hints([if p <= 2 { "n1" } else { "n2" }])
+        })
+    };
+    publisher.publish(hinted());
+    let picked = |publisher: &Publisher, preference| {
+        let config = BalanceConfig {
+            zone_preference: Some(preference),
+            ..BalanceConfig::with_policy(Policy::round_robin())
+        };
+        let mut balance = balance(publisher, &fleet, config);
+        shares(&mut balance, 100)
+            .keys()
+            .copied()
+            .collect::<Vec<u16>>()
+    };
+    let on = |node: &str| ZonePreference::hints("zone-a").with_node(node);
+    assert_eq!(picked(&publisher, on("n1")), [1, 2]);
+    assert_eq!(picked(&publisher, on("n2")), [3, 4]);
+    // No endpoint hinted for this node, or no node given: the zone hints decide.
+    assert_eq!(picked(&publisher, on("n3")), [1, 3]);
+    assert_eq!(picked(&publisher, ZonePreference::hints("zone-a")), [1, 3]);
+    // A ready endpoint without node hints: the node hints do not apply.
+    publisher.publish(hinted().chain([Endpoint::new(addr(5)).with_zone_hints(["zone-a"])]));
+    assert_eq!(picked(&publisher, on("n1")), [1, 3, 5]);
+    // A not-ready one without node hints does not count.
+    publisher
+        .publish(hinted().chain([Endpoint::new(addr(5)).with_readiness(Readiness::Terminating)]));
+    assert_eq!(picked(&publisher, on("n1")), [1, 2]);
+    // An empty node name is a configuration error.
+    let config = BalanceConfig {
+        zone_preference: Some(ZonePreference::hints("zone-a").with_node("")),
+        ..BalanceConfig::default()
+    };
+    assert_eq!(
+        config.validate().unwrap_err().field(),
+        "zone_preference.node"
+    );
+}
+
 /// kube-proxy never filters the serving-and-terminating fallback by hints: with no ready
 /// endpoint, the hints do not apply.
 #[tokio::test(start_paused = true)]

@@ -159,7 +159,10 @@ fn topology_is_carried() {
             "zone": "eu-west-1a",
             "nodeName": "node-7",
             "hostname": "api-0",
-            "hints": { "forZones": [{ "name": "eu-west-1a" }, { "name": "eu-west-1b" }] },
+            "hints": {
+                "forZones": [{ "name": "eu-west-1a" }, { "name": "eu-west-1b" }],
+                "forNodes": [{ "name": "node-7" }],
+            },
         }]),
     ));
     let contribution = convert_slice(&slice, "api", Some(&http())).unwrap();
@@ -175,6 +178,7 @@ fn topology_is_carried() {
         endpoint.zone_hints().collect::<Vec<_>>(),
         ["eu-west-1a", "eu-west-1b"]
     );
+    assert_eq!(endpoint.node_hints().collect::<Vec<_>>(), ["node-7"]);
 }
 
 #[test]

@@ -29,7 +29,8 @@
 //!   belongs to a new pod that got the IP of a draining one).
 //! - **Endpoints without an address** break the API's rules; each is skipped alone
 //!   ([`SliceEndpoints::without_address`]) and the rest of the slice is kept.
-//! - **Topology.** Zone, node, hostname and zone hints (`hints.forZones`) are carried on every
+//! - **Topology.** Zone, node, hostname, zone hints (`hints.forZones`) and node hints
+//!   (`hints.forNodes`, written for `trafficDistribution: PreferSameNode`) are carried on every
 //!   endpoint. The source does not filter by hints; the balancer does, in its hints mode, with
 //!   the rule in [`topology`](crate::topology) (kube-proxy's).
 //!
@@ -254,7 +255,7 @@ impl Family {
 ///   [`Readiness::Terminating`], the others are left out; the addresses of those neither ready
 ///   nor terminating are kept in [`SliceEndpoints::unready`].
 /// - An endpoint without an address is skipped alone.
-/// - Zone, node, hostname and `hints.forZones` are carried.
+/// - Zone, node, hostname, `hints.forZones` and `hints.forNodes` are carried.
 ///
 /// Returns an [`UnusableSlice`] when the slice breaks the API's rules (no name, missing or
 /// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an address
@@ -437,13 +438,18 @@ fn endpoint(address: SocketAddr, readiness: Readiness, api: &ApiEndpoint) -> End
     if let Some(hostname) = api.hostname.as_deref().filter(|name| !name.is_empty()) {
         endpoint = endpoint.with_hostname(hostname);
     }
-    let hints = api
-        .hints
-        .as_ref()
+    let hints = api.hints.as_ref();
+    let zone_hints = hints
         .and_then(|hints| hints.for_zones.as_deref())
         .unwrap_or_default();
-    if !hints.is_empty() {
-        endpoint = endpoint.with_zone_hints(hints.iter().map(|zone| zone.name.as_str()));
+    if !zone_hints.is_empty() {
+        endpoint = endpoint.with_zone_hints(zone_hints.iter().map(|zone| zone.name.as_str()));
+    }
+    let node_hints = hints
+        .and_then(|hints| hints.for_nodes.as_deref())
+        .unwrap_or_default();
+    if !node_hints.is_empty() {
+        endpoint = endpoint.with_node_hints(node_hints.iter().map(|node| node.name.as_str()));
     }
     endpoint
 }
