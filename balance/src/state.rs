@@ -157,30 +157,39 @@ impl Connectivity {
 }
 
 /// The hot per-endpoint counters.
+///
+/// In declaration order (`repr(C)`), what a pick reads first: a candidate's in-flight counts,
+/// connectivity word and Peak EWMA key share the slot's first cache line, and the address (32
+/// bytes, read only for errors and snapshots) comes last. Laid out by the compiler, the
+/// connectivity word fell in the second line, so each candidate cost two lines.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct EndpointState {
-    address: SocketAddr,
     /// Requests started and finished (wrapping): in flight is the difference, and the finished
     /// count gives an interval's volume without another write per request.
     started: AtomicU32,
     finished: AtomicU32,
-    /// `f32` estimate in microseconds (high half) and the sample time in wrapping milliseconds
-    /// since the epoch (low half), swapped together.
-    ewma: AtomicU64,
-    /// `ln(estimate) + sample_time/τ` as `f64` bits.
-    ewma_key: AtomicU64,
-    consecutive_failures: AtomicU32,
-    interval_failures: AtomicU32,
     /// The state in the low two bits, the [`SHED`], [`NOT_SERVING`] and [`SUSPECT`] flags above
     /// them, the number of connector reports above that.
     connectivity: AtomicU32,
-    /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
-    shed_until: AtomicU32,
     /// For Peak EWMA, in wrapping milliseconds since the epoch: when a request last ended or
     /// started on the idle endpoint. While requests are in flight, one of them started no
     /// later than this (see [`before_start`](Self::before_start)).
     progress: AtomicU32,
+    /// `ln(estimate) + sample_time/τ` as `f64` bits.
+    ewma_key: AtomicU64,
+    /// `f32` estimate in microseconds (high half) and the sample time in wrapping milliseconds
+    /// since the epoch (low half), swapped together.
+    ewma: AtomicU64,
+    consecutive_failures: AtomicU32,
+    interval_failures: AtomicU32,
+    /// While [`SHED`] is set: until when, in wrapping milliseconds since the epoch.
+    shed_until: AtomicU32,
+    address: SocketAddr,
 }
+
+// What a pick reads stays in the slot's first cache line (the state starts the slot).
+const _: () = assert!(std::mem::offset_of!(EndpointState, consecutive_failures) <= 64);
 
 impl EndpointState {
     pub(crate) fn new(
