@@ -1,7 +1,7 @@
 //! EndpointSlice conversion and merging, without a server: the kube-proxy cases on plain data.
 #![cfg(feature = "kubernetes")]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
@@ -346,42 +346,6 @@ fn malformed_slices_are_named_and_explained() {
     let one = json!([{ "addresses": ["10.0.0.1"] }]);
     let cases: Vec<(Value, UnusableReason)> = vec![
         (
-            slice_json(
-                "bad-ip",
-                "IPv4",
-                http_port(),
-                json!([{ "addresses": ["10.0.0.300"] }]),
-            ),
-            UnusableReason::InvalidAddress {
-                address: "10.0.0.300".into(),
-                address_type: "IPv4",
-            },
-        ),
-        (
-            slice_json(
-                "v6-in-v4",
-                "IPv4",
-                http_port(),
-                json!([{ "addresses": ["fd00::1"] }]),
-            ),
-            UnusableReason::InvalidAddress {
-                address: "fd00::1".into(),
-                address_type: "IPv4",
-            },
-        ),
-        (
-            slice_json(
-                "v4-in-v6",
-                "IPv6",
-                http_port(),
-                json!([{ "addresses": ["10.0.0.1"] }]),
-            ),
-            UnusableReason::InvalidAddress {
-                address: "10.0.0.1".into(),
-                address_type: "IPv6",
-            },
-        ),
-        (
             slice_json("no-ports", "IPv4", Value::Null, one.clone()),
             UnusableReason::MissingPorts,
         ),
@@ -432,6 +396,39 @@ fn malformed_slices_are_named_and_explained() {
         if !name.is_empty() {
             assert!(error.to_string().contains(&format!("`{name}`")), "{error}");
         }
+    }
+}
+
+/// An endpoint whose address is not an IP of the slice's family is skipped alone, as kube-proxy
+/// skips an endpoint of the wrong family: the slice's other endpoints are kept.
+#[test]
+fn an_endpoint_with_an_invalid_address_is_skipped_alone() {
+    for (address_type, bad, good) in [
+        ("IPv4", "10.0.0.300", "10.0.0.1"),
+        ("IPv4", "fd00::1", "10.0.0.1"),
+        ("IPv4", "", "10.0.0.1"),
+        ("IPv6", "10.0.0.1", "fd00::1"),
+        ("IPv6", "fd00::1%eth0", "fd00::2"),
+    ] {
+        let slice = parse(slice_json(
+            "api-a",
+            address_type,
+            http_port(),
+            json!([{ "addresses": [bad] }, { "addresses": [good] }]),
+        ));
+        let contribution = convert_slice(&slice, "api", Some(&http())).unwrap();
+        let got: Vec<IpAddr> = contribution
+            .endpoints()
+            .iter()
+            .map(|e| e.address().ip())
+            .collect();
+        assert_eq!(
+            got,
+            [good.parse::<IpAddr>().unwrap()],
+            "{address_type} {bad}"
+        );
+        assert_eq!(contribution.invalid_addresses(), [bad.to_owned()]);
+        assert_eq!(contribution.address_type(), Some(address_type));
     }
 }
 
@@ -914,9 +911,9 @@ fn an_unusable_slice_drops_its_own_contribution_and_nothing_else() {
     cache.apply(&ready_slice("api-b", [ip(1)]));
     let applied = cache.apply(&parse(slice_json(
         "api-b",
-        "IPv4",
+        "IPv7",
         http_port(),
-        json!([{ "addresses": ["not-an-ip"] }]),
+        json!([{ "addresses": ["10.1.0.2"] }]),
     )));
     let Applied::Unusable { error, changed } = applied else {
         panic!("expected an unusable slice, got {applied:?}");
@@ -942,9 +939,9 @@ fn statuses_explain_an_empty_answer() {
     );
     cache.apply(&parse(slice_json(
         "api-a",
-        "IPv4",
+        "IPv7",
         http_port(),
-        json!([{ "addresses": ["bad"] }]),
+        json!([{ "addresses": ["10.1.0.1"] }]),
     )));
     assert_eq!(cache.status(), CacheStatus::NoUsableSlice { slices: 1 });
 }

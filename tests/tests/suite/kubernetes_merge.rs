@@ -490,13 +490,28 @@ async fn malformed_slices_are_skipped_and_nothing_else_is_lost() {
     assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 8080));
     assert!(endpoints.health().is_current());
 
-    // A good slice turning bad loses only its own contribution, and recovers.
+    // An endpoint with a bad address is skipped alone: the slice's others are used.
     rig.apply(http_slice("api-second").endpoint(ep("10.0.0.2")));
     wait_for_set(&endpoints, "two endpoints", |set| set.len() == 2).await;
     rig.apply(
         http_slice("api-second")
             .endpoint(ep("10.0.0.2"))
-            .endpoint(ep("")),
+            .endpoint(ep("10.0.0.999"))
+            .endpoint(ep("10.0.0.7")),
+    );
+    let set = wait_for_set(&endpoints, "the bad endpoint skipped", |set| set.len() == 3).await;
+    assert_eq!(
+        addresses(&set),
+        expected(
+            ["10.0.0.1".into(), "10.0.0.2".into(), "10.0.0.7".into()],
+            8080
+        )
+    );
+    // A good slice turning bad as a whole loses only its own contribution, and recovers.
+    rig.apply(
+        http_slice("api-second")
+            .address_type("IPv7")
+            .endpoint(ep("10.0.0.2")),
     );
     wait_for_set(&endpoints, "the bad slice dropped", |set| set.len() == 1).await;
     rig.apply(http_slice("api-second").endpoint(ep("10.0.0.2")));

@@ -272,6 +272,17 @@ impl SliceCache {
         applied
     }
 
+    /// What `slice`'s entry contributes now (during a relist, in the list being built); `None`
+    /// when the cache has no usable entry for it.
+    pub fn contribution(&self, slice: &EndpointSlice) -> Option<&SliceEndpoints> {
+        let key = self.key(slice).ok()?;
+        let slices = self.relist.as_ref().unwrap_or(&self.slices);
+        match slices.get(&key)? {
+            Entry::Usable(contribution) => Some(contribution),
+            Entry::Unusable(_) => None,
+        }
+    }
+
     /// Removes a slice (a watch `Delete` event); `true` when it was there. Only that slice's
     /// contribution goes: an endpoint that another slice also lists stays. A slice of another
     /// namespace removes nothing.

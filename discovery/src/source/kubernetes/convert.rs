@@ -27,16 +27,18 @@
 //!   terminating is taken from that entry alone: the merge passes over every terminating entry
 //!   of it, ready or draining (kube-proxy since kubernetes PR 135593: the address usually
 //!   belongs to a new pod that got the IP of a draining one).
-//! - **Endpoints without an address** break the API's rules; each is skipped alone
-//!   ([`SliceEndpoints::without_address`]) and the rest of the slice is kept.
+//! - **Endpoints without an address**, or whose address is not an IP of the slice's family
+//!   (`10.0.0.300`, an IPv6 address in an `IPv4` slice), break the API's rules; each is skipped
+//!   alone ([`SliceEndpoints::without_address`], [`SliceEndpoints::invalid_addresses`]; the
+//!   source logs the addresses) and the rest of the slice is kept, as kube-proxy skips an
+//!   endpoint of the wrong family alone.
 //! - **Topology.** Zone, node, hostname, zone hints (`hints.forZones`) and node hints
 //!   (`hints.forNodes`, written for `trafficDistribution: PreferSameNode`) are carried on every
 //!   endpoint. The source does not filter by hints; the balancer does, in its hints mode, with
 //!   the rule in [`topology`](crate::topology) (kube-proxy's).
 //!
-//! A slice that breaks the API's own rules (an address that is not an IP of the slice's family,
-//! no usable port, an unknown address type, a missing or foreign `kubernetes.io/service-name`
-//! label) contributes nothing: the result is an [`UnusableSlice`]
+//! A slice that breaks the API's own rules as a whole (no usable port, an unknown address type,
+//! a missing or foreign `kubernetes.io/service-name` label) contributes nothing: the result is an [`UnusableSlice`]
 //! that names the slice and says what is wrong, and the caller logs it and keeps every other
 //! slice.
 //!
@@ -96,8 +98,12 @@ pub struct SliceEndpoints {
     /// terminating.
     ready_terminating: Vec<u32>,
     without_address: usize,
+    /// The first address of each endpoint skipped because it is not an IP of the slice's
+    /// family, as written.
+    invalid_addresses: Vec<String>,
     offered_ports: Vec<String>,
     fqdn: bool,
+    family: Option<Family>,
 }
 
 impl SliceEndpoints {
@@ -129,6 +135,19 @@ impl SliceEndpoints {
     /// How many endpoints of the slice were skipped because they have no address.
     pub fn without_address(&self) -> usize {
         self.without_address
+    }
+
+    /// The addresses of the endpoints skipped because they are not IPs of the slice's family
+    /// (`10.0.0.300`, an IPv6 address in an `IPv4` slice), as written; the slice's other
+    /// endpoints are kept, as kube-proxy skips an endpoint of the wrong family alone.
+    pub fn invalid_addresses(&self) -> &[String] {
+        &self.invalid_addresses
+    }
+
+    /// The slice's address type, as its endpoints' addresses are checked against:
+    /// `IPv4` or `IPv6`; `None` for an `FQDN` slice.
+    pub fn address_type(&self) -> Option<&'static str> {
+        self.family.map(Family::name)
     }
 
     /// The slice's usable ports, as `name:number` (or `number` for an unnamed port), with
@@ -216,17 +235,9 @@ pub enum UnusableReason {
     /// No port with both a name and a number from 1 to 65535.
     #[error("no usable port (a port needs a name, which may be empty, and a number)")]
     MissingPorts,
-    /// An address that is not an IP of the slice's address type.
-    #[error("`{address}` is not an {address_type} address")]
-    InvalidAddress {
-        /// The address as written.
-        address: String,
-        /// The slice's address type, `IPv4` or `IPv6`.
-        address_type: &'static str,
-    },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     V4,
     V6,
@@ -254,13 +265,13 @@ impl Family {
 ///   missing means false. Ready endpoints are [`Readiness::Ready`], serving-and-terminating ones
 ///   [`Readiness::Terminating`], the others are left out; the addresses of those neither ready
 ///   nor terminating are kept in [`SliceEndpoints::unready`].
-/// - An endpoint without an address is skipped alone.
+/// - An endpoint without an address, or whose address is not an IP of the slice's family, is
+///   skipped alone ([`SliceEndpoints::invalid_addresses`]).
 /// - Zone, node, hostname, `hints.forZones` and `hints.forNodes` are carried.
 ///
 /// Returns an [`UnusableSlice`] when the slice breaks the API's rules (no name, missing or
-/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port, an address
-/// that is not an IP of the slice's type). Never panics,
-/// whatever the slice holds.
+/// foreign `kubernetes.io/service-name` label, unknown address type, no usable port). Never
+/// panics, whatever the slice holds.
 pub fn convert_slice(
     slice: &EndpointSlice,
     service: &str,
@@ -294,8 +305,10 @@ pub fn convert_slice(
                 unready: Vec::new(),
                 ready_terminating: Vec::new(),
                 without_address: 0,
+                invalid_addresses: Vec::new(),
                 offered_ports: Vec::new(),
                 fqdn: true,
+                family: None,
             });
         }
         other => return unusable(UnusableReason::UnknownAddressType(other.to_owned())),
@@ -324,21 +337,20 @@ pub fn convert_slice(
             }
         })
         .collect();
-    // Every address is checked, whatever the port: a slice that breaks the rules is unusable
-    // for every target. An endpoint without any address is skipped alone.
+    // An endpoint without any address, or whose address is not an IP of the slice's family, is
+    // skipped alone: the rest of the slice is kept.
     let api_endpoints = slice.endpoints.api_endpoints();
     let mut addressed = Vec::with_capacity(api_endpoints.len());
     let mut without_address = 0;
+    let mut invalid_addresses = Vec::new();
     for api_endpoint in api_endpoints {
         let Some(address) = api_endpoint.addresses.first() else {
             without_address += 1;
             continue;
         };
         let Some(ip) = parse_ip(address, family) else {
-            return unusable(UnusableReason::InvalidAddress {
-                address: address.clone(),
-                address_type: family.name(),
-            });
+            invalid_addresses.push(address.clone());
+            continue;
         };
         addressed.push((ip, api_endpoint));
     }
@@ -350,8 +362,10 @@ pub fn convert_slice(
             unready: Vec::new(),
             ready_terminating: Vec::new(),
             without_address,
+            invalid_addresses,
             offered_ports,
             fqdn: false,
+            family: Some(family),
         });
     };
 
@@ -383,8 +397,10 @@ pub fn convert_slice(
         unready,
         ready_terminating,
         without_address,
+        invalid_addresses,
         offered_ports,
         fqdn: false,
+        family: Some(family),
     })
 }
 

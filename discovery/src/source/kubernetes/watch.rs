@@ -418,6 +418,7 @@ impl WatchTask {
             if let Some(member) = self.members.get_mut(&key) {
                 let applied = member.cache.apply(slice);
                 log_unusable(member, &applied);
+                log_invalid_addresses(member, slice);
                 tracing::trace!(
                     target: "waypost::discovery",
                     target = %member.publisher.target(),
@@ -658,6 +659,28 @@ fn log_unusable(member: &Member, applied: &Applied) {
             "{error}"
         );
     }
+}
+
+/// Endpoints skipped alone because their address is not an IP of the slice's family.
+fn log_invalid_addresses(member: &Member, slice: &EndpointSlice) {
+    let Some(contribution) = member.cache.contribution(slice) else {
+        return;
+    };
+    let invalid = contribution.invalid_addresses();
+    if invalid.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        target: "waypost::discovery",
+        target = %member.publisher.target(),
+        slice = slice.metadata.name.as_deref().unwrap_or_default(),
+        skipped = invalid.len(),
+        "EndpointSlice `{}`: {} endpoint(s) skipped, their address is not an {} address (first: `{}`); the slice's other endpoints are used",
+        slice.metadata.name.as_deref().unwrap_or_default(),
+        invalid.len(),
+        contribution.address_type().unwrap_or("IP"),
+        invalid[0],
+    );
 }
 
 #[derive(Clone, Copy)]
