@@ -188,8 +188,10 @@ pub(crate) struct EndpointState {
     address: SocketAddr,
 }
 
-// What a pick reads stays in the slot's first cache line (the state starts the slot).
-const _: () = assert!(std::mem::offset_of!(EndpointState, consecutive_failures) <= 64);
+// What a pick reads (the counts, the connectivity word, the Peak EWMA key) stays in the slot's
+// first cache line: the state starts the slot, which is aligned to 64 bytes.
+const _: () =
+    assert!(std::mem::offset_of!(EndpointState, ewma_key) + std::mem::size_of::<AtomicU64>() <= 64);
 
 impl EndpointState {
     pub(crate) fn new(
