@@ -328,6 +328,7 @@ impl EndpointState {
     }
 
     /// Adds a latency sample taken at `now_ms`.
+    #[inline]
     pub(crate) fn observe(&self, sample: Duration, now_ms: u64, tau_ms: f64) {
         self.update_estimate(sample, now_ms, tau_ms, false);
     }
@@ -340,6 +341,7 @@ impl EndpointState {
     }
 
     /// `false` only when a lower bound was at most the estimate (nothing changed).
+    #[inline]
     fn update_estimate(
         &self,
         sample: Duration,
