@@ -90,28 +90,47 @@ const EMPTY_ATTRIBUTES: &str = "\0\0\0\0\0\0";
 
 impl Attributes {
     fn new(named: [Option<&str>; 4], lists: [&[&str]; 2]) -> Self {
+        Self::from_parts(
+            named,
+            lists[ZONE_HINTS].iter().copied(),
+            lists[NODE_HINTS].iter().copied(),
+        )
+    }
+
+    /// Built in one pass over the lists' lengths and one over their text, so that a source
+    /// that sets every attribute at once allocates once.
+    fn from_parts<'a, Z, N>(named: [Option<&str>; 4], zone_hints: Z, node_hints: N) -> Self
+    where
+        Z: Iterator<Item = &'a str> + Clone,
+        N: Iterator<Item = &'a str> + Clone,
+    {
+        let lists = [zone_hints.clone().count(), node_hints.clone().count()];
         let body: usize = named
             .iter()
             .flatten()
-            .chain(lists.iter().copied().flatten())
-            .map(|text| text.len())
-            .sum();
-        let entries: usize = lists.iter().map(|list| list.len()).sum();
-        let mut text = String::with_capacity(body + 6 + entries);
+            .map(|value| value.len())
+            .sum::<usize>()
+            + zone_hints
+                .clone()
+                .chain(node_hints.clone())
+                .map(str::len)
+                .sum::<usize>();
+        let mut text = String::with_capacity(body + 6 + lists[0] + lists[1]);
         for attribute in named {
             push_length(&mut text, attribute.map_or(0, |value| value.len() + 1));
         }
-        for list in lists {
-            push_length(&mut text, list.len());
-            for entry in list {
-                push_length(&mut text, entry.len());
-            }
+        push_length(&mut text, lists[ZONE_HINTS]);
+        for entry in zone_hints.clone() {
+            push_length(&mut text, entry.len());
         }
-        for value in named
-            .iter()
-            .flatten()
-            .chain(lists.iter().copied().flatten())
-        {
+        push_length(&mut text, lists[NODE_HINTS]);
+        for entry in node_hints.clone() {
+            push_length(&mut text, entry.len());
+        }
+        for value in named.iter().flatten() {
+            text.push_str(value);
+        }
+        for value in zone_hints.chain(node_hints) {
             text.push_str(value);
         }
         Attributes(Arc::from(text))
@@ -348,6 +367,29 @@ impl Endpoint {
         self
     }
 
+    /// Sets the zone, node, hostname, zone hints and node hints at once, building the attributes
+    /// once (a source converting many endpoints calls this instead of five `with_*`). `None`
+    /// and empty lists leave an attribute unset.
+    #[must_use]
+    pub(crate) fn with_topology<'a, Z, N>(
+        mut self,
+        zone: Option<&str>,
+        node: Option<&str>,
+        hostname: Option<&str>,
+        zone_hints: Z,
+        node_hints: N,
+    ) -> Self
+    where
+        Z: Iterator<Item = &'a str> + Clone,
+        N: Iterator<Item = &'a str> + Clone,
+    {
+        let attributes = self.attributes.clone();
+        let hash_key = attributes.named(HASH_KEY);
+        self.attributes =
+            Attributes::from_parts([zone, node, hostname, hash_key], zone_hints, node_hints);
+        self
+    }
+
     /// The socket address, which is also the endpoint's identity.
     pub fn address(&self) -> SocketAddr {
         self.address
@@ -576,6 +618,26 @@ mod tests {
             });
             proptest::prop_assert_eq!(again, endpoint);
         }
+    }
+
+    #[test]
+    fn topology_set_at_once_equals_topology_set_one_by_one() {
+        let base = Endpoint::new(addr("10.0.0.1:80")).with_hash_key("pod-0");
+        let at_once = base.clone().with_topology(
+            Some("a"),
+            None,
+            Some("api-0"),
+            ["a", "b"].into_iter(),
+            ["n1"].into_iter(),
+        );
+        let one_by_one = base
+            .with_zone("a")
+            .with_hostname("api-0")
+            .with_zone_hints(["a", "b"])
+            .with_node_hints(["n1"]);
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(at_once.hash_key(), Some("pod-0"));
+        assert_eq!(at_once.node(), None);
     }
 
     #[test]

@@ -444,30 +444,29 @@ fn is_terminating(endpoint: &ApiEndpoint) -> bool {
 }
 
 fn endpoint(address: SocketAddr, readiness: Readiness, api: &ApiEndpoint) -> Endpoint {
-    let mut endpoint = Endpoint::new(address).with_readiness(readiness);
-    if let Some(zone) = api.zone.as_deref().filter(|zone| !zone.is_empty()) {
-        endpoint = endpoint.with_zone(zone);
-    }
-    if let Some(node) = api.node_name.as_deref().filter(|node| !node.is_empty()) {
-        endpoint = endpoint.with_node(node);
-    }
-    if let Some(hostname) = api.hostname.as_deref().filter(|name| !name.is_empty()) {
-        endpoint = endpoint.with_hostname(hostname);
+    fn present(value: &Option<String>) -> Option<&str> {
+        value.as_deref().filter(|value| !value.is_empty())
     }
     let hints = api.hints.as_ref();
     let zone_hints = hints
         .and_then(|hints| hints.for_zones.as_deref())
-        .unwrap_or_default();
-    if !zone_hints.is_empty() {
-        endpoint = endpoint.with_zone_hints(zone_hints.iter().map(|zone| zone.name.as_str()));
-    }
+        .unwrap_or_default()
+        .iter()
+        .map(|zone| zone.name.as_str());
     let node_hints = hints
         .and_then(|hints| hints.for_nodes.as_deref())
-        .unwrap_or_default();
-    if !node_hints.is_empty() {
-        endpoint = endpoint.with_node_hints(node_hints.iter().map(|node| node.name.as_str()));
-    }
-    endpoint
+        .unwrap_or_default()
+        .iter()
+        .map(|node| node.name.as_str());
+    Endpoint::new(address)
+        .with_readiness(readiness)
+        .with_topology(
+            present(&api.zone),
+            present(&api.node_name),
+            present(&api.hostname),
+            zone_hints,
+            node_hints,
+        )
 }
 
 /// A port with a name (possibly empty) and a number from 1 to 65535, as
