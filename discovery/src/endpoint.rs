@@ -370,6 +370,7 @@ impl Endpoint {
     /// Sets the zone, node, hostname, zone hints and node hints at once, building the attributes
     /// once (a source converting many endpoints calls this instead of five `with_*`). `None`
     /// and empty lists leave an attribute unset.
+    #[cfg(feature = "kubernetes")]
     #[must_use]
     pub(crate) fn with_topology<'a, Z, N>(
         mut self,
@@ -620,6 +621,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "kubernetes")]
     #[test]
     fn topology_set_at_once_equals_topology_set_one_by_one() {
         let base = Endpoint::new(addr("10.0.0.1:80")).with_hash_key("pod-0");

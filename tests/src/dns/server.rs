@@ -75,6 +75,8 @@ impl Srv {
 struct Table {
     records: HashMap<Name, Vec<Record>>,
     mode: Mode,
+    /// Modes for single names, over `mode` (a search list's candidates answering differently).
+    name_modes: HashMap<Name, Mode>,
     delay: Duration,
     negative_ttl: Option<u32>,
     srv_additionals: bool,
@@ -255,6 +257,19 @@ impl DnsServer {
     /// How the server answers from now on.
     pub fn set_mode(&self, mode: Mode) {
         self.shared.table().mode = mode;
+    }
+
+    /// How the server answers queries for `name` from now on, whatever [`set_mode`] says;
+    /// `None` returns the name to the server's mode.
+    ///
+    /// [`set_mode`]: DnsServer::set_mode
+    pub fn set_name_mode(&self, name: &str, mode: Option<Mode>) {
+        let name = key(name);
+        let mut table = self.shared.table();
+        match mode {
+            Some(mode) => table.name_modes.insert(name, mode),
+            None => table.name_modes.remove(&name),
+        };
     }
 
     /// Waits this long before each answer.
@@ -457,7 +472,11 @@ impl RequestHandler for Handler {
             let reply = query
                 .as_ref()
                 .map(|(name, record_type)| table.reply(name, *record_type));
-            (table.mode, table.delay, reply)
+            let mode = query
+                .as_ref()
+                .and_then(|(name, _)| table.name_modes.get(name).copied())
+                .unwrap_or(table.mode);
+            (mode, table.delay, reply)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

@@ -175,6 +175,45 @@ async fn srv_priorities_and_weights() {
     .await;
 }
 
+/// A short SRV name walks the search list as an address name does, and a SERVFAIL of the
+/// first search name is a failure, not an absence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_srv_name_walks_the_search_list() {
+    let server = DnsServer::start().await.unwrap();
+    let srv = "_grpc._tcp.api.prod.svc.cluster.local";
+    server.set_addresses("a.api.prod.svc.cluster.local", &[ip("127.0.0.2")], 1);
+    server.set_srv(
+        srv,
+        &[Srv::new(10, 60, 7001, "a.api.prod.svc.cluster.local")],
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///_grpc._tcp.api",
+        options_for(server.address())
+            .search_domains(["prod.svc.cluster.local", "svc.cluster.local"])
+            .ndots(5)
+            .refresh_bounds(Duration::from_secs(1), Duration::from_secs(30)),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.2", 7001)]
+    );
+
+    server.set_name_mode(srv, Some(Mode::ServFail));
+    wait_until(&endpoints, PATIENCE, "a failing lookup", |_, health| {
+        health.is_failing()
+    })
+    .await;
+    let before = server.query_count();
+    wait_until(&endpoints, PATIENCE, "more lookups", |_, _| {
+        server.query_count() >= before + 6
+    })
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 7001)]);
+    assert!(!endpoints.health().last_error().unwrap().is_not_found());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_targets_are_looked_up_when_the_additional_section_is_empty() {
     let server = DnsServer::start().await.unwrap();
@@ -530,8 +569,8 @@ async fn a_short_name_resolves_through_search_domains_and_ndots() {
             .any(|(name, _)| name == "api.prod.svc.cluster.local."),
         "{queries:?}"
     );
-    // With ndots 5 the search list comes first, and the first domain answers the A query;
-    // the AAAA query (no record anywhere) walks the whole list, as glibc's resolver does.
+    // With ndots 5 the search list comes first, and the first domain answers: both families
+    // are taken from that name, and no other name is asked.
     assert!(
         !queries
             .iter()
@@ -558,6 +597,50 @@ async fn a_short_name_resolves_through_search_domains_and_ndots() {
     endpoints.resolved().await.unwrap();
     let queries = server.queries();
     assert_eq!(queries[before].0, "api.prod.", "{queries:?}");
+}
+
+/// A search domain that answers SERVFAIL (CoreDNS's kubernetes plugin before it has synced)
+/// while the name as given is NXDOMAIN upstream: a failure, which keeps the last good set, not
+/// an absence, which would empty it after two answers. An answer from a later name of the
+/// list, after a SERVFAIL, is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servfail_in_the_search_list_is_a_failure_not_an_absence() {
+    let server = DnsServer::start().await.unwrap();
+    let full = "api.prod.svc.cluster.local";
+    server.set_addresses(full, &[ip("127.0.0.2")], 1);
+    let options = options_for(server.address())
+        .search_domains(["prod.svc.cluster.local", "svc.cluster.local"])
+        .ndots(5)
+        .refresh_bounds(Duration::from_secs(1), Duration::from_secs(30));
+    let endpoints = spawn("dns:///api:8080", options);
+    endpoints.resolved().await.unwrap();
+    let revision = endpoints.revision();
+
+    // The first search name fails; the second and `api.` do not exist.
+    server.set_name_mode(full, Some(Mode::ServFail));
+    wait_until(&endpoints, PATIENCE, "a failing lookup", |_, health| {
+        health.is_failing()
+    })
+    .await;
+    let before = server.query_count();
+    // Several lookups later the set is still there, and the error is no absence.
+    wait_until(&endpoints, PATIENCE, "three more lookups", |_, _| {
+        server.query_count() >= before + 12
+    })
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 8080)]);
+    assert_eq!(endpoints.revision(), revision);
+    let health = endpoints.health();
+    let error = health.last_error().unwrap();
+    assert!(!error.is_not_found(), "{error}");
+
+    // A later name of the list answers after the SERVFAIL: its addresses are used.
+    server.set_addresses("api.svc.cluster.local", &[ip("127.0.0.3")], 1);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 8080)]).await;
+
+    // The first name recovers: it comes first again.
+    server.set_name_mode(full, None);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 8080)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

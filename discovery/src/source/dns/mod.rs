@@ -54,7 +54,12 @@
 //! target: `dns://10.96.0.10:53/api:8080`), the search domains, `ndots`, the query timeout and
 //! attempts, or skips the system configuration altogether. A short name (`api:8080`) is tried
 //! with each search domain; in a pod (`ndots:5`) so is a four-dot name, and a name with a
-//! trailing dot is asked as is, in one query.
+//! trailing dot is asked as is, in one query. The source walks the search list itself, as
+//! glibc's `res_search` does: the first name with an answer gives both address families,
+//! NXDOMAIN or NODATA moves on to the next name, a SERVFAIL moves on too but makes the lookup a
+//! failure (not an absence) if no later name answers, and a timeout or a refusal ends the walk
+//! as a failure. So a search domain that fails (CoreDNS before its kubernetes plugin has
+//! synced) keeps the last good set instead of counting as the NXDOMAIN of the bare name.
 //!
 //! # ClusterIP Services balance nothing
 //!

@@ -96,7 +96,7 @@ enum Query {
 
 /// The hickory-backed lookup of one `dns:` target.
 pub(crate) struct HickoryLookup {
-    resolver: Arc<TokioResolver>,
+    resolver: Arc<SharedResolver>,
     target: Arc<str>,
     name: Name,
     query: Query,
@@ -141,7 +141,7 @@ impl HickoryLookup {
 
 impl Resolve for HickoryLookup {
     async fn resolve(&mut self, current: &EndpointSet) -> Outcome {
-        self.resolver.clear_cache();
+        self.resolver.resolver.clear_cache();
         match self.query {
             Query::Address { port } => {
                 let has = |v4: bool| {
@@ -220,7 +220,7 @@ impl ResolverKey {
 }
 
 /// The live resolvers, by what they were built from.
-static RESOLVERS: LazyLock<Mutex<HashMap<ResolverKey, Weak<TokioResolver>>>> =
+static RESOLVERS: LazyLock<Mutex<HashMap<ResolverKey, Weak<SharedResolver>>>> =
     LazyLock::new(Mutex::default);
 
 /// The resolver of the current runtime for `target`'s settings: the live one if a source
@@ -229,7 +229,7 @@ pub(crate) fn shared_resolver(
     target: &DnsTarget,
     options: &DnsOptions,
     target_name: &str,
-) -> Result<Arc<TokioResolver>, DnsSourceError> {
+) -> Result<Arc<SharedResolver>, DnsSourceError> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| DnsSourceError::NoRuntime {
             target: target_name.to_owned(),
@@ -259,7 +259,7 @@ pub(crate) fn build_resolver(
     target: &DnsTarget,
     options: &DnsOptions,
     target_name: &str,
-) -> Result<TokioResolver, DnsSourceError> {
+) -> Result<SharedResolver, DnsSourceError> {
     let nameservers: Vec<SocketAddr> = match target.nameserver() {
         Some(nameserver) => vec![nameserver],
         None => options.nameservers.clone(),
@@ -327,14 +327,88 @@ pub(crate) fn build_resolver(
     // The source refreshes on its own schedule and clears the cache before each lookup; a
     // small cache still serves the follow-up lookups of one SRV answer.
     resolver_options.cache_size = 64;
-    let config = ResolverConfig::from_parts(domain, search, name_servers);
-    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+    // The source walks the search list itself (see `SearchList`); hickory is asked only for
+    // fully qualified names.
+    let search = SearchList::new(domain.as_ref(), &search, resolver_options.ndots);
+    let config = ResolverConfig::from_parts(domain, Vec::new(), name_servers);
+    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(resolver_options)
         .build()
         .map_err(|source| DnsSourceError::Resolver {
             target: target_name.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+    Ok(SharedResolver { resolver, search })
+}
+
+/// A hickory resolver and the search list its lookups walk.
+#[derive(Debug)]
+pub(crate) struct SharedResolver {
+    pub(crate) resolver: TokioResolver,
+    search: SearchList,
+}
+
+impl SharedResolver {
+    /// The fully qualified names a lookup of `name` tries, in order.
+    pub(crate) fn candidates(&self, name: &Name) -> Vec<Name> {
+        self.search.candidates(name)
+    }
+}
+
+/// The names a relative name is looked up as, from resolv.conf's `domain`, `search` and `ndots`
+/// (or the options'), in hickory's and glibc's order: a name with more than `ndots` labels
+/// (or `localhost`) as given first, then with each domain appended; a shorter one with each
+/// domain appended first, then as given. A fully qualified name is looked up as it is.
+///
+/// hickory walks this list itself, but it moves on after any failure and reports the last
+/// name's answer: with Kubernetes' `ndots:5`, a SERVFAIL for `svc.ns.svc.cluster.local` ended
+/// as the NXDOMAIN of `svc.`, and two of those emptied the set. The source walks it instead,
+/// as glibc's `res_search` does: an answer ends the walk, NXDOMAIN or NODATA moves on, SERVFAIL
+/// moves on but makes the walk a failure if nothing answers, and any other failure (a
+/// timeout, a refusal) ends the walk as a failure. Either failure keeps the last good set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SearchList {
+    domains: Vec<Name>,
+    ndots: usize,
+}
+
+impl SearchList {
+    fn new(domain: Option<&Name>, search: &[Name], ndots: usize) -> Self {
+        let mut domains: Vec<Name> = Vec::with_capacity(search.len() + 1);
+        for domain in domain.into_iter().chain(search) {
+            let mut domain = domain.clone();
+            domain.set_fqdn(true);
+            if !domain.is_root() && !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        SearchList { domains, ndots }
+    }
+
+    fn candidates(&self, name: &Name) -> Vec<Name> {
+        if name.is_fqdn() {
+            return vec![name.clone()];
+        }
+        let mut as_given = name.clone();
+        as_given.set_fqdn(true);
+        let as_given_first = name.num_labels() as usize > self.ndots || name.is_localhost();
+        let mut names = Vec::with_capacity(self.domains.len() + 1);
+        if as_given_first {
+            names.push(as_given.clone());
+        }
+        for domain in &self.domains {
+            if let Ok(mut candidate) = name.clone().append_domain(domain) {
+                candidate.set_fqdn(true);
+                if !names.contains(&candidate) {
+                    names.push(candidate);
+                }
+            }
+        }
+        if !names.contains(&as_given) {
+            names.push(as_given);
+        }
+        names
+    }
 }
 
 /// A nameserver at `address`, asked over UDP with TCP for truncated answers.
@@ -361,9 +435,74 @@ pub(crate) enum Addresses {
 /// The answer for one record type: the same cases as the combined answer.
 type Family = Addresses;
 
-/// Looks up the A and/or AAAA records of `name`. A family that failed is left out only when
-/// the caller holds no address of it (`has_v4`/`has_v6`) and the other family answered.
+/// Looks up the A and/or AAAA records of `name`, walking the search list (see
+/// [`SearchList`]): both families of the first name that has an address. A family that failed
+/// is left out only when the caller holds no address of it (`has_v4`/`has_v6`) and the other
+/// family answered.
 pub(crate) async fn lookup_addresses(
+    resolver: &SharedResolver,
+    name: &Name,
+    families: IpFamilies,
+    has_v4: bool,
+    has_v6: bool,
+) -> Addresses {
+    let candidates = resolver.candidates(name);
+    let mut negatives = Vec::new();
+    let mut servfail = None;
+    for candidate in &candidates {
+        match lookup_name(&resolver.resolver, candidate, families, has_v4, has_v6).await {
+            found @ Addresses::Found { .. } => return found,
+            Addresses::Missing(negative) => negatives.push(negative),
+            Addresses::Failed(error) if is_servfail(&error) => {
+                servfail.get_or_insert(error);
+            }
+            failed @ Addresses::Failed(_) => return failed,
+        }
+    }
+    if let Some(error) = servfail {
+        return Addresses::Failed(error);
+    }
+    Addresses::Missing(searched(negatives, &candidates))
+}
+
+/// `true` for a SERVFAIL answer, after which a search moves on to the next name.
+pub(crate) fn is_servfail(error: &NetError) -> bool {
+    matches!(
+        error,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail))
+    )
+}
+
+/// Every name of a search said "none": NXDOMAIN only when each said NXDOMAIN (glibc's
+/// `res_search` reports NODATA when any did), the smallest negative TTL, and the names tried.
+pub(crate) fn searched(negatives: Vec<Negative>, candidates: &[Name]) -> Negative {
+    let nxdomain = negatives.iter().all(|negative| negative.nxdomain);
+    let ttl = negatives.iter().filter_map(|negative| negative.ttl).min();
+    let mut negatives = negatives;
+    let last = negatives
+        .pop()
+        .map(|negative| negative.detail)
+        .unwrap_or_default();
+    let detail = match candidates {
+        [] | [_] => last,
+        names => format!(
+            "{last} (searched {})",
+            names
+                .iter()
+                .map(display_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Negative {
+        nxdomain,
+        ttl,
+        detail,
+    }
+}
+
+/// The A and/or AAAA records of one fully qualified name.
+async fn lookup_name(
     resolver: &TokioResolver,
     name: &Name,
     families: IpFamilies,
@@ -740,6 +879,76 @@ mod tests {
         let error =
             shared_resolver(&target("dns:///a.waypost.test.:80"), &options(5305), "a").unwrap_err();
         assert!(matches!(error, DnsSourceError::NoRuntime { .. }));
+    }
+
+    #[test]
+    fn the_search_list_follows_ndots_like_glibc() {
+        let names = |list: &SearchList, name: &str| -> Vec<String> {
+            list.candidates(&parse_name(name).unwrap())
+                .iter()
+                .map(|name| name.to_string())
+                .collect()
+        };
+        let search: Vec<Name> = ["ns.svc.cluster.local", "svc.cluster.local"]
+            .iter()
+            .map(|domain| parse_name(domain).unwrap())
+            .collect();
+        let list = SearchList::new(None, &search, 5);
+        // Fewer labels than ndots: the search list first, then the name as given.
+        assert_eq!(
+            names(&list, "api"),
+            [
+                "api.ns.svc.cluster.local.",
+                "api.svc.cluster.local.",
+                "api."
+            ]
+        );
+        // A fully qualified name is asked as it is.
+        assert_eq!(names(&list, "api.example.com."), ["api.example.com."]);
+        // More labels than ndots: as given first.
+        let list = SearchList::new(None, &search, 1);
+        assert_eq!(
+            names(&list, "api.prod"),
+            [
+                "api.prod.",
+                "api.prod.ns.svc.cluster.local.",
+                "api.prod.svc.cluster.local."
+            ]
+        );
+        // resolv.conf's `domain` comes before the search list (hickory's order), once.
+        let domain = parse_name("svc.cluster.local").unwrap();
+        let list = SearchList::new(Some(&domain), &search, 5);
+        assert_eq!(
+            names(&list, "api"),
+            [
+                "api.svc.cluster.local.",
+                "api.ns.svc.cluster.local.",
+                "api."
+            ]
+        );
+        // No search list: the name alone.
+        assert_eq!(names(&SearchList::new(None, &[], 5), "api"), ["api."]);
+    }
+
+    #[test]
+    fn a_search_that_found_nothing_names_what_it_tried() {
+        let negative = |nxdomain: bool, ttl: u64| Negative {
+            nxdomain,
+            ttl: Some(Duration::from_secs(ttl)),
+            detail: format!("no {ttl}"),
+        };
+        let candidates: Vec<Name> = ["a.x.", "a."]
+            .iter()
+            .map(|n| parse_name(n).unwrap())
+            .collect();
+        let all = searched(vec![negative(true, 30), negative(true, 5)], &candidates);
+        assert!(all.nxdomain);
+        assert_eq!(all.ttl, Some(Duration::from_secs(5)));
+        assert_eq!(all.detail, "no 5 (searched a.x, a)");
+        // One NODATA makes the whole search NODATA, as in glibc.
+        let mixed = searched(vec![negative(false, 30), negative(true, 60)], &candidates);
+        assert!(!mixed.nxdomain);
+        assert_eq!(mixed.ttl, Some(Duration::from_secs(30)));
     }
 
     #[test]

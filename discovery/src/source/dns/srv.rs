@@ -30,13 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hickory_resolver::TokioResolver;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use super::options::IpFamilies;
 use super::resolve::{
-    Addresses, Answer, Negative, Outcome, describe, display_name, lookup_addresses, negative,
+    Addresses, Answer, Negative, Outcome, SharedResolver, describe, display_name, is_servfail,
+    lookup_addresses, negative, searched,
 };
 use crate::endpoint::Endpoint;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
@@ -80,20 +80,42 @@ pub(crate) enum GroupResult {
 
 /// Looks up the SRV records of `name` and the addresses of their targets.
 pub(crate) async fn resolve(
-    resolver: &TokioResolver,
+    resolver: &SharedResolver,
     target: &Arc<str>,
     name: &Name,
     families: IpFamilies,
     current: &EndpointSet,
 ) -> Outcome {
-    let lookup = match resolver.lookup(name.clone(), RecordType::SRV).await {
-        Ok(lookup) => lookup,
-        Err(error) => {
-            return match negative(&error, name, RecordType::SRV) {
-                Some(negative) => Outcome::Missing(negative),
-                None => Outcome::Failed(srv_error(target, name, error)),
-            };
+    // The search list is walked as for addresses (see `resolve::SearchList`): the first name
+    // with an answer is used, a SERVFAIL moves on but fails the walk if nothing answers.
+    let candidates = resolver.candidates(name);
+    let mut negatives = Vec::new();
+    let mut servfail = None;
+    let mut answer = None;
+    for candidate in &candidates {
+        match resolver
+            .resolver
+            .lookup(candidate.clone(), RecordType::SRV)
+            .await
+        {
+            Ok(lookup) => {
+                answer = Some(lookup);
+                break;
+            }
+            Err(error) => match negative(&error, candidate, RecordType::SRV) {
+                Some(negative) => negatives.push(negative),
+                None if is_servfail(&error) => {
+                    servfail.get_or_insert(error);
+                }
+                None => return Outcome::Failed(srv_error(target, name, error)),
+            },
         }
+    }
+    let Some(lookup) = answer else {
+        return match servfail {
+            Some(error) => Outcome::Failed(srv_error(target, name, error)),
+            None => Outcome::Missing(searched(negatives, &candidates)),
+        };
     };
     let answered = display_name(lookup.query().name());
     let mut records = Vec::new();
