@@ -182,9 +182,13 @@ async fn a_short_srv_name_walks_the_search_list() {
     let server = DnsServer::start().await.unwrap();
     let srv = "_grpc._tcp.api.prod.svc.cluster.local";
     server.set_addresses("a.api.prod.svc.cluster.local", &[ip("127.0.0.2")], 1);
+    // A record with port 0 is broken: skipped alone.
     server.set_srv(
         srv,
-        &[Srv::new(10, 60, 7001, "a.api.prod.svc.cluster.local")],
+        &[
+            Srv::new(10, 60, 7001, "a.api.prod.svc.cluster.local"),
+            Srv::new(10, 60, 0, "a.api.prod.svc.cluster.local"),
+        ],
         1,
     );
     let endpoints = spawn(

@@ -111,7 +111,7 @@ pub(crate) async fn run<R: Resolve>(
                     }
                     let now = Instant::now();
                     let earliest = last_start
-                        .map_or(now, |start| start + schedule.early_refresh_interval)
+                        .map_or(now, |start| later(start, schedule.early_refresh_interval))
                         .max(now);
                     if earliest < next {
                         tracing::debug!(
@@ -133,8 +133,16 @@ pub(crate) async fn run<R: Resolve>(
             outcome = resolver.resolve(&current) => outcome,
         };
         let wait = state.apply(outcome, &mut publisher, &schedule, &mut backoff);
-        next = Instant::now() + wait;
+        next = later(Instant::now(), wait);
     }
+}
+
+/// `at + delay`, saturating about 30 years out: an option may be as long as `Duration::MAX`
+/// (`early_refresh_interval(Duration::MAX)` to turn early refreshes off), which `+` would
+/// overflow.
+fn later(at: Instant, delay: Duration) -> Instant {
+    at.checked_add(delay)
+        .unwrap_or_else(|| at + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
 fn stopped(publisher: &Publisher) {
@@ -297,6 +305,16 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn a_delay_as_long_as_duration_max_saturates() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(60 * 60 * 24 * 365));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
     use crate::endpoint::Endpoint;
     use crate::endpoints::{Endpoints, Status};
     use crate::set::EndpointSet;

@@ -126,6 +126,16 @@ pub(crate) async fn resolve(
                 decidedly_unavailable = true;
                 continue;
             }
+            if srv.port == 0 {
+                // No service can listen on port 0: a broken record, skipped alone.
+                tracing::debug!(
+                    target: "waypost::discovery::dns",
+                    name = %answered,
+                    srv_target = %srv.target,
+                    "ignoring an SRV record with port 0"
+                );
+                continue;
+            }
             let mut target = srv.target.to_lowercase();
             target.set_fqdn(true);
             records.push(SrvRecord {
