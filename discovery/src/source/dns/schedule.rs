@@ -305,6 +305,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::endpoints::{Endpoints, Status};
+    use crate::set::EndpointSet;
 
     #[test]
     fn a_delay_as_long_as_duration_max_saturates() {
@@ -315,9 +318,6 @@ mod tests {
             now + Duration::from_secs(1)
         );
     }
-    use crate::endpoint::Endpoint;
-    use crate::endpoints::{Endpoints, Status};
-    use crate::set::EndpointSet;
 
     /// A resolver that plays back scripted outcomes and records when it was asked.
     #[derive(Clone, Default)]
