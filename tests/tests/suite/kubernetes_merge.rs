@@ -518,6 +518,47 @@ async fn malformed_slices_are_skipped_and_nothing_else_is_lost() {
     wait_for_set(&endpoints, "the slice back", |set| set.len() == 2).await;
 }
 
+/// A slice that is not even an EndpointSlice's shape (a server that does not validate, a field
+/// of the wrong type) cannot be decoded. The watch goes on: the other slices' endpoints stay,
+/// and later changes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_slice_does_not_stop_the_watch() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-good").endpoint(ep("10.0.0.1")));
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(addresses(&set), expected(["10.0.0.1".into()], 8080));
+
+    let mut broken = http_slice("api-broken")
+        .endpoint(ep("10.0.0.2"))
+        .json()
+        .clone();
+    broken["endpoints"] = serde_json::json!("not a list");
+    rig.apply_value_timed(broken);
+    // A change after it still arrives.
+    rig.apply(
+        http_slice("api-good")
+            .endpoint(ep("10.0.0.1"))
+            .endpoint(ep("10.0.0.3")),
+    );
+    let set = wait_for_set(&endpoints, "the later change", |set| set.len() == 2).await;
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.3".into()], 8080)
+    );
+
+    // A source that starts while the broken slice is stored lists it with the others.
+    let late = rig.source("kubernetes:///api:http").await.spawn();
+    let set = tokio::time::timeout(std::time::Duration::from_secs(20), late.resolved())
+        .await
+        .expect("the first list completes")
+        .unwrap();
+    assert_eq!(
+        addresses(&set),
+        expected(["10.0.0.1".into(), "10.0.0.3".into()], 8080)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_without_endpoint_slices_says_so_in_its_health() {
     let rig = FakeApiServer::start().await;

@@ -225,6 +225,34 @@ impl SliceCache {
     /// list being built instead, and the result says whether it differs from the slice's entry
     /// in the current map.
     pub fn apply(&mut self, slice: &EndpointSlice) -> Applied {
+        let converted = convert_slice(slice, &self.service, self.port.as_ref());
+        self.apply_converted(slice, converted)
+    }
+
+    /// Adds or replaces a slice that could not be decoded (`detail`: what the decoder said),
+    /// known by the metadata that could be read (`slice`): an unusable entry, which takes the
+    /// place of the slice's earlier contribution, as any unusable update does.
+    pub fn apply_undecodable(&mut self, slice: &EndpointSlice, detail: &str) -> Applied {
+        // The name and label checks first: a foreign or nameless object is treated as such.
+        let converted = match convert_slice(slice, &self.service, self.port.as_ref()) {
+            Err(error)
+                if is_foreign(&error) || matches!(error.reason(), UnusableReason::MissingName) =>
+            {
+                Err(error)
+            }
+            _ => Err(UnusableSlice::new(
+                slice.metadata.name.as_deref().unwrap_or_default(),
+                UnusableReason::Undecodable(detail.to_owned()),
+            )),
+        };
+        self.apply_converted(slice, converted)
+    }
+
+    fn apply_converted(
+        &mut self,
+        slice: &EndpointSlice,
+        converted: Result<SliceEndpoints, UnusableSlice>,
+    ) -> Applied {
         let name = match self.key(slice) {
             Ok(key) => key,
             Err(error) => {
@@ -234,7 +262,7 @@ impl SliceCache {
                 };
             }
         };
-        let entry = match convert_slice(slice, &self.service, self.port.as_ref()) {
+        let entry = match converted {
             Ok(contribution) => Entry::Usable(contribution),
             Err(error) if is_foreign(&error) => {
                 // Not a slice of this Service (a server that ignores the label selector, or a

@@ -232,6 +232,10 @@ pub enum UnusableReason {
     /// An `addressType` other than `IPv4`, `IPv6` or `FQDN`.
     #[error("unknown address type `{0}`")]
     UnknownAddressType(String),
+    /// The object could not be read as an EndpointSlice (a field of the wrong type, another
+    /// kind): what the decoder said. The name, namespace and labels are from its metadata.
+    #[error("it cannot be read as an EndpointSlice: {0}")]
+    Undecodable(String),
     /// No port with both a name and a number from 1 to 65535.
     #[error("no usable port (a port needs a name, which may be empty, and a number)")]
     MissingPorts,

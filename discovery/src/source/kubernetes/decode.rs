@@ -14,8 +14,16 @@
 //!
 //! Everything else is skipped without being allocated. The rules are k8s-openapi's: a missing or
 //! `null` field is its default, an `apiVersion` or `kind` that is present must name
-//! `discovery.k8s.io/v1` `EndpointSlice`, and a field the source reads with the wrong type fails
-//! the object. A malformed field the source does not read no longer fails it.
+//! `discovery.k8s.io/v1` `EndpointSlice`, and a field the source reads with the wrong type makes
+//! the object undecodable. A malformed field the source does not read is skipped.
+//!
+//! An undecodable object makes kube fail the whole list it came in, so the Service (or every
+//! Service of a shared watch) would get no endpoints at all. When a list fails to decode, the
+//! watch task lists and watches again with [`TolerantSlice`]: each object's text is taken first
+//! and decoded on its own, and one that cannot be becomes an unusable slice, named by whatever
+//! of its metadata could be read
+//! ([`UnusableReason::Undecodable`](super::UnusableReason::Undecodable)). That costs a second
+//! pass over each object's text, so it is only used after a failure.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -25,10 +33,23 @@ use k8s_openapi::api::discovery::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{Deserialize, Deserializer, Error as _};
+use serde_json::value::RawValue;
 
 /// An `EndpointSlice` decoded with only the fields the source reads (see the module docs).
+///
+/// `undecodable` is set only by [`TolerantSlice`]: an object that is not an EndpointSlice's
+/// shape keeps what its metadata says (so it can be keyed, and replaced by a later update) and
+/// the decoder's message; the source treats it as an unusable slice.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct WatchedSlice(pub(super) EndpointSlice);
+pub(super) struct WatchedSlice {
+    pub(super) slice: EndpointSlice,
+    /// Why the object could not be read as an EndpointSlice.
+    pub(super) undecodable: Option<String>,
+}
+
+/// A [`WatchedSlice`] decoded from its own text: never fails on the object itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct TolerantSlice(pub(super) WatchedSlice);
 
 impl kube::Resource for WatchedSlice {
     type DynamicType = ();
@@ -55,11 +76,44 @@ impl kube::Resource for WatchedSlice {
     }
 
     fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
+        &self.slice.metadata
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        &mut self.slice.metadata
+    }
+}
+
+impl kube::Resource for TolerantSlice {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        WatchedSlice::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        WatchedSlice::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        WatchedSlice::version(dt)
+    }
+
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        WatchedSlice::api_version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        WatchedSlice::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.slice.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.slice.metadata
     }
 }
 
@@ -85,6 +139,26 @@ struct RawMeta {
     generation: Option<i64>,
 }
 
+impl From<RawMeta> for ObjectMeta {
+    fn from(meta: RawMeta) -> Self {
+        ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            labels: meta.labels,
+            resource_version: meta.resource_version,
+            uid: meta.uid,
+            generation: meta.generation,
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// What can still be read of an object that is not an EndpointSlice's shape.
+#[derive(serde::Deserialize)]
+struct MetaOnly {
+    metadata: Option<RawMeta>,
+}
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawEndpoint {
@@ -99,57 +173,82 @@ struct RawEndpoint {
 impl<'de> Deserialize<'de> for WatchedSlice {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = RawSlice::deserialize(deserializer)?;
-        let expected = <EndpointSlice as k8s_openapi::Resource>::API_VERSION;
-        if let Some(api_version) = raw.api_version.as_deref()
-            && api_version != expected
-        {
-            return Err(D::Error::invalid_value(
-                serde::de::Unexpected::Str(api_version),
-                &expected,
-            ));
-        }
-        let expected = <EndpointSlice as k8s_openapi::Resource>::KIND;
-        if let Some(kind) = raw.kind.as_deref()
-            && kind != expected
-        {
-            return Err(D::Error::invalid_value(
-                serde::de::Unexpected::Str(kind),
-                &expected,
-            ));
-        }
-        let metadata = raw
-            .metadata
-            .map(|meta| ObjectMeta {
-                name: meta.name,
-                namespace: meta.namespace,
-                labels: meta.labels,
-                resource_version: meta.resource_version,
-                uid: meta.uid,
-                generation: meta.generation,
-                ..ObjectMeta::default()
-            })
-            .unwrap_or_default();
-        let endpoints = raw.endpoints.map(|endpoints| {
-            endpoints
-                .into_iter()
-                .map(|endpoint| Endpoint {
-                    addresses: endpoint.addresses.unwrap_or_default(),
-                    conditions: endpoint.conditions,
-                    hints: endpoint.hints,
-                    hostname: endpoint.hostname,
-                    node_name: endpoint.node_name,
-                    zone: endpoint.zone,
-                    ..Endpoint::default()
-                })
-                .collect()
-        });
-        Ok(WatchedSlice(EndpointSlice {
-            address_type: raw.address_type.unwrap_or_default(),
-            endpoints: DecodedEndpoints::decoded(endpoints),
-            metadata,
-            ports: raw.ports,
+        Ok(WatchedSlice {
+            slice: from_raw(raw).map_err(D::Error::custom)?,
+            undecodable: None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TolerantSlice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // The object's text first (checked to be JSON, not parsed into values, borrowed from
+        // the response: kube decodes lists and watch events from text), then the object from
+        // it: a wrong field fails this object alone.
+        let text = <&RawValue>::deserialize(deserializer)?;
+        Ok(TolerantSlice(match read(text.get()) {
+            Ok(slice) => WatchedSlice {
+                slice,
+                undecodable: None,
+            },
+            Err(error) => {
+                let metadata = serde_json::from_str::<MetaOnly>(text.get())
+                    .ok()
+                    .and_then(|meta| meta.metadata)
+                    .map(ObjectMeta::from)
+                    .unwrap_or_default();
+                WatchedSlice {
+                    slice: EndpointSlice {
+                        metadata,
+                        ..EndpointSlice::default()
+                    },
+                    undecodable: Some(error),
+                }
+            }
         }))
     }
+}
+
+/// The slice in `text`, or what is wrong with it.
+fn read(text: &str) -> Result<EndpointSlice, String> {
+    from_raw(serde_json::from_str(text).map_err(|error| error.to_string())?)
+}
+
+/// The k8s-openapi slice of what was decoded, or what is wrong with it.
+fn from_raw(raw: RawSlice) -> Result<EndpointSlice, String> {
+    let expected = <EndpointSlice as k8s_openapi::Resource>::API_VERSION;
+    if let Some(api_version) = raw.api_version.as_deref()
+        && api_version != expected
+    {
+        return Err(format!("apiVersion `{api_version}`, expected `{expected}`"));
+    }
+    let expected = <EndpointSlice as k8s_openapi::Resource>::KIND;
+    if let Some(kind) = raw.kind.as_deref()
+        && kind != expected
+    {
+        return Err(format!("kind `{kind}`, expected `{expected}`"));
+    }
+    let metadata = raw.metadata.map(ObjectMeta::from).unwrap_or_default();
+    let endpoints = raw.endpoints.map(|endpoints| {
+        endpoints
+            .into_iter()
+            .map(|endpoint| Endpoint {
+                addresses: endpoint.addresses.unwrap_or_default(),
+                conditions: endpoint.conditions,
+                hints: endpoint.hints,
+                hostname: endpoint.hostname,
+                node_name: endpoint.node_name,
+                zone: endpoint.zone,
+                ..Endpoint::default()
+            })
+            .collect()
+    });
+    Ok(EndpointSlice {
+        address_type: raw.address_type.unwrap_or_default(),
+        endpoints: DecodedEndpoints::decoded(endpoints),
+        metadata,
+        ports: raw.ports,
+    })
 }
 
 /// `EndpointSlice.endpoints` is a `Vec` in k8s-openapi's `v1_33`..`v1_35` features and an
@@ -178,6 +277,13 @@ mod tests {
     use super::*;
     use crate::PortSelector;
     use crate::source::kubernetes::convert_slice;
+
+    /// Decodes as kube does: from the response's text.
+    fn from_json<T: serde::de::DeserializeOwned>(
+        value: &serde_json::Value,
+    ) -> serde_json::Result<T> {
+        serde_json::from_str(&value.to_string())
+    }
 
     fn full_slice() -> serde_json::Value {
         json!({
@@ -256,12 +362,13 @@ mod tests {
     fn keeps_every_field_the_source_reads_as_k8s_openapi_decodes_it() {
         let value = full_slice();
         let full: EndpointSlice = serde_json::from_value(value.clone()).unwrap();
-        let watched: WatchedSlice = serde_json::from_value(value).unwrap();
-        assert_eq!(watched.0, read_fields(full.clone()));
+        let watched: WatchedSlice = from_json(&value).unwrap();
+        assert_eq!(watched.undecodable, None);
+        assert_eq!(watched.slice, read_fields(full.clone()));
         // And the contribution is the same as from the whole object.
         for port in [None, Some(PortSelector::Name("grpc".into()))] {
             assert_eq!(
-                convert_slice(&watched.0, "api", port.as_ref()),
+                convert_slice(&watched.slice, "api", port.as_ref()),
                 convert_slice(&full, "api", port.as_ref())
             );
         }
@@ -275,27 +382,49 @@ mod tests {
             json!({ "metadata": { "name": "s", "labels": null }, "endpoints": [{}] }),
         ] {
             let full: EndpointSlice = serde_json::from_value(value.clone()).unwrap();
-            let watched: WatchedSlice = serde_json::from_value(value).unwrap();
-            assert_eq!(watched.0, read_fields(full));
+            let watched: WatchedSlice = from_json(&value).unwrap();
+            assert_eq!(watched.slice, read_fields(full));
         }
     }
 
     #[test]
-    fn a_wrong_kind_or_a_wrongly_typed_read_field_fails_as_in_k8s_openapi() {
+    fn a_wrong_kind_or_a_wrongly_typed_read_field_is_undecodable_and_keeps_its_metadata() {
+        let meta = json!({ "name": "api-x", "labels": { "kubernetes.io/service-name": "api" } });
         for value in [
-            json!({ "apiVersion": "v1", "kind": "EndpointSlice" }),
-            json!({ "kind": "Endpoints" }),
-            json!({ "addressType": 4 }),
-            json!({ "endpoints": [{ "addresses": "10.0.0.1" }] }),
-            json!({ "endpoints": [{ "conditions": { "ready": "yes" } }] }),
-            json!({ "ports": [{ "port": "http" }] }),
-            json!({ "metadata": { "labels": ["a"] } }),
-            json!([]),
+            json!({ "metadata": meta, "apiVersion": "v1", "kind": "EndpointSlice" }),
+            json!({ "metadata": meta, "kind": "Endpoints" }),
+            json!({ "metadata": meta, "addressType": 4 }),
+            json!({ "metadata": meta, "endpoints": [{ "addresses": "10.0.0.1" }] }),
+            json!({ "metadata": meta, "endpoints": [{ "conditions": { "ready": "yes" } }] }),
+            json!({ "metadata": meta, "ports": [{ "port": "http" }] }),
         ] {
+            // k8s-openapi fails the object, and with it the whole list it came in; so does the
+            // fast decoder.
             assert!(serde_json::from_value::<EndpointSlice>(value.clone()).is_err());
-            let error = serde_json::from_value::<WatchedSlice>(value.clone());
-            assert!(error.is_err(), "{value} decoded");
+            assert!(from_json::<WatchedSlice>(&value).is_err(), "{value}");
+            let TolerantSlice(watched) = from_json(&value).unwrap();
+            assert!(watched.undecodable.is_some(), "{value} decoded");
+            assert_eq!(watched.slice.metadata.name.as_deref(), Some("api-x"));
+            assert!(watched.slice.endpoints.is_empty());
         }
+        // Nothing readable at all: no metadata either.
+        for value in [json!([]), json!({ "metadata": { "labels": ["a"] } })] {
+            let TolerantSlice(watched) = from_json(&value).unwrap();
+            assert!(watched.undecodable.is_some(), "{value}");
+            assert_eq!(watched.slice.metadata, ObjectMeta::default());
+        }
+        // One bad item in a list fails only that item.
+        let list: Vec<TolerantSlice> = from_json(&json!([
+            { "metadata": meta, "endpoints": "oops" },
+            full_slice(),
+        ]))
+        .unwrap();
+        assert!(list[0].0.undecodable.is_some());
+        assert_eq!(list[1].0.undecodable, None);
+        assert_eq!(list[1].0.slice.endpoints.len(), 4);
+        // The tolerant decoder reads a good slice as the fast one does.
+        let TolerantSlice(tolerant) = from_json(&full_slice()).unwrap();
+        assert_eq!(tolerant, from_json::<WatchedSlice>(&full_slice()).unwrap());
     }
 
     #[test]
@@ -304,8 +433,8 @@ mod tests {
         value["endpoints"][0]["targetRef"] = json!("not an object");
         value["metadata"]["managedFields"] = json!(7);
         assert!(serde_json::from_value::<EndpointSlice>(value.clone()).is_err());
-        let watched: WatchedSlice = serde_json::from_value(value).unwrap();
-        assert_eq!(watched.0.endpoints.len(), 4);
-        assert_eq!(watched.0.metadata.name.as_deref(), Some("api-x1"));
+        let watched: WatchedSlice = from_json(&value).unwrap();
+        assert_eq!(watched.slice.endpoints.len(), 4);
+        assert_eq!(watched.slice.metadata.name.as_deref(), Some("api-x1"));
     }
 }

@@ -57,7 +57,7 @@ use tokio::time::Instant;
 
 use super::SERVICE_NAME_LABEL;
 use super::cache::{Applied, CacheStatus, SliceCache};
-use super::decode::WatchedSlice;
+use super::decode::{TolerantSlice, WatchedSlice};
 use super::retry::Retry;
 use super::shared::{GroupLink, Leave};
 use crate::endpoints::Publisher;
@@ -103,6 +103,9 @@ pub(super) struct WatchTask {
     /// The watcher's configuration without the label selector, which the members make.
     pub(super) config: watcher::Config,
     pub(super) retry: Retry,
+    /// Set once a list failed to decode: from then on the watch reads each object on its own
+    /// ([`TolerantSlice`]), so that one bad object fails only itself.
+    tolerant: bool,
     pub(super) probe: Arc<WatchProbe>,
     pub(super) namespace: String,
     members: HashMap<u64, Member>,
@@ -143,6 +146,7 @@ impl WatchTask {
             api,
             config,
             retry,
+            tolerant: false,
             probe,
             namespace,
             members: HashMap::new(),
@@ -270,7 +274,21 @@ impl WatchTask {
 
     fn watch(&self) -> SliceEvents {
         let config = self.config.clone().labels(&self.selector());
-        watcher::watcher(self.api.clone(), config).boxed()
+        if !self.tolerant {
+            return watcher::watcher(self.api.clone(), config).boxed();
+        }
+        let api = Api::<TolerantSlice>::namespaced(self.api.clone().into_client(), &self.namespace);
+        watcher::watcher(api, config)
+            .map(|event| {
+                event.map(|event| match event {
+                    Event::Apply(TolerantSlice(slice)) => Event::Apply(slice),
+                    Event::Delete(TolerantSlice(slice)) => Event::Delete(slice),
+                    Event::Init => Event::Init,
+                    Event::InitApply(TolerantSlice(slice)) => Event::InitApply(slice),
+                    Event::InitDone => Event::InitDone,
+                })
+            })
+            .boxed()
     }
 
     /// A member's readers are gone or it was shut down.
@@ -411,12 +429,16 @@ impl WatchTask {
     }
 
     /// Applies a slice to the members it is for; returns the ones whose contribution changed.
-    fn apply(&mut self, slice: &EndpointSlice) -> Vec<u64> {
+    fn apply(&mut self, watched: &WatchedSlice) -> Vec<u64> {
+        let slice = &watched.slice;
         let (service, keys) = self.members_for(slice);
         let mut changed = Vec::new();
         for key in keys {
             if let Some(member) = self.members.get_mut(&key) {
-                let applied = member.cache.apply(slice);
+                let applied = match &watched.undecodable {
+                    None => member.cache.apply(slice),
+                    Some(detail) => member.cache.apply_undecodable(slice, detail),
+                };
                 log_unusable(member, &applied);
                 log_invalid_addresses(member, slice);
                 tracing::trace!(
@@ -449,8 +471,8 @@ impl WatchTask {
                 }
                 self.relist_owners = Some(HashMap::new());
             }
-            Event::InitApply(WatchedSlice(slice)) => {
-                self.apply(&slice);
+            Event::InitApply(watched) => {
+                self.apply(&watched);
             }
             Event::InitDone => {
                 for member in self.members.values_mut() {
@@ -480,13 +502,13 @@ impl WatchTask {
                     self.publish(key);
                 }
             }
-            Event::Apply(WatchedSlice(slice)) => {
+            Event::Apply(watched) => {
                 self.retry.event();
-                for key in self.apply(&slice) {
+                for key in self.apply(&watched) {
                     self.publish(key);
                 }
             }
-            Event::Delete(WatchedSlice(slice)) => {
+            Event::Delete(WatchedSlice { slice, .. }) => {
                 self.retry.event();
                 let (_, keys) = self.members_for(&slice);
                 let name = slice.metadata.name.as_deref().unwrap_or_default();
@@ -581,6 +603,24 @@ impl WatchTask {
     /// replaced, and how long to wait before polling it again.
     fn handle_error(&mut self, error: watcher::Error) -> (bool, Duration) {
         let now = Instant::now();
+        if !self.tolerant
+            && matches!(
+                &error,
+                watcher::Error::InitialListFailed(kube::Error::SerdeError(_))
+            )
+        {
+            // One object kube could not decode fails the whole list: from now on the watch
+            // decodes each object on its own, and that one becomes an unusable slice.
+            tracing::warn!(
+                target: "waypost::discovery",
+                namespace = %self.namespace,
+                %error,
+                "an EndpointSlice in namespace `{}` could not be decoded; listing again, each slice read on its own",
+                self.namespace
+            );
+            self.tolerant = true;
+            return (true, Duration::ZERO);
+        }
         let error = Arc::new(error);
         let class = classify(&error);
         let hint = if status_code(&error) == Some(403) {
