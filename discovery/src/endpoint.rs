@@ -89,20 +89,12 @@ const NODE_HINTS: usize = 1;
 const EMPTY_ATTRIBUTES: &str = "\0\0\0\0\0\0";
 
 impl Attributes {
-    fn new(named: [Option<&str>; 4], lists: [&[&str]; 2]) -> Self {
-        Self::from_parts(
-            named,
-            lists[ZONE_HINTS].iter().copied(),
-            lists[NODE_HINTS].iter().copied(),
-        )
-    }
-
     /// Built in one pass over the lists' lengths and one over their text, so that a source
     /// that sets every attribute at once allocates once.
-    fn from_parts<'a, Z, N>(named: [Option<&str>; 4], zone_hints: Z, node_hints: N) -> Self
+    fn from_parts<'z, 'n, Z, N>(named: [Option<&str>; 4], zone_hints: Z, node_hints: N) -> Self
     where
-        Z: Iterator<Item = &'a str> + Clone,
-        N: Iterator<Item = &'a str> + Clone,
+        Z: Iterator<Item = &'z str> + Clone,
+        N: Iterator<Item = &'n str> + Clone,
     {
         let lists = [zone_hints.clone().count(), node_hints.clone().count()];
         let body: usize = named
@@ -110,11 +102,8 @@ impl Attributes {
             .flatten()
             .map(|value| value.len())
             .sum::<usize>()
-            + zone_hints
-                .clone()
-                .chain(node_hints.clone())
-                .map(str::len)
-                .sum::<usize>();
+            + zone_hints.clone().map(str::len).sum::<usize>()
+            + node_hints.clone().map(str::len).sum::<usize>();
         let mut text = String::with_capacity(body + 6 + lists[0] + lists[1]);
         for attribute in named {
             push_length(&mut text, attribute.map_or(0, |value| value.len() + 1));
@@ -130,9 +119,8 @@ impl Attributes {
         for value in named.iter().flatten() {
             text.push_str(value);
         }
-        for value in zone_hints.chain(node_hints) {
-            text.push_str(value);
-        }
+        zone_hints.for_each(|value| text.push_str(value));
+        node_hints.for_each(|value| text.push_str(value));
         Attributes(Arc::from(text))
     }
 
@@ -193,19 +181,16 @@ impl Attributes {
     fn with_named(&self, which: usize, value: &str) -> Self {
         let (mut named, [zone_hints, node_hints]) = self.parts();
         named[which] = Some(value);
-        let zone_hints: Vec<&str> = zone_hints.collect();
-        let node_hints: Vec<&str> = node_hints.collect();
-        Attributes::new(named, [&zone_hints, &node_hints])
+        Attributes::from_parts(named, zone_hints, node_hints)
     }
 
     /// The same attributes with another list `which`.
-    fn with_list(&self, which: usize, entries: &[&str]) -> Self {
+    fn with_list<'a>(&self, which: usize, entries: impl Iterator<Item = &'a str> + Clone) -> Self {
         let (named, [zone_hints, node_hints]) = self.parts();
-        let zone_hints: Vec<&str> = zone_hints.collect();
-        let node_hints: Vec<&str> = node_hints.collect();
-        let mut lists = [zone_hints.as_slice(), node_hints.as_slice()];
-        lists[which] = entries;
-        Attributes::new(named, lists)
+        match which {
+            ZONE_HINTS => Attributes::from_parts(named, entries, node_hints),
+            _ => Attributes::from_parts(named, zone_hints, entries),
+        }
     }
 }
 
@@ -348,8 +333,9 @@ impl Endpoint {
         S: Into<String>,
     {
         let zones: Vec<String> = zones.into_iter().map(Into::into).collect();
-        let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
-        self.attributes = self.attributes.with_list(ZONE_HINTS, &zones);
+        self.attributes = self
+            .attributes
+            .with_list(ZONE_HINTS, zones.iter().map(String::as_str));
         self
     }
 
@@ -362,8 +348,9 @@ impl Endpoint {
         S: Into<String>,
     {
         let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
-        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        self.attributes = self.attributes.with_list(NODE_HINTS, &nodes);
+        self.attributes = self
+            .attributes
+            .with_list(NODE_HINTS, nodes.iter().map(String::as_str));
         self
     }
 
@@ -384,10 +371,10 @@ impl Endpoint {
         Z: Iterator<Item = &'a str> + Clone,
         N: Iterator<Item = &'a str> + Clone,
     {
-        let attributes = self.attributes.clone();
-        let hash_key = attributes.named(HASH_KEY);
-        self.attributes =
+        let hash_key = self.attributes.named(HASH_KEY);
+        let attributes =
             Attributes::from_parts([zone, node, hostname, hash_key], zone_hints, node_hints);
+        self.attributes = attributes;
         self
     }
 

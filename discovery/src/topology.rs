@@ -47,16 +47,28 @@ pub fn hints_prefer_zone<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
     zone: &str,
 ) -> bool {
+    hints_apply(endpoints, Endpoint::has_zone_hints, |endpoint| {
+        endpoint.is_hinted_for(zone)
+    })
+}
+
+/// kube-proxy's completeness test, for zone or node hints: every ready endpoint `has` hints of
+/// the kind, and at least one is `hinted` for the client.
+fn hints_apply<'a>(
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    has: impl Fn(&Endpoint) -> bool,
+    hinted: impl Fn(&Endpoint) -> bool,
+) -> bool {
     let mut any_ready = false;
-    let mut hinted_for_zone = false;
+    let mut hinted_for_client = false;
     for endpoint in endpoints.into_iter().filter(|e| e.readiness().is_ready()) {
         any_ready = true;
-        if !endpoint.has_zone_hints() {
+        if !has(endpoint) {
             return false;
         }
-        hinted_for_zone |= endpoint.is_hinted_for(zone);
+        hinted_for_client |= hinted(endpoint);
     }
-    any_ready && hinted_for_zone
+    any_ready && hinted_for_client
 }
 
 /// kube-proxy's `topologyModeFromHints` for nodes (`PreferSameNode`), looked at before the
@@ -82,16 +94,9 @@ pub fn hints_prefer_node<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
     node: &str,
 ) -> bool {
-    let mut any_ready = false;
-    let mut hinted_for_node = false;
-    for endpoint in endpoints.into_iter().filter(|e| e.readiness().is_ready()) {
-        any_ready = true;
-        if !endpoint.has_node_hints() {
-            return false;
-        }
-        hinted_for_node |= endpoint.is_hinted_for_node(node);
-    }
-    any_ready && hinted_for_node
+    hints_apply(endpoints, Endpoint::has_node_hints, |endpoint| {
+        endpoint.is_hinted_for_node(node)
+    })
 }
 
 /// Whether `endpoint` takes the traffic of a client on `node` once [`hints_prefer_node`] said

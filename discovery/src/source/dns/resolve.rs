@@ -349,9 +349,32 @@ pub(crate) struct SharedResolver {
 }
 
 impl SharedResolver {
-    /// The fully qualified names a lookup of `name` tries, in order.
-    pub(crate) fn candidates(&self, name: &Name) -> Vec<Name> {
-        self.search.candidates(name)
+    /// Walks the search list for `name` (see [`SearchList`]), asking `lookup` for each fully
+    /// qualified candidate: the first answer; else a failure, when a candidate failed for
+    /// another reason than a negative answer (SERVFAIL only after every later candidate said
+    /// "none" too); else the negative answer of the whole search.
+    pub(crate) async fn walk<T, F, Fut>(&self, name: &Name, mut lookup: F) -> Step<T>
+    where
+        F: FnMut(Name) -> Fut,
+        Fut: Future<Output = Step<T>>,
+    {
+        let candidates = self.search.candidates(name);
+        let mut negatives = Vec::new();
+        let mut servfail = None;
+        for candidate in &candidates {
+            match lookup(candidate.clone()).await {
+                answer @ Step::Answer(_) => return answer,
+                Step::Negative(negative) => negatives.push(negative),
+                Step::Failed(error) if is_servfail(&error) => {
+                    servfail.get_or_insert(error);
+                }
+                failed @ Step::Failed(_) => return failed,
+            }
+        }
+        match servfail {
+            Some(error) => Step::Failed(error),
+            None => Step::Negative(searched(negatives, &candidates)),
+        }
     }
 }
 
@@ -446,27 +469,31 @@ pub(crate) async fn lookup_addresses(
     has_v4: bool,
     has_v6: bool,
 ) -> Addresses {
-    let candidates = resolver.candidates(name);
-    let mut negatives = Vec::new();
-    let mut servfail = None;
-    for candidate in &candidates {
-        match lookup_name(&resolver.resolver, candidate, families, has_v4, has_v6).await {
-            found @ Addresses::Found { .. } => return found,
-            Addresses::Missing(negative) => negatives.push(negative),
-            Addresses::Failed(error) if is_servfail(&error) => {
-                servfail.get_or_insert(error);
+    let step = resolver
+        .walk(name, |candidate| async move {
+            match lookup_name(&resolver.resolver, &candidate, families, has_v4, has_v6).await {
+                Addresses::Found { ips, ttl, name } => Step::Answer((ips, ttl, name)),
+                Addresses::Missing(negative) => Step::Negative(negative),
+                Addresses::Failed(error) => Step::Failed(error),
             }
-            failed @ Addresses::Failed(_) => return failed,
-        }
+        })
+        .await;
+    match step {
+        Step::Answer((ips, ttl, name)) => Addresses::Found { ips, ttl, name },
+        Step::Negative(negative) => Addresses::Missing(negative),
+        Step::Failed(error) => Addresses::Failed(error),
     }
-    if let Some(error) = servfail {
-        return Addresses::Failed(error);
-    }
-    Addresses::Missing(searched(negatives, &candidates))
+}
+
+/// What one name of a search walk said ([`SharedResolver::walk`]).
+pub(crate) enum Step<T> {
+    Answer(T),
+    Negative(Negative),
+    Failed(NetError),
 }
 
 /// `true` for a SERVFAIL answer, after which a search moves on to the next name.
-pub(crate) fn is_servfail(error: &NetError) -> bool {
+fn is_servfail(error: &NetError) -> bool {
     matches!(
         error,
         NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail))
@@ -475,7 +502,7 @@ pub(crate) fn is_servfail(error: &NetError) -> bool {
 
 /// Every name of a search said "none": NXDOMAIN only when each said NXDOMAIN (glibc's
 /// `res_search` reports NODATA when any did), the smallest negative TTL, and the names tried.
-pub(crate) fn searched(negatives: Vec<Negative>, candidates: &[Name]) -> Negative {
+fn searched(negatives: Vec<Negative>, candidates: &[Name]) -> Negative {
     let nxdomain = negatives.iter().all(|negative| negative.nxdomain);
     let ttl = negatives.iter().filter_map(|negative| negative.ttl).min();
     let mut negatives = negatives;

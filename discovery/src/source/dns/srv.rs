@@ -35,8 +35,8 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use super::options::IpFamilies;
 use super::resolve::{
-    Addresses, Answer, Negative, Outcome, SharedResolver, describe, display_name, is_servfail,
-    lookup_addresses, negative, searched,
+    Addresses, Answer, Negative, Outcome, SharedResolver, Step, describe, display_name,
+    lookup_addresses, negative,
 };
 use crate::endpoint::Endpoint;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
@@ -88,34 +88,25 @@ pub(crate) async fn resolve(
 ) -> Outcome {
     // The search list is walked as for addresses (see `resolve::SearchList`): the first name
     // with an answer is used, a SERVFAIL moves on but fails the walk if nothing answers.
-    let candidates = resolver.candidates(name);
-    let mut negatives = Vec::new();
-    let mut servfail = None;
-    let mut answer = None;
-    for candidate in &candidates {
-        match resolver
-            .resolver
-            .lookup(candidate.clone(), RecordType::SRV)
-            .await
-        {
-            Ok(lookup) => {
-                answer = Some(lookup);
-                break;
+    let step = resolver
+        .walk(name, |candidate| async move {
+            match resolver
+                .resolver
+                .lookup(candidate.clone(), RecordType::SRV)
+                .await
+            {
+                Ok(lookup) => Step::Answer(lookup),
+                Err(error) => match negative(&error, &candidate, RecordType::SRV) {
+                    Some(negative) => Step::Negative(negative),
+                    None => Step::Failed(error),
+                },
             }
-            Err(error) => match negative(&error, candidate, RecordType::SRV) {
-                Some(negative) => negatives.push(negative),
-                None if is_servfail(&error) => {
-                    servfail.get_or_insert(error);
-                }
-                None => return Outcome::Failed(srv_error(target, name, error)),
-            },
-        }
-    }
-    let Some(lookup) = answer else {
-        return match servfail {
-            Some(error) => Outcome::Failed(srv_error(target, name, error)),
-            None => Outcome::Missing(searched(negatives, &candidates)),
-        };
+        })
+        .await;
+    let lookup = match step {
+        Step::Answer(lookup) => lookup,
+        Step::Negative(negative) => return Outcome::Missing(negative),
+        Step::Failed(error) => return Outcome::Failed(srv_error(target, name, error)),
     };
     let answered = display_name(lookup.query().name());
     let mut records = Vec::new();
