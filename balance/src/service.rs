@@ -386,6 +386,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         let key = self.key.hash_key(&request);
         let Some(limit) = self.shared.limit else {
@@ -571,6 +572,7 @@ impl<S> InFlight<S> {
         }
     }
 
+    #[inline]
     fn finish(&mut self, outcome: Outcome) {
         self.finished = true;
         let slot = &self.slot;
@@ -579,17 +581,18 @@ impl<S> InFlight<S> {
         self.end();
         if let Some(started) = self.started {
             let now = context.clock.now();
-            let latency = context.clock.between(started, now);
-            slot.metrics.outcome(&outcome, latency);
+            let latency_ns = context.clock.nanos_between(started, now);
+            slot.metrics
+                .outcome(&outcome, std::time::Duration::from_nanos(latency_ns));
             if let Some((tau, penalty)) = context.peak_ewma {
-                let latency = if outcome == Outcome::Success {
-                    latency
+                let latency_ns = if outcome == Outcome::Success {
+                    latency_ns
                 } else {
-                    latency.max(penalty)
+                    latency_ns.max(u64::try_from(penalty.as_nanos()).unwrap_or(u64::MAX))
                 };
                 let now_ms = context.clock.millis_at(now);
                 state.progressed(now_ms);
-                state.observe(latency, now_ms, tau);
+                state.observe_nanos(latency_ns, now_ms, tau);
             }
         }
         match outcome {
@@ -966,6 +969,7 @@ where
 {
     type Output = Result<S::Response, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

@@ -19,7 +19,6 @@
 //! clock and without an exponential.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -41,8 +40,60 @@ pub enum LatencyClock {
 /// balancer's epoch in the atomics.
 #[derive(Debug, Clone)]
 pub(crate) enum Clock {
-    Tsc { clock: quanta::Clock, epoch: u64 },
-    Tokio { epoch: Instant },
+    Tsc {
+        clock: quanta::Clock,
+        epoch: u64,
+        scale: TickScale,
+    },
+    Tokio {
+        epoch: Instant,
+    },
+}
+
+/// quanta's conversion of raw readings, as two fixed-point factors: nanoseconds and
+/// milliseconds per tick, so that a difference of readings becomes either with one
+/// multiplication (quanta's own conversion shifts a 128-bit product by a variable amount and
+/// checks the order of its readings, about 15 instructions; a Peak EWMA request converts three
+/// times).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TickScale {
+    /// Nanoseconds per tick, times 2^32.
+    nanos_q32: u64,
+    /// Milliseconds per tick, times 2^64.
+    millis_q64: u64,
+}
+
+impl TickScale {
+    /// The scale of `clock`'s raw readings. quanta's conversion is linear (a multiplication and a
+    /// shift, or none when the readings are already nanoseconds), so 2^32 ticks give the factor.
+    fn of(clock: &quanta::Clock) -> Self {
+        let nanos_q32 = clock.delta_as_nanos(0, 1 << 32);
+        let millis_q64 = (u128::from(nanos_q32) << 32) / 1_000_000;
+        TickScale {
+            nanos_q32,
+            millis_q64: u64::try_from(millis_q64).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Nanoseconds in `ticks` ticks.
+    #[inline]
+    fn nanos(self, ticks: u64) -> u64 {
+        let nanos = (u128::from(ticks) * u128::from(self.nanos_q32)) >> 32;
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// Whole milliseconds in `ticks` ticks.
+    #[inline]
+    fn millis(self, ticks: u64) -> u64 {
+        ((u128::from(ticks) * u128::from(self.millis_q64)) >> 64) as u64
+    }
+}
+
+/// The ticks from `start` to `end`, 0 when `end` is not later: counters of different cores may
+/// disagree slightly, and a request never takes negative time.
+#[inline]
+fn ticks_between(start: u64, end: u64) -> u64 {
+    (end.wrapping_sub(start) as i64).max(0) as u64
 }
 
 impl Clock {
@@ -51,7 +102,12 @@ impl Clock {
             LatencyClock::Tsc => {
                 let clock = quanta::Clock::new();
                 let epoch = clock.raw();
-                Clock::Tsc { clock, epoch }
+                let scale = TickScale::of(&clock);
+                Clock::Tsc {
+                    clock,
+                    epoch,
+                    scale,
+                }
             }
             LatencyClock::Tokio => Clock::Tokio {
                 epoch: Instant::now(),
@@ -74,17 +130,23 @@ impl Clock {
     /// The time between two readings.
     #[inline]
     pub(crate) fn between(&self, start: u64, end: u64) -> Duration {
-        Duration::from_nanos(match self {
-            Clock::Tsc { clock, .. } => clock.delta_as_nanos(start, end),
+        Duration::from_nanos(self.nanos_between(start, end))
+    }
+
+    /// The time between two readings, in nanoseconds.
+    #[inline]
+    pub(crate) fn nanos_between(&self, start: u64, end: u64) -> u64 {
+        match self {
+            Clock::Tsc { scale, .. } => scale.nanos(ticks_between(start, end)),
             Clock::Tokio { .. } => end.saturating_sub(start),
-        })
+        }
     }
 
     /// Milliseconds from the epoch to a reading.
     #[inline]
     pub(crate) fn millis_at(&self, reading: u64) -> u64 {
         match self {
-            Clock::Tsc { clock, epoch } => clock.delta_as_nanos(*epoch, reading) / 1_000_000,
+            Clock::Tsc { epoch, scale, .. } => scale.millis(ticks_between(*epoch, reading)),
             Clock::Tokio { .. } => reading / 1_000_000,
         }
     }
@@ -102,11 +164,30 @@ pub(crate) fn after(now: Instant, delay: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
-/// `ln(n)` for `n` in `1..=64`, computed once: a P2C pick with Peak EWMA needs the logarithm of
-/// two candidates' in-flight counts plus one, and a logarithm costs tens of instructions where a
-/// lookup costs a few. Counts beyond the table are computed.
-static SMALL_LN: LazyLock<[f64; 64]> =
-    LazyLock::new(|| std::array::from_fn(|i| ((i + 1) as f64).ln()));
+/// `ln(n)` for `n` in `1..=64`: a P2C pick with Peak EWMA needs the logarithm of two
+/// candidates' in-flight counts plus one, and a logarithm costs tens of instructions where a
+/// lookup costs a few. Counts beyond the table are computed. Written out rather than computed
+/// at first use: a lazily computed table costs a check on every lookup. The test
+/// `looked_up_logarithms_equal_computed_ones` holds each entry to `f64::ln`, bit for bit.
+#[rustfmt::skip]
+const SMALL_LN: [f64; 64] = [
+    0.0, std::f64::consts::LN_2, 1.0986122886681098, 1.3862943611198906,
+    1.6094379124341003, 1.791759469228055, 1.9459101490553132, 2.0794415416798357,
+    2.1972245773362196, std::f64::consts::LN_10, 2.3978952727983707, 2.4849066497880004,
+    2.5649493574615367, 2.6390573296152584, 2.70805020110221, 2.772588722239781,
+    2.833213344056216, 2.8903717578961645, 2.9444389791664403, 2.995732273553991,
+    3.044522437723423, 3.091042453358316, 3.1354942159291497, 3.1780538303479458,
+    3.2188758248682006, 3.258096538021482, 3.295836866004329, 3.332204510175204,
+    3.367295829986474, 3.4011973816621555, 3.4339872044851463, 3.4657359027997265,
+    3.4965075614664802, 3.5263605246161616, 3.5553480614894135, 3.58351893845611,
+    3.6109179126442243, 3.6375861597263857, 3.6635616461296463, 3.6888794541139363,
+    3.713572066704308, 3.7376696182833684, 3.7612001156935624, 3.784189633918261,
+    3.8066624897703196, 3.828641396489095, 3.8501476017100584, 3.871201010907891,
+    3.8918202981106265, 3.912023005428146, 3.9318256327243257, 3.9512437185814275,
+    3.970291913552122, 3.9889840465642745, 4.007333185232471, 4.02535169073515,
+    4.04305126783455, 4.060443010546419, 4.07753744390572, 4.0943445622221,
+    4.110873864173311, 4.127134385045092, 4.143134726391533, 4.1588830833596715,
+];
 
 /// `ln(n)` for `n >= 1`, exactly `f64::from(n).ln()`.
 #[inline]
@@ -328,28 +409,32 @@ impl EndpointState {
     }
 
     /// Adds a latency sample taken at `now_ms`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn observe(&self, sample: Duration, now_ms: u64, tau_ms: f64) {
-        self.update_estimate(sample, now_ms, tau_ms, false);
+        let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        self.observe_nanos(nanos, now_ms, tau_ms);
+    }
+
+    /// Adds a latency sample of `sample_ns` nanoseconds taken at `now_ms`.
+    #[inline]
+    pub(crate) fn observe_nanos(&self, sample_ns: u64, now_ms: u64, tau_ms: f64) {
+        // Through `i64`: its conversion to a float is one instruction, that of `u64` several
+        // (no latency reaches 2^63 ns).
+        let sample_us = (sample_ns.min(i64::MAX as u64) as i64 as f64 / 1e3) as f32;
+        self.update_estimate(sample_us, now_ms, tau_ms, false);
     }
 
     /// Adds what a cancelled request shows: the endpoint took at least `elapsed`. That raises
     /// the estimate when it is above it (a peak), and says nothing otherwise.
     /// `true` when it raised the estimate.
     pub(crate) fn observe_at_least(&self, elapsed: Duration, now_ms: u64, tau_ms: f64) -> bool {
-        self.update_estimate(elapsed, now_ms, tau_ms, true)
+        let elapsed_us = (elapsed.as_secs_f64() * 1e6) as f32;
+        self.update_estimate(elapsed_us, now_ms, tau_ms, true)
     }
 
     /// `false` only when a lower bound was at most the estimate (nothing changed).
     #[inline]
-    fn update_estimate(
-        &self,
-        sample: Duration,
-        now_ms: u64,
-        tau_ms: f64,
-        lower_bound: bool,
-    ) -> bool {
-        let sample_us = (sample.as_secs_f64() * 1e6) as f32;
+    fn update_estimate(&self, sample_us: f32, now_ms: u64, tau_ms: f64, lower_bound: bool) -> bool {
         let mut current = self.ewma.load(Ordering::Relaxed);
         loop {
             let (value, at) = unpack(current);
@@ -757,6 +842,31 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_tick_scale_converts_as_quanta_does() {
+        let clock = quanta::Clock::new();
+        let scale = TickScale::of(&clock);
+        for ticks in [0, 1, 999, 123_456_789, 1 << 32, 3_000_000_000_000, 1 << 50] {
+            let theirs = clock.delta_as_nanos(0, ticks);
+            let ours = scale.nanos(ticks);
+            // The factor is rounded to 2^-32 ns per tick: at most 1 ns off per 2^32 ticks.
+            let tolerance = 1 + (ticks >> 32);
+            assert!(
+                ours.abs_diff(theirs) <= tolerance,
+                "{ticks}: {ours} vs {theirs}"
+            );
+            let millis = scale.millis(ticks);
+            assert!(
+                millis.abs_diff(theirs / 1_000_000) <= 1,
+                "{ticks}: {millis} ms vs {theirs} ns"
+            );
+        }
+        // A reading before the start (counters of two cores) is no time, never a huge one.
+        assert_eq!(ticks_between(10, 5), 0);
+        assert_eq!(ticks_between(5, 10), 5);
+        assert_eq!(ticks_between(u64::MAX, 2), 3);
     }
 
     #[test]

@@ -159,6 +159,15 @@ struct GroupLoads<'a, S> {
     limit: Option<u32>,
 }
 
+// Copied by hand: a derive would ask `S: Copy`.
+impl<S> Clone for GroupLoads<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for GroupLoads<'_, S> {}
+
 impl<S> Loads for GroupLoads<'_, S> {
     #[inline]
     fn peak_ewma_cost(&self, candidate: usize) -> f64 {
@@ -229,7 +238,7 @@ impl<S> PickTable<S> {
             key,
             rng,
             stripes,
-            &GroupLoads {
+            GroupLoads {
                 slots,
                 avoid: self.avoid,
                 limit: self.limit,

@@ -351,6 +351,28 @@ pub(crate) trait Loads {
     }
 }
 
+impl<L: Loads + ?Sized> Loads for &L {
+    #[inline]
+    fn peak_ewma_cost(&self, candidate: usize) -> f64 {
+        (**self).peak_ewma_cost(candidate)
+    }
+
+    #[inline]
+    fn in_flight(&self, candidate: usize) -> u32 {
+        (**self).in_flight(candidate)
+    }
+
+    #[inline]
+    fn avoid(&self, candidate: usize) -> bool {
+        (**self).avoid(candidate)
+    }
+
+    #[inline]
+    fn suspect(&self, candidate: usize) -> bool {
+        (**self).suspect(candidate)
+    }
+}
+
 /// How many times a pick that landed on a candidate to avoid tries again.
 const DOWN_RETRIES: usize = 3;
 
@@ -440,15 +462,19 @@ impl PolicyTable {
 
     /// Picks a candidate position. `key` is the request's hash (hashing policies use a random
     /// one when the request has none); `bound` is the bounded-load cap, when enabled.
+    ///
+    /// `loads` is taken by value (a reference is a `Loads` too): the rare path that looks
+    /// further gets its own copy, so the common path keeps the loads in registers.
     #[inline]
-    pub(crate) fn pick<L: Loads>(
+    pub(crate) fn pick<L: Loads + Copy>(
         &self,
         key: Option<u64>,
         rng: &mut fastrand::Rng,
         stripes: &Stripes,
-        loads: &L,
+        loads: L,
         bound: Option<u32>,
     ) -> usize {
+        let loads = &loads;
         match self {
             PolicyTable::P2c {
                 load,
@@ -471,13 +497,13 @@ impl PolicyTable {
                 // passed by value: a reference to it would make the common path keep it in
                 // memory.
                 match (loads.avoid(a), loads.avoid(b)) {
-                    (true, false) => return look_further(self, b, rng.get_seed(), loads),
-                    (false, true) => return look_further(self, a, rng.get_seed(), loads),
+                    (true, false) => return look_further(self, b, rng.get_seed(), *loads),
+                    (false, true) => return look_further(self, a, rng.get_seed(), *loads),
                     _ => {}
                 }
                 let winner = better(*load, loads, a, b);
                 if matches!(load, Load::PeakEwma(_)) && loads.suspect(winner) {
-                    return look_further(self, winner, rng.get_seed(), loads);
+                    return look_further(self, winner, rng.get_seed(), *loads);
                 }
                 winner
             }
@@ -596,7 +622,8 @@ fn better<L: Loads>(load: Load, loads: &L, a: usize, b: usize) -> usize {
 /// requests it has become cheapest for.
 #[cold]
 #[inline(never)]
-fn look_further<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads: &L) -> usize {
+fn look_further<L: Loads>(table: &PolicyTable, kept: usize, seed: u64, loads: L) -> usize {
+    let loads = &loads;
     // A stream of its own, from the pick's generator state: seeded balancers stay reproducible.
     let rng = &mut fastrand::Rng::with_seed(seed ^ 0x9E37_79B9_7F4A_7C15);
     let PolicyTable::P2c {
