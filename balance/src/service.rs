@@ -386,7 +386,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: Request) -> Self::Future {
         let key = self.key.hash_key(&request);
         let Some(limit) = self.shared.limit else {
@@ -572,7 +572,7 @@ impl<S> InFlight<S> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn finish(&mut self, outcome: Outcome) {
         self.finished = true;
         let slot = &self.slot;
@@ -969,7 +969,11 @@ where
 {
     type Output = Result<S::Response, Error>;
 
-    #[inline]
+    // The call, this poll and the completion are always inlined into the caller: left to the
+    // compiler, they were inlined only where a program had one caller of the future's type,
+    // and each function call cost about 15 instructions of saved registers and moves, 45 per
+    // request (`instructions`).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

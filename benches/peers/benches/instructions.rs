@@ -14,7 +14,7 @@
 //!   one's counter +1 and -1.
 //! - `waypost pick POLICY`: `Balance::pick`, the pick a call makes, without sending.
 //! - `waypost call POLICY`: `poll_ready` + `call` + the response future to completion, on a
-//!   no-op endpoint service.
+//!   no-op endpoint service; for the hashing policies each request has its own hash key.
 //! - `tower p2c call`: tower 0.5's `p2c::Balance` over a `ServiceList` of `PendingRequests`
 //!   (least pending) no-op services, driven the same way, without a `Buffer`.
 //! - `pingora select round_robin` / `consistent`: pingora-load-balancing 0.9's
@@ -47,7 +47,7 @@ use tower::Service;
 use tower::balance::p2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
-use waypost_balance::{Balance, BalanceConfig, Policy};
+use waypost_balance::{Balance, BalanceConfig, HashKey, NoHashKey, Policy};
 use waypost_bench_peers::{addresses, alternating_backends};
 use waypost_discovery::{Endpoint, Publisher};
 
@@ -152,12 +152,32 @@ fn policy(name: &str) -> Policy {
     }
 }
 
+/// The hash key of a request: the request (a number) mixed, as a header's hash would be.
+#[derive(Clone, Copy)]
+struct RequestKey;
+
+impl HashKey<u64> for RequestKey {
+    fn hash_key(&self, request: &u64) -> Option<u64> {
+        Some(key(*request))
+    }
+}
+
 fn waypost(runtime: &tokio::runtime::Runtime, policy: Policy, n: usize) -> Balance<Noop> {
+    waypost_keyed(runtime, policy, n, NoHashKey)
+}
+
+fn waypost_keyed<K: HashKey<u64>>(
+    runtime: &tokio::runtime::Runtime,
+    policy: Policy,
+    n: usize,
+    hash_key: K,
+) -> Balance<Noop, K> {
     let _guard = runtime.enter();
     let mut publisher = Publisher::new("bench");
     publisher.publish(addresses(n).into_iter().map(Endpoint::new));
     let balance = Balance::builder(publisher.endpoints())
         .config(BalanceConfig::with_policy(policy))
+        .hash_key(hash_key)
         .build(|_: &Endpoint| Noop)
         .expect("valid configuration");
     // Let the background task build the first table.
@@ -191,11 +211,21 @@ fn waypost_pick(name: &str, n: usize, iters: u64) {
 fn waypost_call(name: &str, n: usize, iters: u64) {
     let runtime = runtime();
     let policy = policy(name);
-    assert!(
-        !policy.is_hashing(),
-        "the call case has no request key: use the pick case for hashing policies"
-    );
-    let mut balance = waypost(&runtime, policy, n);
+    if policy.is_hashing() {
+        // Each request hashes to its own key (the request is the loop's counter).
+        let balance = waypost_keyed(&runtime, policy, n, RequestKey);
+        drive_calls(&runtime, balance, iters);
+    } else {
+        let balance = waypost(&runtime, policy, n);
+        drive_calls(&runtime, balance, iters);
+    }
+}
+
+fn drive_calls<K: HashKey<u64>>(
+    runtime: &tokio::runtime::Runtime,
+    mut balance: Balance<Noop, K>,
+    iters: u64,
+) {
     let _guard = runtime.enter();
     let mut cx = Context::from_waker(Waker::noop());
     measured_loop(iters, |i| {
@@ -313,7 +343,13 @@ fn cases() -> Vec<String> {
     ] {
         cases.push(format!("waypost pick {name}"));
     }
-    for name in ["p2c_peak_ewma", "p2c_least_pending", "round_robin"] {
+    for name in [
+        "p2c_peak_ewma",
+        "p2c_least_pending",
+        "round_robin",
+        "maglev",
+        "ring_hash",
+    ] {
         cases.push(format!("waypost call {name}"));
     }
     cases.push("tower p2c call".to_string());
