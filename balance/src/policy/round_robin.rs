@@ -72,10 +72,18 @@ impl Stripes {
             return 0;
         };
         let count = counter.fetch_add(1, Ordering::Relaxed);
-        (count % len as u64) as usize
+        // The remainder in 32 bits where the length fits (always, in practice): one division
+        // instruction, where the 64-bit one first tests whether both operands fit in 32 bits
+        // (about 10 instructions fewer per pick). The count's low half wraps every 2^32 picks
+        // of a stripe, where one step of the cycle comes out of order.
+        match u32::try_from(len) {
+            Ok(len) if len > 0 => (count as u32 % len) as usize,
+            _ => (count % len as u64) as usize,
+        }
     }
 }
 
+#[inline]
 fn thread_stripe() -> usize {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     thread_local! {
@@ -178,6 +186,17 @@ mod tests {
                     }
                 });
             });
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_32_bits_still_walks_in_order() {
+        let stripes = Stripes::new(3);
+        let len = (1usize << 33) + 5;
+        let first = stripes.next(len);
+        assert!(first < len);
+        for i in 1..5 {
+            assert_eq!(stripes.next(len), (first + i) % len);
         }
     }
 
