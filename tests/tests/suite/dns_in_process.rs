@@ -548,6 +548,84 @@ async fn the_first_resolution_error_names_the_target_and_the_cause() {
     assert!(endpoints.resolved().await.unwrap().is_empty());
 }
 
+/// A hosts file written for one test, removed when dropped.
+struct HostsFile(std::path::PathBuf);
+
+impl HostsFile {
+    fn new(test: &str, content: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("waypost-hosts-{}-{test}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        HostsFile(path)
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_the_hosts_file_is_answered_before_dns() {
+    // As glibc's `hosts: files dns`: the name as given is looked up in the hosts file first
+    // (Kubernetes writes a pod's `hostAliases` there), so neither the search domains nor an
+    // unreachable server delay or fail it.
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("legacy-db.prod.svc.cluster.local", &[ip("127.0.0.3")], 1);
+    server.set_mode(Mode::Silent);
+    let hosts = HostsFile::new(
+        "answered-before-dns",
+        "# aliases\n127.0.0.9 legacy-db legacy-db.example\n::1 legacy-db\n127.0.0.10 other\n",
+    );
+    let options = options_for(server.address())
+        .search_domains(["prod.svc.cluster.local", "svc.cluster.local"])
+        .ndots(5)
+        .hosts_file(&hosts.0);
+
+    let endpoints = spawn("dns:///legacy-db:5432", options.clone());
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.9", 5432), addr("::1", 5432)]
+    );
+    // Names are matched without regard to case, and one family can be asked alone.
+    let endpoints = spawn(
+        "dns:///LEGACY-DB.example:5432",
+        options.clone().ip_families(IpFamilies::V4Only),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.9", 5432)]
+    );
+    assert_eq!(server.query_count(), 0, "{:?}", server.queries());
+
+    // A name the file does not hold goes to DNS, search domains first.
+    server.set_mode(Mode::Answer);
+    let hosts_without = HostsFile::new("answered-before-dns-2", "127.0.0.10 other\n");
+    let endpoints = spawn(
+        "dns:///legacy-db:5432",
+        options_for(server.address())
+            .search_domains(["prod.svc.cluster.local", "svc.cluster.local"])
+            .ndots(5)
+            .hosts_file(&hosts_without.0),
+    );
+    let set = endpoints.resolved().await.unwrap();
+    assert_eq!(
+        set.addresses().collect::<Vec<_>>(),
+        [addr("127.0.0.3", 5432)]
+    );
+    assert!(
+        server
+            .queries()
+            .iter()
+            .any(|(name, _)| name == "legacy-db.prod.svc.cluster.local."),
+        "{:?}",
+        server.queries()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_name_resolves_through_search_domains_and_ndots() {
     let server = DnsServer::start().await.unwrap();

@@ -6,6 +6,7 @@
 //! setters return the options so they chain.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The shortest wait between two lookups driven by TTLs, by default.
@@ -76,6 +77,7 @@ pub struct DnsOptions {
     pub(super) query_timeout: Option<Duration>,
     pub(super) query_attempts: Option<usize>,
     pub(super) ip_families: IpFamilies,
+    pub(super) hosts_file: Option<PathBuf>,
 }
 
 impl Default for DnsOptions {
@@ -95,6 +97,7 @@ impl Default for DnsOptions {
             query_timeout: None,
             query_attempts: None,
             ip_families: IpFamilies::Both,
+            hosts_file: None,
         }
     }
 }
@@ -219,11 +222,23 @@ impl DnsOptions {
         self
     }
 
-    /// Does not read the system configuration (resolv.conf): nameservers must then be given
-    /// here or in the target, and search domains and ndots default to none and 1.
+    /// Does not read the system configuration (resolv.conf, and the hosts file unless
+    /// [`hosts_file`](Self::hosts_file) names one): nameservers must then be given here or in
+    /// the target, and search domains and ndots default to none and 1.
     #[must_use]
     pub fn without_system_config(mut self) -> Self {
         self.system_config = false;
+        self
+    }
+
+    /// Reads host names from `path` (the format of `/etc/hosts`) instead of the system's hosts
+    /// file. As glibc does (`hosts: files dns`), a name found there is answered from it, as
+    /// given and before any search domain, and DNS is not asked; by default that file is
+    /// `/etc/hosts` with the system configuration and none without it. The file is read when
+    /// the source starts; an unreadable file counts as empty.
+    #[must_use]
+    pub fn hosts_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hosts_file = Some(path.into());
         self
     }
 }

@@ -29,12 +29,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::op::{self, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::{Hosts, Resolver, TokioResolver};
 
 use super::error::DnsSourceError;
 use super::options::{DnsOptions, IpFamilies};
@@ -200,6 +202,7 @@ struct ResolverKey {
     ndots: Option<usize>,
     query_timeout: Option<Duration>,
     query_attempts: Option<usize>,
+    hosts_file: Option<std::path::PathBuf>,
 }
 
 impl ResolverKey {
@@ -215,6 +218,7 @@ impl ResolverKey {
             ndots: options.ndots,
             query_timeout: options.query_timeout,
             query_attempts: options.query_attempts,
+            hosts_file: options.hosts_file.clone(),
         }
     }
 }
@@ -330,6 +334,11 @@ pub(crate) fn build_resolver(
     // The source walks the search list itself (see `SearchList`); hickory is asked only for
     // fully qualified names.
     let search = SearchList::new(domain.as_ref(), &search, resolver_options.ndots);
+    // The hosts file is the source's too: read first, for the name as given, as glibc does.
+    // hickory would look up each name of the search list in it, after the DNS answers for the
+    // names before it.
+    resolver_options.use_hosts_file = ResolveHosts::Never;
+    let hosts = read_hosts(options, target_name);
     let config = ResolverConfig::from_parts(domain, Vec::new(), name_servers);
     let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(resolver_options)
@@ -338,7 +347,34 @@ pub(crate) fn build_resolver(
             target: target_name.to_owned(),
             source: Box::new(source),
         })?;
-    Ok(SharedResolver { resolver, search })
+    Ok(SharedResolver {
+        resolver,
+        search,
+        hosts,
+    })
+}
+
+/// The hosts file of `options` ([`DnsOptions::hosts_file`]), else the system's with the system
+/// configuration; an unreadable one counts as empty, with a debug log.
+fn read_hosts(options: &DnsOptions, target_name: &str) -> Hosts {
+    let read = match &options.hosts_file {
+        Some(path) => std::fs::File::open(path).and_then(|file| {
+            let mut hosts = Hosts::default();
+            hosts.read_hosts_conf(file)?;
+            Ok(hosts)
+        }),
+        None if options.system_config => Hosts::from_system(),
+        None => return Hosts::default(),
+    };
+    read.unwrap_or_else(|error| {
+        tracing::debug!(
+            target: "waypost::discovery::dns",
+            target = %target_name,
+            %error,
+            "hosts file unreadable; names are looked up in DNS only"
+        );
+        Hosts::default()
+    })
 }
 
 /// A hickory resolver and the search list its lookups walk.
@@ -346,6 +382,8 @@ pub(crate) fn build_resolver(
 pub(crate) struct SharedResolver {
     pub(crate) resolver: TokioResolver,
     search: SearchList,
+    /// Names answered before DNS is asked ([`DnsOptions::hosts_file`]).
+    hosts: Hosts,
 }
 
 impl SharedResolver {
@@ -469,6 +507,9 @@ pub(crate) async fn lookup_addresses(
     has_v4: bool,
     has_v6: bool,
 ) -> Addresses {
+    if let Some(found) = from_hosts(&resolver.hosts, name, families) {
+        return found;
+    }
     let step = resolver
         .walk(name, |candidate| async move {
             match lookup_name(&resolver.resolver, &candidate, families, has_v4, has_v6).await {
@@ -483,6 +524,38 @@ pub(crate) async fn lookup_addresses(
         Step::Negative(negative) => Addresses::Missing(negative),
         Step::Failed(error) => Addresses::Failed(error),
     }
+}
+
+/// How long an answer from the hosts file is kept before it is looked up again (the file is
+/// read once, so the answer does not change; the refresh ceiling applies).
+const HOSTS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The addresses the hosts file gives `name` (as given, in the asked families), as glibc's
+/// `files` source answers before `dns`; `None` when it has none.
+fn from_hosts(hosts: &Hosts, name: &Name, families: IpFamilies) -> Option<Addresses> {
+    let mut ips = Vec::new();
+    for (wanted, record_type) in [
+        (families.v4(), RecordType::A),
+        (families.v6(), RecordType::AAAA),
+    ] {
+        if !wanted {
+            continue;
+        }
+        if let Some(lookup) = hosts.lookup_static_host(&op::Query::query(name.clone(), record_type))
+        {
+            ips.extend(
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| record.data.ip_addr()),
+            );
+        }
+    }
+    (!ips.is_empty()).then(|| Addresses::Found {
+        ips,
+        ttl: HOSTS_TTL,
+        name: display_name(name),
+    })
 }
 
 /// What one name of a search walk said ([`SharedResolver::walk`]).
