@@ -333,24 +333,18 @@ fn run_case(case: &str, n: usize, iters: u64) {
 }
 
 fn cases() -> Vec<String> {
+    const POLICIES: [&str; 5] = [
+        "p2c_peak_ewma",
+        "p2c_least_pending",
+        "round_robin",
+        "maglev",
+        "ring_hash",
+    ];
     let mut cases = vec!["floor".to_string()];
-    for name in [
-        "p2c_peak_ewma",
-        "p2c_least_pending",
-        "round_robin",
-        "maglev",
-        "ring_hash",
-    ] {
-        cases.push(format!("waypost pick {name}"));
-    }
-    for name in [
-        "p2c_peak_ewma",
-        "p2c_least_pending",
-        "round_robin",
-        "maglev",
-        "ring_hash",
-    ] {
-        cases.push(format!("waypost call {name}"));
+    for operation in ["pick", "call"] {
+        for name in POLICIES {
+            cases.push(format!("waypost {operation} {name}"));
+        }
     }
     cases.push("tower p2c call".to_string());
     cases.push("pingora select round_robin".to_string());
