@@ -81,6 +81,8 @@ struct Table {
     negative_ttl: Option<u32>,
     srv_additionals: bool,
     cname_only: bool,
+    /// Records of other names sent in the answer to a name, beside its own.
+    foreign: HashMap<Name, Vec<Record>>,
     queries: Vec<(Name, RecordType)>,
 }
 
@@ -210,6 +212,36 @@ impl DnsServer {
         if existing.is_empty() {
             table.records.remove(&name);
         }
+    }
+
+    /// Answers a query for `name` with an address record of another name, `owner`, beside
+    /// `name`'s own records of that type (an extra no client should take, as a misconfigured or
+    /// forging server sends): sent when the query's type is the address's.
+    pub fn add_foreign_address(&self, name: &str, owner: &str, ip: IpAddr, ttl: u32) {
+        let record = address_record(&key(owner), ip, ttl);
+        self.shared
+            .table()
+            .foreign
+            .entry(key(name))
+            .or_default()
+            .push(record);
+    }
+
+    /// The same for an SRV record of another name, `owner`.
+    pub fn add_foreign_srv(&self, name: &str, owner: &str, srv: &Srv, ttl: u32) {
+        let data = RData::SRV(SRV::new(
+            srv.priority,
+            srv.weight,
+            srv.port,
+            key(&srv.target),
+        ));
+        let record = Record::from_rdata(key(owner), ttl, data);
+        self.shared
+            .table()
+            .foreign
+            .entry(key(name))
+            .or_default()
+            .push(record);
     }
 
     /// Makes `name` a CNAME (an alias, as a Kubernetes ExternalName Service) for `target`,
@@ -406,6 +438,14 @@ impl Table {
                 }
                 None => break,
             }
+        }
+        if let Some(foreign) = self.foreign.get(name) {
+            answers.extend(
+                foreign
+                    .iter()
+                    .filter(|record| record.record_type() == record_type)
+                    .cloned(),
+            );
         }
         if found && record_type == RecordType::SRV && self.srv_additionals {
             for answer in &answers {

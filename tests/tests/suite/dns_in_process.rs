@@ -1210,3 +1210,111 @@ async fn sources_sharing_a_resolver_each_follow_their_own_name() {
     assert!(asked("two.waypost.test") >= 2, "{:?}", server.queries());
     assert!(one.health().is_current() && two.health().is_current());
 }
+
+/// An answer that carries records of another name beside the queried name's (a misconfigured
+/// or forging server): only the queried name's records, and those of the names its CNAMEs lead
+/// to, are endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_other_names_in_an_answer_are_ignored() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    server.add_foreign_address(
+        "api.waypost.test",
+        "other.waypost.test",
+        ip("127.0.0.66"),
+        1,
+    );
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+
+    // Through a CNAME: the alias's target counts, the stranger still does not.
+    server.set_cname("alias.waypost.test", "api.waypost.test", 1);
+    server.add_foreign_address(
+        "alias.waypost.test",
+        "other.waypost.test",
+        ip("127.0.0.67"),
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///alias.waypost.test.:80",
+        options_for(server.address()),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+
+    // SRV: a record of another service name is no target of this one.
+    let srv = "_http._tcp.api.waypost.test";
+    server.set_addresses("a.waypost.test", &[ip("127.0.0.3")], 1);
+    server.set_addresses("b.waypost.test", &[ip("127.0.0.4")], 1);
+    server.set_srv(srv, &[Srv::new(10, 1, 7001, "a.waypost.test")], 1);
+    server.add_foreign_srv(
+        srv,
+        "_http._tcp.other.waypost.test",
+        &Srv::new(10, 1, 7002, "b.waypost.test"),
+        1,
+    );
+    let endpoints = spawn(&format!("dns:///{srv}."), options_for(server.address()));
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.3", 7001)]).await;
+}
+
+/// glibc's `res_search` after a failure that is not a negative answer: when the name as given
+/// is asked first and times out, the search domains are still asked; when a search domain's
+/// name times out, the remaining search domains are not, but the name as given still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_in_the_walk_still_asks_the_names_glibc_asks() {
+    let server = DnsServer::start().await.unwrap();
+    // `api.prod` has more labels than ndots 1: asked as given first, silent there.
+    server.set_name_mode("api.prod", Some(Mode::Silent));
+    server.set_addresses("api.prod.svc.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn(
+        "dns:///api.prod:80",
+        options_for(server.address())
+            .search_domains(["svc.test"])
+            .ndots(1),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+
+    // `api` has fewer labels than ndots 5: the search domains first. The first one is silent:
+    // the second is not asked, the name as given is, and answers.
+    server.set_name_mode("api.a.test", Some(Mode::Silent));
+    server.set_addresses("api.b.test", &[ip("127.0.0.3")], 1);
+    server.set_addresses("api", &[ip("127.0.0.4")], 1);
+    let endpoints = spawn(
+        "dns:///api:80",
+        options_for(server.address())
+            .search_domains(["a.test", "b.test"])
+            .ndots(5),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.4", 80)]).await;
+    let queries = server.queries();
+    assert!(
+        queries.iter().any(|(name, _)| name == "api.a.test."),
+        "{queries:?}"
+    );
+    assert!(
+        !queries.iter().any(|(name, _)| name == "api.b.test."),
+        "{queries:?}"
+    );
+
+    // Nothing answers and one name timed out: a failure (the set is kept), not an absence,
+    // though every other name said NXDOMAIN.
+    server.remove("api");
+    wait_until(&endpoints, PATIENCE, "a failing lookup", |_, health| {
+        health.is_failing()
+    })
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.4", 80)]);
+    assert!(!endpoints.health().last_error().unwrap().is_not_found());
+}
+
+/// A zero query timeout cannot be met by any server: it counts as one second, as
+/// resolv.conf's `timeout:0` does in glibc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_query_timeout_counts_as_one_second() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(server.address()).query_timeout(Duration::ZERO),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+}

@@ -56,10 +56,12 @@
 //! with each search domain; in a pod (`ndots:5`) so is a four-dot name, and a name with a
 //! trailing dot is asked as is, in one query. The source walks the search list itself, as
 //! glibc's `res_search` does: the first name with an answer gives both address families,
-//! NXDOMAIN or NODATA moves on to the next name, a SERVFAIL moves on too but makes the lookup a
-//! failure (not an absence) if no later name answers, and a timeout or a refusal ends the walk
-//! as a failure. So a search domain that fails (CoreDNS before its kubernetes plugin has
-//! synced) keeps the last good set instead of counting as the NXDOMAIN of the bare name.
+//! NXDOMAIN or NODATA moves on to the next name, a SERVFAIL moves on too, and a timeout or a
+//! refusal stops the search domains but not the name as given; a walk in which a name failed
+//! and none answered is a failure (not an absence). So a search domain that fails (CoreDNS
+//! before its kubernetes plugin has synced) keeps the last good set instead of counting as the
+//! NXDOMAIN of the bare name. Only records of the asked name, and of the names its CNAMEs lead
+//! to, are taken from an answer.
 //!
 //! # ClusterIP Services balance nothing
 //!

@@ -174,7 +174,8 @@ impl DnsOptions {
         self
     }
 
-    /// Uses these search domains instead of the system's (`search` in resolv.conf).
+    /// Uses these search domains instead of the system's (resolv.conf's last `search` or
+    /// `domain` line, else the domain of the host's name); an empty list turns the search off.
     #[must_use]
     pub fn search_domains<I, S>(mut self, domains: I) -> Self
     where
@@ -196,7 +197,7 @@ impl DnsOptions {
     }
 
     /// How long one try of a query waits for an answer (the system's `timeout`, 5 s when
-    /// unset).
+    /// unset). Zero counts as one second, as resolv.conf's `timeout:0` does.
     #[must_use]
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = Some(timeout);

@@ -35,7 +35,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::{self, ResponseCode};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Hosts, Resolver, TokioResolver};
 
 use super::error::DnsSourceError;
@@ -255,6 +255,14 @@ pub(crate) fn shared_resolver(
 
 /// How many times a query is tried when neither the options nor the system say.
 pub(crate) const DEFAULT_QUERY_TRIES: usize = 2;
+/// glibc's `MAXNS`: nameservers of resolv.conf after the third are not asked.
+const MAX_NAMESERVERS: usize = 3;
+/// glibc's `RES_MAXNDOTS`.
+const MAX_NDOTS: usize = 15;
+/// glibc's `RES_MAXRETRANS` (30 s).
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// glibc's `RES_MAXRETRY`.
+const MAX_QUERY_TRIES: usize = 5;
 
 /// Builds the resolver: the system configuration (unless turned off), with the nameserver of
 /// the target or of the options in place of the system's, and the search domains, ndots,
@@ -290,7 +298,15 @@ pub(crate) fn build_resolver(
     } else {
         (ResolverConfig::default(), ResolverOpts::default())
     };
-    let (domain, mut search, mut name_servers) = config.into_parts();
+    // glibc's bounds on resolv.conf (res_init, res_setoptions, send_dg): its first three
+    // nameservers, ndots at most 15, a timeout of 1 to 30 s, at most 5 tries.
+    resolver_options.ndots = resolver_options.ndots.min(MAX_NDOTS);
+    resolver_options.timeout = resolver_options
+        .timeout
+        .clamp(Duration::from_secs(1), MAX_QUERY_TIMEOUT);
+    resolver_options.attempts = resolver_options.attempts.min(MAX_QUERY_TRIES);
+    let (domain, search, mut name_servers) = config.into_parts();
+    name_servers.truncate(MAX_NAMESERVERS);
     if !nameservers.is_empty() {
         name_servers = nameservers
             .iter()
@@ -302,23 +318,31 @@ pub(crate) fn build_resolver(
             target: target_name.to_owned(),
         });
     }
-    if let Some(domains) = &options.search_domains {
-        search = domains
-            .iter()
-            .map(|domain| {
-                parse_name(domain).map_err(|source| DnsSourceError::InvalidName {
-                    target: target_name.to_owned(),
-                    name: domain.clone(),
-                    source: Box::new(source),
+    let given = match &options.search_domains {
+        None => None,
+        Some(domains) => Some(
+            domains
+                .iter()
+                .map(|domain| {
+                    parse_name(domain).map_err(|source| DnsSourceError::InvalidName {
+                        target: target_name.to_owned(),
+                        name: domain.clone(),
+                        source: Box::new(source),
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?;
-    }
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
     if let Some(ndots) = options.ndots {
         resolver_options.ndots = ndots;
     }
     if let Some(timeout) = options.query_timeout {
-        resolver_options.timeout = timeout;
+        // No answer can come in no time: zero is one second, as resolv.conf's `timeout:0`.
+        resolver_options.timeout = if timeout.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            timeout
+        };
     }
     // hickory's `attempts` counts the retries after the first try (its default 2 makes three
     // tries); ours, like resolv.conf's, counts the tries. The system value came from resolv.conf.
@@ -333,7 +357,10 @@ pub(crate) fn build_resolver(
     resolver_options.cache_size = 64;
     // The source walks the search list itself (see `SearchList`); hickory is asked only for
     // fully qualified names.
-    let search = SearchList::new(domain.as_ref(), &search, resolver_options.ndots);
+    let search = SearchList::new(
+        &search_domains(domain.as_ref(), search, given),
+        resolver_options.ndots,
+    );
     // The hosts file is the source's too: read first, for the name as given, as glibc does.
     // hickory would look up each name of the search list in it, after the DNS answers for the
     // names before it.
@@ -352,6 +379,18 @@ pub(crate) fn build_resolver(
         search,
         hosts,
     })
+}
+
+/// The domains of the search list, as glibc reads resolv.conf: its last `search` or `domain`
+/// line (hickory's `search`: one line replaces the other), else the domain of the host's name
+/// (hickory's `domain` is that, or the `domain` line wherever it stands). Domains given in the
+/// options replace all of them; none given turns the search off.
+fn search_domains(domain: Option<&Name>, search: Vec<Name>, given: Option<Vec<Name>>) -> Vec<Name> {
+    match given {
+        Some(given) => given,
+        None if search.is_empty() => domain.into_iter().cloned().collect(),
+        None => search,
+    }
 }
 
 /// The hosts file of `options` ([`DnsOptions::hosts_file`]), else the system's with the system
@@ -388,28 +427,46 @@ pub(crate) struct SharedResolver {
 
 impl SharedResolver {
     /// Walks the search list for `name` (see [`SearchList`]), asking `lookup` for each fully
-    /// qualified candidate: the first answer; else a failure, when a candidate failed for
-    /// another reason than a negative answer (SERVFAIL only after every later candidate said
-    /// "none" too); else the negative answer of the whole search.
+    /// qualified candidate, as glibc's `res_search` does: the first answer ends the walk. A
+    /// negative answer or a SERVFAIL moves on to the next name. Any other failure (a timeout,
+    /// a refusal) of a search-domain name stops the search domains, but the name as given is
+    /// still asked if it has not been; a failure of the name as given, asked first, moves on to
+    /// the search domains. Without an answer, the walk failed when any name failed (the first
+    /// failure is reported, a SERVFAIL only after every other), and is the negative answer of
+    /// the whole search otherwise.
+    ///
+    /// glibc reports the name as given's error, or the search's "none", where one name of the
+    /// walk failed and the others said "none": that answer is not confirmed, so here it is a
+    /// failure, which keeps the last good set.
     pub(crate) async fn walk<T, F, Fut>(&self, name: &Name, mut lookup: F) -> Step<T>
     where
         F: FnMut(Name) -> Fut,
         Fut: Future<Output = Step<T>>,
     {
-        let candidates = self.search.candidates(name);
+        let (candidates, as_given) = self.search.candidates(name);
         let mut negatives = Vec::new();
+        let mut failure = None;
         let mut servfail = None;
-        for candidate in &candidates {
+        let mut searching = true;
+        for (index, candidate) in candidates.iter().enumerate() {
+            if !searching && index != as_given {
+                continue;
+            }
             match lookup(candidate.clone()).await {
                 answer @ Step::Answer(_) => return answer,
                 Step::Negative(negative) => negatives.push(negative),
                 Step::Failed(error) if is_servfail(&error) => {
                     servfail.get_or_insert(error);
                 }
-                failed @ Step::Failed(_) => return failed,
+                Step::Failed(error) => {
+                    if index != as_given {
+                        searching = false;
+                    }
+                    failure.get_or_insert(error);
+                }
             }
         }
-        match servfail {
+        match failure.or(servfail) {
             Some(error) => Step::Failed(error),
             None => Step::Negative(searched(negatives, &candidates)),
         }
@@ -424,9 +481,14 @@ impl SharedResolver {
 /// hickory walks this list itself, but it moves on after any failure and reports the last
 /// name's answer: with Kubernetes' `ndots:5`, a SERVFAIL for `svc.ns.svc.cluster.local` ended
 /// as the NXDOMAIN of `svc.`, and two of those emptied the set. The source walks it instead,
-/// as glibc's `res_search` does: an answer ends the walk, NXDOMAIN or NODATA moves on, SERVFAIL
-/// moves on but makes the walk a failure if nothing answers, and any other failure (a
-/// timeout, a refusal) ends the walk as a failure. Either failure keeps the last good set.
+/// as glibc's `res_search` does ([`SharedResolver::walk`]): an answer ends the walk, NXDOMAIN
+/// or NODATA moves on, SERVFAIL moves on but makes the walk a failure if nothing answers, and
+/// any other failure (a timeout, a refusal) of a search-domain name leaves only the name as
+/// given to ask. A walk that failed keeps the last good set.
+///
+/// The domains are resolv.conf's last `search` or `domain` line (one replaces the other, as in
+/// glibc), else the domain of the host's name when it has one; the options' search domains
+/// replace all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SearchList {
     domains: Vec<Name>,
@@ -434,9 +496,9 @@ struct SearchList {
 }
 
 impl SearchList {
-    fn new(domain: Option<&Name>, search: &[Name], ndots: usize) -> Self {
-        let mut domains: Vec<Name> = Vec::with_capacity(search.len() + 1);
-        for domain in domain.into_iter().chain(search) {
+    fn new(search: &[Name], ndots: usize) -> Self {
+        let mut domains: Vec<Name> = Vec::with_capacity(search.len());
+        for domain in search {
             let mut domain = domain.clone();
             domain.set_fqdn(true);
             if !domain.is_root() && !domains.contains(&domain) {
@@ -446,9 +508,10 @@ impl SearchList {
         SearchList { domains, ndots }
     }
 
-    fn candidates(&self, name: &Name) -> Vec<Name> {
+    /// The fully qualified names to ask, in order, and the position of the name as given.
+    fn candidates(&self, name: &Name) -> (Vec<Name>, usize) {
         if name.is_fqdn() {
-            return vec![name.clone()];
+            return (vec![name.clone()], 0);
         }
         let mut as_given = name.clone();
         as_given.set_fqdn(true);
@@ -465,10 +528,14 @@ impl SearchList {
                 }
             }
         }
-        if !names.contains(&as_given) {
-            names.push(as_given);
+        match names.iter().position(|candidate| *candidate == as_given) {
+            Some(position) => (names, position),
+            None => {
+                names.push(as_given);
+                let position = names.len() - 1;
+                (names, position)
+            }
         }
-        names
     }
 }
 
@@ -706,7 +773,17 @@ async fn lookup_family(resolver: &TokioResolver, name: &Name, record_type: Recor
         Ok(lookup) => {
             let mut ips = Vec::new();
             let mut ttl: Option<u32> = None;
+            let owners = answer_owners(name, lookup.answers());
             for record in lookup.answers() {
+                if !owners.contains(&record.name) {
+                    tracing::debug!(
+                        target: "waypost::discovery::dns",
+                        name = %name,
+                        record = %record.name,
+                        "ignoring a record of another name in the answer"
+                    );
+                    continue;
+                }
                 let ip = match &record.data {
                     RData::A(a) if record_type == RecordType::A => IpAddr::V4(a.0),
                     RData::AAAA(aaaa) if record_type == RecordType::AAAA => IpAddr::V6(aaaa.0),
@@ -748,6 +825,28 @@ async fn lookup_family(resolver: &TokioResolver, name: &Name, record_type: Recor
             Some(negative) => Family::Missing(negative),
             None => Family::Failed(error),
         },
+    }
+}
+
+/// The names whose records answer a query for `query`: `query` itself and the names its CNAME
+/// records in `answers` lead to, however they are ordered. A record of any other name (an
+/// extra a server added, or a forged one) is no answer to the query, as glibc's `getanswer`
+/// skips it too.
+pub(crate) fn answer_owners(query: &Name, answers: &[Record]) -> Vec<Name> {
+    let mut owners = vec![query.clone()];
+    loop {
+        let known = owners.len();
+        for record in answers {
+            if let RData::CNAME(cname) = &record.data
+                && owners.contains(&record.name)
+                && !owners.contains(&cname.0)
+            {
+                owners.push(cname.0.clone());
+            }
+        }
+        if owners.len() == known {
+            return owners;
+        }
     }
 }
 
@@ -985,15 +1084,18 @@ mod tests {
     fn the_search_list_follows_ndots_like_glibc() {
         let names = |list: &SearchList, name: &str| -> Vec<String> {
             list.candidates(&parse_name(name).unwrap())
+                .0
                 .iter()
                 .map(|name| name.to_string())
                 .collect()
         };
+        let as_given =
+            |list: &SearchList, name: &str| list.candidates(&parse_name(name).unwrap()).1;
         let search: Vec<Name> = ["ns.svc.cluster.local", "svc.cluster.local"]
             .iter()
             .map(|domain| parse_name(domain).unwrap())
             .collect();
-        let list = SearchList::new(None, &search, 5);
+        let list = SearchList::new(&search, 5);
         // Fewer labels than ndots: the search list first, then the name as given.
         assert_eq!(
             names(&list, "api"),
@@ -1003,10 +1105,12 @@ mod tests {
                 "api."
             ]
         );
+        assert_eq!(as_given(&list, "api"), 2);
         // A fully qualified name is asked as it is.
         assert_eq!(names(&list, "api.example.com."), ["api.example.com."]);
+        assert_eq!(as_given(&list, "api.example.com."), 0);
         // More labels than ndots: as given first.
-        let list = SearchList::new(None, &search, 1);
+        let list = SearchList::new(&search, 1);
         assert_eq!(
             names(&list, "api.prod"),
             [
@@ -1015,19 +1119,48 @@ mod tests {
                 "api.prod.svc.cluster.local."
             ]
         );
-        // resolv.conf's `domain` comes before the search list (hickory's order), once.
-        let domain = parse_name("svc.cluster.local").unwrap();
-        let list = SearchList::new(Some(&domain), &search, 5);
+        assert_eq!(as_given(&list, "api.prod"), 0);
+        // A domain listed twice, or the root, is asked once or not at all.
+        let twice = [search[1].clone(), Name::root(), search[1].clone()];
         assert_eq!(
-            names(&list, "api"),
-            [
-                "api.svc.cluster.local.",
-                "api.ns.svc.cluster.local.",
-                "api."
-            ]
+            names(&SearchList::new(&twice, 5), "api"),
+            ["api.svc.cluster.local.", "api."]
         );
         // No search list: the name alone.
-        assert_eq!(names(&SearchList::new(None, &[], 5), "api"), ["api."]);
+        assert_eq!(names(&SearchList::new(&[], 5), "api"), ["api."]);
+    }
+
+    #[test]
+    fn the_search_domains_are_the_last_line_else_the_host_domain() {
+        let names = |names: &[&str]| -> Vec<Name> {
+            names.iter().map(|name| parse_name(name).unwrap()).collect()
+        };
+        let domain = parse_name("corp.test").unwrap();
+        // `domain corp.test` then `search svc.test`: the search line alone (hickory's
+        // `domain` still holds `corp.test`).
+        assert_eq!(
+            search_domains(Some(&domain), names(&["svc.test"]), None),
+            names(&["svc.test"])
+        );
+        // No search line: the domain (the `domain` line, or the host name's).
+        assert_eq!(
+            search_domains(Some(&domain), Vec::new(), None),
+            names(&["corp.test"])
+        );
+        assert_eq!(search_domains(None, Vec::new(), None), names(&[]));
+        // The options' domains replace both; an empty list turns the search off.
+        assert_eq!(
+            search_domains(
+                Some(&domain),
+                names(&["svc.test"]),
+                Some(names(&["a.test"]))
+            ),
+            names(&["a.test"])
+        );
+        assert_eq!(
+            search_domains(Some(&domain), names(&["svc.test"]), Some(Vec::new())),
+            names(&[])
+        );
     }
 
     #[test]

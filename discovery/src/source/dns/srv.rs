@@ -35,8 +35,8 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use super::options::IpFamilies;
 use super::resolve::{
-    Addresses, Answer, Negative, Outcome, SharedResolver, Step, describe, display_name,
-    lookup_addresses, negative,
+    Addresses, Answer, Negative, Outcome, SharedResolver, Step, answer_owners, describe,
+    display_name, lookup_addresses, negative,
 };
 use crate::endpoint::Endpoint;
 use crate::error::{DiscoveryError, DiscoveryErrorKind};
@@ -111,7 +111,17 @@ pub(crate) async fn resolve(
     let answered = display_name(lookup.query().name());
     let mut records = Vec::new();
     let mut decidedly_unavailable = false;
+    let owners = answer_owners(lookup.query().name(), lookup.answers());
     for record in lookup.answers() {
+        if !owners.contains(&record.name) {
+            tracing::debug!(
+                target: "waypost::discovery::dns",
+                name = %answered,
+                record = %record.name,
+                "ignoring a record of another name in the SRV answer"
+            );
+            continue;
+        }
         if let RData::SRV(srv) = &record.data {
             if srv.target.is_root() {
                 decidedly_unavailable = true;
