@@ -3,9 +3,11 @@
 //!
 //! Two different features go by "zone preference", and waypost keeps them apart:
 //!
-//! - **Topology hints** (Kubernetes topology-aware routing, `trafficDistribution: PreferClose`):
-//!   the EndpointSlice controller writes `hints.forZones` on each endpoint, choosing them so
-//!   that every zone gets a share of endpoints in proportion to its capacity. kube-proxy uses
+//! - **Topology hints** (Kubernetes topology-aware routing): the EndpointSlice controller writes
+//!   `hints.forZones` on each endpoint. With `service.kubernetes.io/topology-mode: Auto` it
+//!   chooses them so that every zone gets a share of endpoints in proportion to its capacity;
+//!   with `trafficDistribution: PreferClose` (or `PreferSameZone`) each endpoint is hinted for
+//!   its own zone, so a zone with few endpoints keeps all of its own traffic. kube-proxy uses
 //!   them only when they are complete: when every *ready* endpoint has hints and at least one
 //!   is hinted for the client's zone ([`hints_prefer_zone`]); then only the ready endpoints
 //!   hinted for that zone take its traffic ([`is_hinted_local`]). Hints never filter the

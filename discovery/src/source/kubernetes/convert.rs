@@ -30,8 +30,9 @@
 //! - **Endpoints without an address**, or whose address is not an IP of the slice's family
 //!   (`10.0.0.300`, an IPv6 address in an `IPv4` slice), break the API's rules; each is skipped
 //!   alone ([`SliceEndpoints::without_address`], [`SliceEndpoints::invalid_addresses`]; the
-//!   source logs the addresses) and the rest of the slice is kept, as kube-proxy skips an
-//!   endpoint of the wrong family alone.
+//!   source logs the addresses) and the rest of the slice is kept: one malformed address does
+//!   not cost the slice's valid endpoints (kube-proxy relies on the API's validation here, and
+//!   drops only a whole slice of the other address type).
 //! - **Topology.** Zone, node, hostname, zone hints (`hints.forZones`) and node hints
 //!   (`hints.forNodes`, written for `trafficDistribution: PreferSameNode`) are carried on every
 //!   endpoint. The source does not filter by hints; the balancer does, in its hints mode, with
@@ -139,7 +140,7 @@ impl SliceEndpoints {
 
     /// The addresses of the endpoints skipped because they are not IPs of the slice's family
     /// (`10.0.0.300`, an IPv6 address in an `IPv4` slice), as written; the slice's other
-    /// endpoints are kept, as kube-proxy skips an endpoint of the wrong family alone.
+    /// endpoints are kept.
     pub fn invalid_addresses(&self) -> &[String] {
         &self.invalid_addresses
     }
