@@ -1318,3 +1318,29 @@ async fn a_zero_query_timeout_counts_as_one_second() {
     );
     wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
 }
+
+/// With several nameservers, one answering SERVFAIL and one REFUSED: the next is asked, as
+/// glibc does (hickory's pool returned the first such answer as the lookup's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_nameserver_passes_the_query_to_the_next() {
+    let servfail = DnsServer::start().await.unwrap();
+    servfail.set_mode(Mode::ServFail);
+    let refused = DnsServer::start().await.unwrap();
+    refused.set_mode(Mode::Refused);
+    let good = DnsServer::start().await.unwrap();
+    good.set_addresses("api.waypost.test", &[ip("127.0.0.2")], 1);
+    let nameservers = [servfail.address(), refused.address(), good.address()];
+    let endpoints = spawn(
+        "dns:///api.waypost.test.:80",
+        options_for(good.address()).nameservers(nameservers),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+    assert!(servfail.query_count() > 0 || refused.query_count() > 0);
+
+    // The good server's NXDOMAIN is an answer: after confirmation the set is gone.
+    good.remove("api.waypost.test");
+    wait_until(&endpoints, PATIENCE, "the name gone", |set, health| {
+        set.is_empty() && health.is_gone()
+    })
+    .await;
+}

@@ -32,6 +32,7 @@ use std::time::Duration;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::{self, ResponseCode};
@@ -143,7 +144,7 @@ impl HickoryLookup {
 
 impl Resolve for HickoryLookup {
     async fn resolve(&mut self, current: &EndpointSet) -> Outcome {
-        self.resolver.resolver.clear_cache();
+        self.resolver.clear_cache();
         match self.query {
             Query::Address { port } => {
                 let has = |v4: bool| {
@@ -366,16 +367,28 @@ pub(crate) fn build_resolver(
     // names before it.
     resolver_options.use_hosts_file = ResolveHosts::Never;
     let hosts = read_hosts(options, target_name);
-    let config = ResolverConfig::from_parts(domain, Vec::new(), name_servers);
-    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(resolver_options)
-        .build()
-        .map_err(|source| DnsSourceError::Resolver {
-            target: target_name.to_owned(),
-            source: Box::new(source),
-        })?;
+    let build = |name_servers: Vec<NameServerConfig>| {
+        let config = ResolverConfig::from_parts(domain.clone(), Vec::new(), name_servers);
+        Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(resolver_options.clone())
+            .build()
+            .map_err(|source| DnsSourceError::Resolver {
+                target: target_name.to_owned(),
+                source: Box::new(source),
+            })
+    };
+    // hickory's pool returns a SERVFAIL or a refusal from one server as the answer, where glibc
+    // asks the next server: one resolver per server, in order, asked after such a failure.
+    let each_server = match name_servers.len() {
+        0 | 1 => Vec::new(),
+        _ => name_servers
+            .iter()
+            .map(|server| build(vec![server.clone()]))
+            .collect::<Result<_, _>>()?,
+    };
     Ok(SharedResolver {
-        resolver,
+        resolver: build(name_servers)?,
+        each_server,
         search,
         hosts,
     })
@@ -419,13 +432,49 @@ fn read_hosts(options: &DnsOptions, target_name: &str) -> Hosts {
 /// A hickory resolver and the search list its lookups walk.
 #[derive(Debug)]
 pub(crate) struct SharedResolver {
-    pub(crate) resolver: TokioResolver,
+    /// Every nameserver, as hickory's pool asks them.
+    resolver: TokioResolver,
+    /// With several nameservers, a resolver for each, in the configured order: asked one after
+    /// the other when the pool's answer is a server's failure ([`SharedResolver::lookup`]).
+    each_server: Vec<TokioResolver>,
     search: SearchList,
     /// Names answered before DNS is asked ([`DnsOptions::hosts_file`]).
     hosts: Hosts,
 }
 
 impl SharedResolver {
+    /// Empties the response caches: each lookup of the source asks the servers.
+    pub(crate) fn clear_cache(&self) {
+        self.resolver.clear_cache();
+        for resolver in &self.each_server {
+            resolver.clear_cache();
+        }
+    }
+
+    /// The records of type `record_type` of the fully qualified `name`. When the pool's answer
+    /// is a server's failure (SERVFAIL, REFUSED, NOTIMP: hickory returns the first it gets),
+    /// each nameserver is asked in turn, as glibc moves on to the next server after one: the
+    /// first answer or negative answer counts; the pool's error stays when none gives one.
+    pub(crate) async fn lookup(
+        &self,
+        name: &Name,
+        record_type: RecordType,
+    ) -> Result<Lookup, NetError> {
+        let pooled = self.resolver.lookup(name.clone(), record_type).await;
+        match &pooled {
+            Err(error) if is_server_failure(error) && !self.each_server.is_empty() => {}
+            _ => return pooled,
+        }
+        for resolver in &self.each_server {
+            match resolver.lookup(name.clone(), record_type).await {
+                Ok(lookup) => return Ok(lookup),
+                Err(error) if negative(&error, name, record_type).is_some() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        pooled
+    }
+
     /// Walks the search list for `name` (see [`SearchList`]), asking `lookup` for each fully
     /// qualified candidate, as glibc's `res_search` does: the first answer ends the walk. A
     /// negative answer or a SERVFAIL moves on to the next name. Any other failure (a timeout,
@@ -579,7 +628,7 @@ pub(crate) async fn lookup_addresses(
     }
     let step = resolver
         .walk(name, |candidate| async move {
-            match lookup_name(&resolver.resolver, &candidate, families, has_v4, has_v6).await {
+            match lookup_name(resolver, &candidate, families, has_v4, has_v6).await {
                 Addresses::Found { ips, ttl, name } => Step::Answer((ips, ttl, name)),
                 Addresses::Missing(negative) => Step::Negative(negative),
                 Addresses::Failed(error) => Step::Failed(error),
@@ -632,6 +681,17 @@ pub(crate) enum Step<T> {
     Failed(NetError),
 }
 
+/// `true` for the answers after which glibc asks the next nameserver: SERVFAIL, REFUSED and
+/// NOTIMP.
+fn is_server_failure(error: &NetError) -> bool {
+    matches!(
+        error,
+        NetError::Dns(DnsError::ResponseCode(
+            ResponseCode::ServFail | ResponseCode::Refused | ResponseCode::NotImp
+        ))
+    )
+}
+
 /// `true` for a SERVFAIL answer, after which a search moves on to the next name.
 fn is_servfail(error: &NetError) -> bool {
     matches!(
@@ -670,7 +730,7 @@ fn searched(negatives: Vec<Negative>, candidates: &[Name]) -> Negative {
 
 /// The A and/or AAAA records of one fully qualified name.
 async fn lookup_name(
-    resolver: &TokioResolver,
+    resolver: &SharedResolver,
     name: &Name,
     families: IpFamilies,
     has_v4: bool,
@@ -768,8 +828,8 @@ fn combine(name: &Name, families: [(Option<Family>, bool); 2]) -> Addresses {
     })
 }
 
-async fn lookup_family(resolver: &TokioResolver, name: &Name, record_type: RecordType) -> Family {
-    match resolver.lookup(name.clone(), record_type).await {
+async fn lookup_family(resolver: &SharedResolver, name: &Name, record_type: RecordType) -> Family {
+    match resolver.lookup(name, record_type).await {
         Ok(lookup) => {
             let mut ips = Vec::new();
             let mut ttl: Option<u32> = None;

@@ -90,11 +90,7 @@ pub(crate) async fn resolve(
     // with an answer is used, a SERVFAIL moves on but fails the walk if nothing answers.
     let step = resolver
         .walk(name, |candidate| async move {
-            match resolver
-                .resolver
-                .lookup(candidate.clone(), RecordType::SRV)
-                .await
-            {
+            match resolver.lookup(&candidate, RecordType::SRV).await {
                 Ok(lookup) => Step::Answer(lookup),
                 Err(error) => match negative(&error, &candidate, RecordType::SRV) {
                     Some(negative) => Step::Negative(negative),
