@@ -1344,3 +1344,28 @@ async fn a_failing_nameserver_passes_the_query_to_the_next() {
     })
     .await;
 }
+
+/// An SRV answer whose only record has the target `.` says the service is decidedly not
+/// available (RFC 2782): a negative answer that stands for the record's TTL, not one asked
+/// again at the refresh floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srv_answer_of_target_dot_stands_for_its_ttl() {
+    let server = DnsServer::start().await.unwrap();
+    let srv = "_http._tcp.none.waypost.test";
+    server.set_srv(srv, &[Srv::new(0, 0, 0, ".")], 6);
+    let endpoints = spawn(
+        &format!("dns:///{srv}."),
+        options_for(server.address())
+            .refresh_bounds(Duration::from_secs(1), Duration::from_secs(60)),
+    );
+    // The second negative answer, 6 s after the first, confirms the absence.
+    wait_until(&endpoints, PATIENCE, "the confirmed answer", |_, health| {
+        health.answers() >= 1
+    })
+    .await;
+    let asked = server.query_count();
+    // The next lookup is due 6 s later; at the floor (1 s) there would be three by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.query_count(), asked, "{:?}", server.queries());
+    assert!(endpoints.load().is_empty());
+}

@@ -107,6 +107,9 @@ pub(crate) async fn resolve(
     let answered = display_name(lookup.query().name());
     let mut records = Vec::new();
     let mut decidedly_unavailable = false;
+    // The smallest TTL of the SRV records, usable or not: how long an answer without a usable
+    // record stands.
+    let mut srv_ttl: Option<u32> = None;
     let owners = answer_owners(lookup.query().name(), lookup.answers());
     for record in lookup.answers() {
         if !owners.contains(&record.name) {
@@ -119,6 +122,7 @@ pub(crate) async fn resolve(
             continue;
         }
         if let RData::SRV(srv) = &record.data {
+            srv_ttl = Some(srv_ttl.map_or(record.ttl, |ttl| ttl.min(record.ttl)));
             if srv.target.is_root() {
                 decidedly_unavailable = true;
                 continue;
@@ -147,7 +151,7 @@ pub(crate) async fn resolve(
     if records.is_empty() {
         return Outcome::Missing(Negative {
             nxdomain: false,
-            ttl: None,
+            ttl: srv_ttl.map(|ttl| Duration::from_secs(u64::from(ttl))),
             detail: if decidedly_unavailable {
                 format!("`{answered}` says the service is not available (SRV target `.`)")
             } else {
