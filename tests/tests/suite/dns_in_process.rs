@@ -1369,3 +1369,30 @@ async fn an_srv_answer_of_target_dot_stands_for_its_ttl() {
     assert_eq!(server.query_count(), asked, "{:?}", server.queries());
     assert!(endpoints.load().is_empty());
 }
+
+/// resolv.conf read as glibc reads it, through `DnsOptions::resolv_conf`: its last `search` or
+/// `domain` line is the search list (a `domain` line before it is not searched) and its
+/// `ndots` counts, also when the nameserver comes from the options and the file names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolv_conf_search_and_ndots_are_read_as_glibc_reads_them() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("api.prod.corp.test", &[ip("127.0.0.3")], 1);
+    server.set_addresses("api.prod.svc.test", &[ip("127.0.0.2")], 1);
+    let conf = HostsFile::new(
+        "resolv-conf",
+        "domain corp.test\nsearch svc.test\noptions ndots:2 timeout:1\n",
+    );
+    let hosts = HostsFile::new("resolv-conf-hosts", "");
+    let options = options_for(server.address())
+        .resolv_conf(&conf.0)
+        .hosts_file(&hosts.0);
+    // `api.prod` has two labels, not more than ndots 2: the search list first.
+    let endpoints = spawn("dns:///api.prod:80", options);
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+    let queries = server.queries();
+    assert_eq!(queries[0].0, "api.prod.svc.test.", "{queries:?}");
+    assert!(
+        !queries.iter().any(|(name, _)| name.contains("corp")),
+        "{queries:?}"
+    );
+}

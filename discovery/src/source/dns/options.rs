@@ -78,6 +78,7 @@ pub struct DnsOptions {
     pub(super) query_attempts: Option<usize>,
     pub(super) ip_families: IpFamilies,
     pub(super) hosts_file: Option<PathBuf>,
+    pub(super) resolv_conf: Option<PathBuf>,
 }
 
 impl Default for DnsOptions {
@@ -98,6 +99,7 @@ impl Default for DnsOptions {
             query_attempts: None,
             ip_families: IpFamilies::Both,
             hosts_file: None,
+            resolv_conf: None,
         }
     }
 }
@@ -229,6 +231,20 @@ impl DnsOptions {
     #[must_use]
     pub fn without_system_config(mut self) -> Self {
         self.system_config = false;
+        self
+    }
+
+    /// Reads the system configuration from `path` (the format of resolv.conf) instead of
+    /// `/etc/resolv.conf`, and reads the system configuration again if
+    /// [`without_system_config`](Self::without_system_config) came before. The file is read as
+    /// glibc reads resolv.conf: the first three nameservers (port 53, over TCP alone with
+    /// `options use-vc`; `127.0.0.1` when it names none), the last `search` or `domain` line
+    /// (else the domain of the host's name), `ndots` (at most 15), `timeout` (1 to 30 s),
+    /// `attempts` (at most 5), `rotate` and `edns0`. Read when the source starts.
+    #[must_use]
+    pub fn resolv_conf(mut self, path: impl Into<PathBuf>) -> Self {
+        self.resolv_conf = Some(path.into());
+        self.system_config = true;
         self
     }
 

@@ -26,11 +26,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ServerOrderingStrategy,
 };
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -204,6 +206,7 @@ struct ResolverKey {
     query_timeout: Option<Duration>,
     query_attempts: Option<usize>,
     hosts_file: Option<std::path::PathBuf>,
+    resolv_conf: Option<std::path::PathBuf>,
 }
 
 impl ResolverKey {
@@ -220,6 +223,7 @@ impl ResolverKey {
             query_timeout: options.query_timeout,
             query_attempts: options.query_attempts,
             hosts_file: options.hosts_file.clone(),
+            resolv_conf: options.resolv_conf.clone(),
         }
     }
 }
@@ -277,17 +281,22 @@ pub(crate) fn build_resolver(
         Some(nameserver) => vec![nameserver],
         None => options.nameservers.clone(),
     };
-    let (config, mut resolver_options) = if options.system_config {
-        match hickory_resolver::system_conf::read_system_conf() {
+    let system = if options.system_config {
+        let path = options
+            .resolv_conf
+            .as_deref()
+            .unwrap_or(Path::new(RESOLV_CONF));
+        match read_system_conf(path) {
             Ok(system) => system,
             Err(error) if !nameservers.is_empty() => {
                 tracing::debug!(
                     target: "waypost::discovery::dns",
                     target = %target_name,
+                    path = %path.display(),
                     %error,
-                    "system resolver configuration unreadable; using the given nameservers without search domains"
+                    "resolv.conf unreadable; using the given nameservers without search domains"
                 );
-                (ResolverConfig::default(), ResolverOpts::default())
+                SystemConf::none()
             }
             Err(error) => {
                 return Err(DnsSourceError::SystemConfig {
@@ -297,17 +306,14 @@ pub(crate) fn build_resolver(
             }
         }
     } else {
-        (ResolverConfig::default(), ResolverOpts::default())
+        SystemConf::none()
     };
-    // glibc's bounds on resolv.conf (res_init, res_setoptions, send_dg): its first three
-    // nameservers, ndots at most 15, a timeout of 1 to 30 s, at most 5 tries.
-    resolver_options.ndots = resolver_options.ndots.min(MAX_NDOTS);
-    resolver_options.timeout = resolver_options
-        .timeout
-        .clamp(Duration::from_secs(1), MAX_QUERY_TIMEOUT);
-    resolver_options.attempts = resolver_options.attempts.min(MAX_QUERY_TRIES);
-    let (domain, search, mut name_servers) = config.into_parts();
-    name_servers.truncate(MAX_NAMESERVERS);
+    let SystemConf {
+        domain,
+        search,
+        mut name_servers,
+        options: mut resolver_options,
+    } = system;
     if !nameservers.is_empty() {
         name_servers = nameservers
             .iter()
@@ -392,6 +398,107 @@ pub(crate) fn build_resolver(
         search,
         hosts,
     })
+}
+
+/// The system's resolver configuration.
+pub(crate) const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// What the source takes from resolv.conf.
+#[derive(Debug)]
+struct SystemConf {
+    /// The `domain` line wherever it stands, else the domain of the host's name (see
+    /// [`search_domains`]).
+    domain: Option<Name>,
+    /// The last `search` or `domain` line's domains.
+    search: Vec<Name>,
+    name_servers: Vec<NameServerConfig>,
+    options: ResolverOpts,
+}
+
+impl SystemConf {
+    /// No system configuration: no domains, no nameservers, hickory's defaults.
+    fn none() -> Self {
+        SystemConf {
+            domain: None,
+            search: Vec::new(),
+            name_servers: Vec::new(),
+            options: ResolverOpts::default(),
+        }
+    }
+}
+
+fn read_system_conf(path: &Path) -> std::io::Result<SystemConf> {
+    Ok(parse_system_conf(&std::fs::read(path)?))
+}
+
+/// resolv.conf as glibc reads it (`res_init`, `res_setoptions`, `send_dg`): its first three
+/// nameservers, port 53, over TCP alone with `options use-vc`; `127.0.0.1` when it names none;
+/// `ndots` at most 15, `timeout` 1 to 30 s, `attempts` at most 5; `rotate` takes the servers in
+/// turn; `edns0`. A line it cannot read is skipped, with a debug log.
+fn parse_system_conf(text: &[u8]) -> SystemConf {
+    let (parsed, errors) = resolv_conf::Config::parse_with_errors(text);
+    for error in errors {
+        tracing::debug!(
+            target: "waypost::discovery::dns",
+            %error,
+            "skipping a resolv.conf line"
+        );
+    }
+    let name = |domain: &String| match Name::from_str_relaxed(domain) {
+        Ok(name) => Some(name),
+        Err(error) => {
+            tracing::debug!(
+                target: "waypost::discovery::dns",
+                domain,
+                %error,
+                "skipping a resolv.conf search domain that is no DNS name"
+            );
+            None
+        }
+    };
+    let domain = parsed
+        .get_system_domain()
+        .and_then(|domain| Name::from_str_relaxed(&domain).ok());
+    let search = parsed
+        .get_last_search_or_domain()
+        .filter(|domain| *domain != "--")
+        .filter_map(name)
+        .collect();
+    let mut ips: Vec<IpAddr> = parsed
+        .nameservers
+        .iter()
+        .map(IpAddr::from)
+        .take(MAX_NAMESERVERS)
+        .collect();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    let name_servers = ips
+        .into_iter()
+        .map(|ip| {
+            if parsed.use_vc {
+                NameServerConfig::tcp(ip)
+            } else {
+                NameServerConfig::udp_and_tcp(ip)
+            }
+        })
+        .collect();
+    let mut options = ResolverOpts::default();
+    options.ndots = (parsed.ndots as usize).min(MAX_NDOTS);
+    options.timeout = Duration::from_secs(u64::from(parsed.timeout))
+        .clamp(Duration::from_secs(1), MAX_QUERY_TIMEOUT);
+    // Tries, as resolv.conf counts them; `build_resolver` makes them hickory's retries.
+    options.attempts = (parsed.attempts as usize).min(MAX_QUERY_TRIES);
+    options.edns0 = parsed.edns0;
+    if parsed.rotate {
+        options.server_ordering_strategy = ServerOrderingStrategy::RoundRobin;
+    }
+    SystemConf {
+        domain,
+        search,
+        name_servers,
+        options,
+    }
 }
 
 /// The domains of the search list, as glibc reads resolv.conf: its last `search` or `domain`
@@ -976,6 +1083,7 @@ pub(crate) fn display_name(name: &Name) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::config::ProtocolConfig;
 
     fn name() -> Name {
         parse_name("api.prod.svc.cluster.local.").unwrap()
@@ -1188,6 +1296,64 @@ mod tests {
         );
         // No search list: the name alone.
         assert_eq!(names(&SearchList::new(&[], 5), "api"), ["api."]);
+    }
+
+    #[test]
+    fn resolv_conf_is_read_within_glibcs_bounds() {
+        let conf = parse_system_conf(
+            b"# comment\n\
+              domain corp.test\n\
+              search svc.test cluster.test\n\
+              nameserver 127.0.0.11\n\
+              nameserver 127.0.0.12\n\
+              nameserver ::1\n\
+              nameserver 127.0.0.14\n\
+              options ndots:20 timeout:0 attempts:9 rotate use-vc\n",
+        );
+        assert_eq!(conf.domain, Some(parse_name("corp.test").unwrap()));
+        // The search line came last: it is the list.
+        assert_eq!(
+            search_domains(conf.domain.as_ref(), conf.search, None),
+            [
+                parse_name("svc.test").unwrap(),
+                parse_name("cluster.test").unwrap()
+            ]
+        );
+        let ips: Vec<IpAddr> = conf.name_servers.iter().map(|server| server.ip).collect();
+        assert_eq!(
+            ips,
+            ["127.0.0.11", "127.0.0.12", "::1"].map(|ip| ip.parse::<IpAddr>().unwrap())
+        );
+        for server in &conf.name_servers {
+            // use-vc: TCP alone, port 53.
+            assert_eq!(server.connections.len(), 1, "{server:?}");
+            assert!(
+                matches!(server.connections[0].protocol, ProtocolConfig::Tcp),
+                "{server:?}"
+            );
+            assert_eq!(server.connections[0].port, 53);
+        }
+        assert_eq!(conf.options.ndots, 15);
+        assert_eq!(conf.options.timeout, Duration::from_secs(1));
+        assert_eq!(conf.options.attempts, 5);
+        assert_eq!(
+            conf.options.server_ordering_strategy,
+            ServerOrderingStrategy::RoundRobin
+        );
+
+        // A domain line after the search line replaces it; no nameserver is 127.0.0.1, over
+        // UDP and TCP; a long timeout is 30 s.
+        let conf = parse_system_conf(b"search svc.test\ndomain corp.test\noptions timeout:60\n");
+        assert_eq!(
+            search_domains(conf.domain.as_ref(), conf.search, None),
+            [parse_name("corp.test").unwrap()]
+        );
+        let ips: Vec<IpAddr> = conf.name_servers.iter().map(|server| server.ip).collect();
+        assert_eq!(ips, [IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(conf.name_servers[0].connections.len(), 2);
+        assert_eq!(conf.options.timeout, Duration::from_secs(30));
+        assert_eq!(conf.options.ndots, 1);
+        assert_eq!(conf.options.attempts, 2);
     }
 
     #[test]
