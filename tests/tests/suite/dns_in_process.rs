@@ -1396,3 +1396,38 @@ async fn resolv_conf_search_and_ndots_are_read_as_glibc_reads_them() {
         "{queries:?}"
     );
 }
+
+/// An SRV name that is an alias (a CNAME to another SRV name, answered together with the
+/// records of its target, as authoritative servers do): the target's records are the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srv_name_that_is_a_cname_is_followed() {
+    let server = DnsServer::start().await.unwrap();
+    server.set_addresses("a.waypost.test", &[ip("127.0.0.2")], 1);
+    server.set_srv(
+        "_grpc._tcp.real.waypost.test",
+        &[Srv::new(10, 1, 7001, "a.waypost.test")],
+        1,
+    );
+    server.set_cname(
+        "_grpc._tcp.alias.waypost.test",
+        "_grpc._tcp.real.waypost.test",
+        1,
+    );
+    let endpoints = spawn(
+        "dns:///_grpc._tcp.alias.waypost.test.",
+        options_for(server.address()),
+    );
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 7001)]).await;
+    // Several refreshes later it is still there (not confirmed absent).
+    let before = server.query_count();
+    wait_until(&endpoints, PATIENCE, "more lookups", |_, _| {
+        server.query_count() >= before + 6
+    })
+    .await;
+    assert_eq!(addresses(&endpoints), [addr("127.0.0.2", 7001)]);
+    assert!(
+        endpoints.health().last_error().is_none(),
+        "{:?}",
+        endpoints.health()
+    );
+}

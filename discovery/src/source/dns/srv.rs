@@ -24,12 +24,13 @@
 //! The TTL of the outcome is the smallest TTL among the SRV records and the address records
 //! used.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
@@ -78,6 +79,39 @@ pub(crate) enum GroupResult {
     },
 }
 
+/// How many CNAMEs [`through_alias`] follows.
+const MAX_ALIASES: usize = 8;
+
+/// The SRV records of the name `alias` is a CNAME for, following a chain of them: `None` when
+/// `alias` is no CNAME. hickory's SRV lookup of an alias answered with the CNAME and the
+/// target's SRV records together (as authoritative servers answer for data they hold) asks
+/// again for the last SRV target's name and reports that name's NODATA, so an SRV name that is
+/// an alias looked like a name without SRV records.
+async fn through_alias(resolver: &SharedResolver, alias: &Name) -> Option<Step<Lookup>> {
+    let mut name = alias.clone();
+    for _ in 0..MAX_ALIASES {
+        let cname = resolver.lookup(&name, RecordType::CNAME).await.ok()?;
+        let target = cname
+            .answers()
+            .iter()
+            .find_map(|record| match &record.data {
+                RData::CNAME(target) if record.name == name => Some(target.0.clone()),
+                _ => None,
+            })?;
+        name = target;
+        match resolver.lookup(&name, RecordType::SRV).await {
+            Ok(lookup) => return Some(Step::Answer(lookup)),
+            Err(error) => match negative(&error, &name, RecordType::SRV) {
+                // Another alias, perhaps.
+                Some(found) if !found.nxdomain => continue,
+                Some(found) => return Some(Step::Negative(found)),
+                None => return Some(Step::Failed(error)),
+            },
+        }
+    }
+    None
+}
+
 /// Looks up the SRV records of `name` and the addresses of their targets.
 pub(crate) async fn resolve(
     resolver: &SharedResolver,
@@ -93,6 +127,12 @@ pub(crate) async fn resolve(
             match resolver.lookup(&candidate, RecordType::SRV).await {
                 Ok(lookup) => Step::Answer(lookup),
                 Err(error) => match negative(&error, &candidate, RecordType::SRV) {
+                    Some(negative) if !negative.nxdomain => {
+                        match through_alias(resolver, &candidate).await {
+                            Some(step) => step,
+                            None => Step::Negative(negative),
+                        }
+                    }
                     Some(negative) => Step::Negative(negative),
                     None => Step::Failed(error),
                 },
@@ -298,14 +338,29 @@ pub(crate) fn build_group(
         .unwrap_or_default();
     let mut unresolved: Option<(Name, &NetError)> = None;
     let mut carried = false;
+    // Identical records, and an address listed twice for one target, count once (RFC 2181
+    // §5: an RRset holds no duplicates); different records reaching one address add up.
+    let mut seen: HashSet<(u16, u16, &Name)> = HashSet::new();
     for record in group {
+        if !seen.insert((record.weight, record.port, &record.target)) {
+            continue;
+        }
         let hostname = display_name(&record.target);
         let weight = u32::from(record.weight.max(1));
+        let mut added: HashSet<SocketAddr> = HashSet::new();
         let mut add = |address: SocketAddr| {
+            if !added.insert(address) {
+                return;
+            }
             let entry = weights
                 .entry(address)
                 .or_insert_with(|| (0, hostname.clone()));
             entry.0 = entry.0.saturating_add(weight);
+            // Of several targets reaching one address, the smallest name, whatever the
+            // answer's order: a server that rotates its records changes nothing.
+            if hostname < entry.1 {
+                entry.1.clone_from(&hostname);
+            }
         };
         match known.get(&record.target) {
             Some(TargetAddresses::Found { ips, ttl: found }) => {
@@ -458,6 +513,56 @@ mod tests {
         };
         assert_eq!(endpoints.len(), 1);
         assert_eq!(endpoints[0].weight(), 7);
+    }
+
+    #[test]
+    fn identical_records_and_repeated_addresses_count_once() {
+        let group = [
+            record(0, 3, 80, "a.test"),
+            record(0, 3, 80, "a.test"),
+            record(0, 2, 80, "b.test"),
+        ];
+        let known = HashMap::from([
+            (name("a.test"), found(&["127.0.0.1", "127.0.0.1"], 5)),
+            (name("b.test"), found(&["127.0.0.2"], 5)),
+        ]);
+        let GroupResult::Endpoints { endpoints, .. } =
+            build_group(&group, &known, &EndpointSet::empty())
+        else {
+            panic!("expected endpoints");
+        };
+        let weights: Vec<(SocketAddr, u32)> = endpoints
+            .iter()
+            .map(|endpoint| (endpoint.address(), endpoint.weight()))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                ("127.0.0.1:80".parse().unwrap(), 3),
+                ("127.0.0.2:80".parse().unwrap(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn targets_reaching_one_address_give_it_the_smallest_name_in_any_order() {
+        let known = HashMap::from([
+            (name("a.test"), found(&["127.0.0.1"], 5)),
+            (name("b.test"), found(&["127.0.0.1"], 5)),
+        ]);
+        for group in [
+            [record(0, 1, 80, "b.test"), record(0, 1, 80, "a.test")],
+            [record(0, 1, 80, "a.test"), record(0, 1, 80, "b.test")],
+        ] {
+            let GroupResult::Endpoints { endpoints, .. } =
+                build_group(&group, &known, &EndpointSet::empty())
+            else {
+                panic!("expected endpoints");
+            };
+            assert_eq!(endpoints.len(), 1);
+            assert_eq!(endpoints[0].hostname(), Some("a.test"));
+            assert_eq!(endpoints[0].weight(), 2);
+        }
     }
 
     #[test]
