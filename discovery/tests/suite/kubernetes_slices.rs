@@ -342,6 +342,18 @@ fn fqdn_slices_are_skipped_quietly() {
 }
 
 #[test]
+fn the_controllers_placeholder_is_an_empty_slice() {
+    // What the EndpointSlice controller writes for a Service without endpoints.
+    for (ports, endpoints) in [(Value::Null, Value::Null), (json!([]), json!([]))] {
+        let slice = parse(slice_json("api-placeholder", "IPv4", ports, endpoints));
+        let contribution = convert_slice(&slice, "api", Some(&http())).unwrap();
+        assert!(contribution.is_placeholder());
+        assert!(contribution.endpoints().is_empty());
+        assert_eq!(contribution.port(), None);
+    }
+}
+
+#[test]
 fn malformed_slices_are_named_and_explained() {
     let one = json!([{ "addresses": ["10.0.0.1"] }]);
     let cases: Vec<(Value, UnusableReason)> = vec![

@@ -103,6 +103,12 @@ impl SliceBuilder {
         self
     }
 
+    /// Sets `ports` to `null`, as the API server writes an empty list.
+    pub fn null_ports(mut self) -> Self {
+        self.value["ports"] = Value::Null;
+        self
+    }
+
     /// Sets a label.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.value["metadata"]["labels"][key] = Value::from(value);

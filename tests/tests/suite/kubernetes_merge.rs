@@ -660,6 +660,38 @@ async fn slices_with_null_endpoints_are_a_service_scaled_to_zero() {
     assert!(endpoints.health().is_current());
 }
 
+/// The EndpointSlice controller's placeholder for a Service without endpoints (no pod matches
+/// its selector, or it was scaled to zero): a slice with neither ports nor endpoints. The set is
+/// empty and the source is current, not failing over a slice "without ports".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_placeholder_slice_is_an_empty_service() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(
+        endpoint_slice("api-placeholder", "api")
+            .null_endpoints()
+            .null_ports(),
+    );
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    assert!(endpoints.resolved().await.unwrap().is_empty());
+    let health = endpoints.health();
+    assert!(health.is_current(), "{health:?}");
+    assert!(health.last_error().is_none(), "{health:?}");
+
+    // Pods come: the controller replaces the placeholder with a slice of endpoints.
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    rig.delete("default", "api-placeholder");
+    wait_for_set(&endpoints, "the new pod", |set| set.len() == 1).await;
+
+    // Scaled to zero again: the placeholder, with `[]` for both lists this time, comes
+    // before the last slice of endpoints goes.
+    rig.apply(endpoint_slice("api-placeholder", "api"));
+    rig.delete("default", "api-a");
+    wait_for_set(&endpoints, "the empty Service", |set| set.is_empty()).await;
+    let health = endpoints.health();
+    assert!(health.is_current(), "{health:?}");
+    assert!(health.last_error().is_none(), "{health:?}");
+}
+
 /// kubernetes issue 135266: a draining pod's IP went to a new pod that is not ready yet. The
 /// address takes no traffic, not even as the draining fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -444,10 +444,14 @@ impl SliceCache {
         }
         let mut offered = Vec::new();
         let mut usable = false;
+        let mut placeholder = false;
         for entry in self.slices.values() {
             match entry {
                 Entry::Usable(contribution) if contribution.port().is_some() => {
                     return CacheStatus::Ready;
+                }
+                Entry::Usable(contribution) if contribution.is_placeholder() => {
+                    placeholder = true;
                 }
                 Entry::Usable(contribution) if !contribution.is_fqdn() => {
                     usable = true;
@@ -460,6 +464,9 @@ impl SliceCache {
             offered.sort();
             offered.dedup();
             CacheStatus::NoMatchingPort { offered }
+        } else if placeholder {
+            // The Service has no endpoints: an empty, valid answer.
+            CacheStatus::Ready
         } else {
             CacheStatus::NoUsableSlice {
                 slices: self.slices.len(),

@@ -104,6 +104,9 @@ pub struct SliceEndpoints {
     invalid_addresses: Vec<String>,
     offered_ports: Vec<String>,
     fqdn: bool,
+    /// Neither ports nor endpoints: the EndpointSlice controller's placeholder for a Service
+    /// without endpoints.
+    placeholder: bool,
     family: Option<Family>,
 }
 
@@ -161,6 +164,13 @@ impl SliceEndpoints {
     /// `true` for a slice of the deprecated `FQDN` address type, which contributes nothing.
     pub fn is_fqdn(&self) -> bool {
         self.fqdn
+    }
+
+    /// `true` for a slice with neither ports nor endpoints, which the EndpointSlice controller
+    /// writes for a Service that has no endpoints (scaled to zero, or no pod matching its
+    /// selector): it contributes nothing, and a Service that has only such slices is empty.
+    pub fn is_placeholder(&self) -> bool {
+        self.placeholder
     }
 
     /// `true` when any endpoint is ready.
@@ -313,6 +323,7 @@ pub fn convert_slice(
                 invalid_addresses: Vec::new(),
                 offered_ports: Vec::new(),
                 fqdn: true,
+                placeholder: false,
                 family: None,
             });
         }
@@ -326,6 +337,25 @@ pub fn convert_slice(
         .filter_map(usable_port)
         .collect();
     if ports.is_empty() {
+        // The controller writes a slice with neither ports nor endpoints for a Service that
+        // has no endpoints (scaled to zero, or no pod matches its selector): an empty answer.
+        if slice.endpoints.api_endpoints().is_empty()
+            && slice.ports.as_deref().unwrap_or_default().is_empty()
+        {
+            return Ok(SliceEndpoints {
+                port: None,
+                endpoints: Vec::new(),
+                not_serving: 0,
+                unready: Vec::new(),
+                ready_terminating: Vec::new(),
+                without_address: 0,
+                invalid_addresses: Vec::new(),
+                offered_ports: Vec::new(),
+                fqdn: false,
+                placeholder: true,
+                family: Some(family),
+            });
+        }
         return unusable(UnusableReason::MissingPorts);
     }
     let offered_ports = ports
@@ -370,6 +400,7 @@ pub fn convert_slice(
             invalid_addresses,
             offered_ports,
             fqdn: false,
+            placeholder: false,
             family: Some(family),
         });
     };
@@ -405,6 +436,7 @@ pub fn convert_slice(
         invalid_addresses,
         offered_ports,
         fqdn: false,
+        placeholder: false,
         family: Some(family),
     })
 }

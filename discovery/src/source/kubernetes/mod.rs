@@ -37,7 +37,8 @@
 //! - A Service without any EndpointSlice (it does not exist, is an `ExternalName` Service, or has
 //!   no selector and nobody writes slices for it), or whose slices lack the target's port,
 //!   publishes the empty set and reports a [`NotFound`](DiscoveryErrorKind::NotFound) error that
-//!   says which, instead of waiting silently. A Service scaled to zero is simply empty.
+//!   says which, instead of waiting silently. A Service scaled to zero is simply empty (the
+//!   controller's placeholder slice, with neither ports nor endpoints, included).
 //! - A malformed slice is skipped with a warning that names it ([`UnusableSlice`]); the other
 //!   slices are unaffected.
 //! - [`Endpoints::request_refresh`](crate::Endpoints::request_refresh) is ignored: the watch
