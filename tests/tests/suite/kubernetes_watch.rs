@@ -346,6 +346,42 @@ async fn a_paginated_relist_swaps_at_the_end_and_never_publishes_half_a_service(
     assert_eq!(endpoints.load().len(), 5);
 }
 
+/// A list page whose continue token expired (the history was compacted between pages) gets
+/// `410 Expired`: kube's watcher lists again from the start, and that is routine, as for an
+/// expired watch (client-go's pager falls back to a full list the same way): no failure is
+/// reported, and the first answer is the whole Service, not the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_continue_token_lists_again_without_a_failure() {
+    let rig = FakeApiServer::start().await;
+    for i in 0..5 {
+        rig.apply(http_slice(&format!("api-{i}")).endpoint(ep(&format!("10.0.0.{}", i + 1))));
+    }
+    rig.hold_continued_lists(true);
+    let endpoints = rig
+        .source("kubernetes:///api:http")
+        .await
+        .page_size(2)
+        .spawn();
+    eventually("the second page held", || rig.held_lists() == 1).await;
+    rig.apply(http_slice("api-0").endpoint(ep("10.0.0.9")));
+    rig.compact();
+    rig.hold_continued_lists(false);
+    let first = endpoints.resolved().await.unwrap();
+    let addresses: Vec<std::net::SocketAddr> = first.addresses().collect();
+    assert_eq!(addresses.len(), 5, "{addresses:?}");
+    assert!(
+        addresses.contains(&"10.0.0.9:8080".parse().unwrap()),
+        "{addresses:?}"
+    );
+    assert!(rig.list_count() >= 5, "a second list from the start");
+    assert_eq!(
+        endpoints.health().total_failures(),
+        0,
+        "an expired continue token is routine: {:?}",
+        endpoints.health()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_errors_back_off_keep_the_set_and_show_in_health() {
     let rig = FakeApiServer::start().await;

@@ -644,7 +644,7 @@ impl WatchTask {
                     tracing::info!(
                         target: "waypost::discovery",
                         target = %target,
-                        "the watch of {what} expired (410 Gone); listing them again"
+                        "the watch or list of {what} expired (410); listing them again"
                     );
                 }
                 ErrorClass::HttpGoneTrap => {
@@ -725,7 +725,8 @@ fn log_invalid_addresses(member: &Member, slice: &EndpointSlice) {
 
 #[derive(Clone, Copy)]
 enum ErrorClass {
-    /// The in-stream `410 Expired`: the watcher relists; routine.
+    /// The in-stream `410 Expired`, or a list page's expired continue token: the watcher lists
+    /// again; routine.
     Expired,
     /// HTTP status 410 on the watch request: kube's watcher would retry it forever.
     HttpGoneTrap,
@@ -738,6 +739,11 @@ fn classify(error: &watcher::Error) -> ErrorClass {
         watcher::Error::WatchError(status) if status.code == 410 => ErrorClass::Expired,
         watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410 => {
             ErrorClass::HttpGoneTrap
+        }
+        // Only a page's continue token can be too old (lists ask for the latest version): the
+        // watcher lists again from the start, as client-go's pager falls back to a full list.
+        watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 410 => {
+            ErrorClass::Expired
         }
         watcher::Error::InitialListFailed(_) => {
             ErrorClass::Failure(DiscoveryErrorKind::Api, "listing")
