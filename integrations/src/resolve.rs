@@ -32,6 +32,15 @@ pub(crate) fn resolve(target: &Target, options: &DiscoveryOptions) -> Result<End
         #[cfg(feature = "kubernetes")]
         Target::Kubernetes(k8s) => {
             use waypost_discovery::source::kubernetes::KubernetesSource;
+            // The watch is a task of the runtime (and so is the client's connection pool).
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "`kubernetes:///` targets are watched by a task: start them inside a tokio \
+                     runtime",
+                )
+                .with_target(name));
+            }
             if let Some(watches) = &options.kube_watches {
                 return Ok(watches.source(k8s.clone()).spawn());
             }

@@ -136,6 +136,27 @@ async fn a_kubernetes_target_without_a_client_outside_a_cluster_says_what_to_do(
     assert!(error.to_string().contains("kube_client"), "{error}");
 }
 
+/// Started outside a tokio runtime, a `kubernetes:///` target is a configuration error that
+/// says so, not a panic of the watch task's spawn.
+#[test]
+fn a_kubernetes_target_outside_a_runtime_is_an_error() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (rig, client) = runtime.block_on(async {
+        let rig = FakeApiServer::start().await;
+        let client = rig.client().await;
+        (rig, client)
+    });
+    let error = waypost::Builder::new("kubernetes:///greeter:grpc")
+        .unwrap()
+        .kube_client(client)
+        .endpoints()
+        .unwrap_err();
+    assert_eq!(error.kind(), waypost::ErrorKind::Config);
+    assert!(error.to_string().contains("tokio runtime"), "{error}");
+    drop(rig);
+    drop(runtime);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_share_one_watch_and_each_channel_reaches_its_own_pods() {
     let rig = FakeApiServer::start().await;

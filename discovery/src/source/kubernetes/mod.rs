@@ -125,9 +125,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// watcher resumes from the last resourceVersion (kube's default).
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
 
-/// Builds a client from the environment: the in-cluster configuration (service-account token,
-/// `KUBERNETES_SERVICE_HOST`) when running in a pod, otherwise the local kubeconfig
-/// (`KUBECONFIG` or `~/.kube/config`), as [`kube::Client::try_default`] does.
+/// Builds a client from the environment as [`kube::Client::try_default`] does: the local
+/// kubeconfig (`KUBECONFIG` or `~/.kube/config`) when there is one, otherwise the in-cluster
+/// configuration (service-account token, `KUBERNETES_SERVICE_HOST`). A pod that carries a
+/// kubeconfig therefore talks to the cluster that file names.
 ///
 /// Build it once and clone it into every [`KubernetesSource`]: clones share one connection
 /// pool. Call it inside a tokio runtime, and keep that runtime alive while the client is used.
