@@ -124,6 +124,8 @@ struct Faults {
     list_status: Option<(u16, usize)>,
     watch_http_gone: usize,
     watch_error: Option<(u16, usize)>,
+    /// Watch requests that give a resourceVersion end at once, cleanly and without events.
+    end_watches_at_once: bool,
     ignore_label_selector: bool,
     ignore_namespace: bool,
 }
@@ -449,6 +451,13 @@ impl FakeApiServer {
     /// is accepted and fails straight away, again and again.
     pub fn fail_watches_in_stream(&self, code: u16, times: usize) {
         self.shared.faults().watch_error = (times > 0).then_some((code, times));
+    }
+
+    /// With `true`, every watch request that gives a resourceVersion gets HTTP 200 and the end
+    /// of the stream at once, without an event (a proxy that cuts long requests, a server that
+    /// ignores `timeoutSeconds`).
+    pub fn end_watches_at_once(&self, end: bool) {
+        self.shared.faults().end_watches_at_once = end;
     }
 
     /// Serves every object of the namespace, whatever the label selector says.

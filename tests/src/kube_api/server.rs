@@ -383,6 +383,7 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
         .is_some()
         .then(|| shared.take_watch_error_fault())
         .flatten();
+    let end_at_once = exact.is_some() && shared.faults().end_watches_at_once;
     let mut signals = shared.signals.subscribe();
     let seen_signals = *signals.borrow_and_update();
     let filter = EventFilter {
@@ -410,6 +411,7 @@ fn watch(shared: &Arc<Shared>, namespace: Option<&str>, query: &Query) -> Respon
                 })));
                 ended = true;
             }
+            Some(_) if end_at_once => ended = true,
             Some(rv) if !query.send_initial_events => match store.changes_after(rv) {
                 Ok(replay) => initial.extend(replay.iter().filter_map(|c| filter.event(c))),
                 Err(expired) => {

@@ -661,3 +661,33 @@ async fn the_source_stops_on_request_while_handles_remain() {
     );
     assert_eq!(endpoints.load().len(), 1);
 }
+
+/// A server (or proxy) that ends every watch at once, cleanly and without an event: kube's
+/// watcher would send the next watch as fast as the round trip allows. Watches that follow
+/// watches cut short wait 1 s, then twice as long each time (client-go's reflector backs off
+/// after a "very short watch" too); the set stays, and a watch that lasts comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_ended_at_once_are_paced_not_repeated_at_once() {
+    let rig = FakeApiServer::start().await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.1")));
+    let endpoints = rig.source("kubernetes:///api:http").await.spawn();
+    endpoints.resolved().await.unwrap();
+    eventually("a watch", || rig.live_watches() == 1).await;
+
+    rig.end_watches_at_once(true);
+    rig.drop_watches();
+    let before = rig.watch_count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = rig.watch_count() - before;
+    // Waits of 1 s and 2 s fill the 3 s (one more may be on its way): never hundreds.
+    assert!(asked <= 4, "{asked} watch requests in 3 s");
+    assert_eq!(endpoints.load().len(), 1);
+
+    rig.end_watches_at_once(false);
+    eventually("a watch that lasts", || rig.live_watches() == 1).await;
+    rig.apply(http_slice("api-a").endpoint(ep("10.0.0.2")));
+    wait_for_set(&endpoints, "the change through the watch", |set| {
+        set.contains(&"10.0.0.2:8080".parse().unwrap())
+    })
+    .await;
+}

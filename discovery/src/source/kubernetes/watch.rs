@@ -770,14 +770,61 @@ fn status_code(error: &watcher::Error) -> Option<u16> {
     }
 }
 
+/// A watch shorter than this that is followed at once by the next watch (no list between) was
+/// cut short: client-go's reflector calls it a "very short watch" and backs off.
+const SHORT_WATCH: Duration = Duration::from_secs(1);
+/// The longest wait before a watch request that follows short watches.
+const MAX_WATCH_PACE: Duration = Duration::from_secs(30);
+
 /// Wakes the task when a watch request of its target succeeds, so it sees a restarted watch
-/// succeed.
+/// succeed; paces watch requests that follow watches cut short.
 #[derive(Debug, Default)]
 pub(super) struct WatchProbe {
     notify: Notify,
+    pacing: std::sync::Mutex<WatchPacing>,
+}
+
+#[derive(Debug, Default)]
+struct WatchPacing {
+    /// When the last watch request was sent, if the last request was a watch.
+    last_watch: Option<Instant>,
+    /// The wait that the next short watch doubles, zero while watches last.
+    pace: Duration,
 }
 
 impl WatchProbe {
+    /// How long a request sent at `now` waits. kube's watcher sends the next watch as soon as
+    /// one ends without an error; a server (or proxy) that ends every watch at once, without an
+    /// event, would get them as fast as the round trip allows. A watch request that follows a
+    /// watch shorter than [`SHORT_WATCH`] waits 1 s, doubling with each further short one up to
+    /// [`MAX_WATCH_PACE`]; a watch that lasted resets the wait, and neither a list request in
+    /// between (a relist) nor a watch that ended in an error (paced by the task's backoff) is a
+    /// short watch.
+    fn pace(&self, is_watch: bool, now: Instant) -> Duration {
+        let mut pacing = self
+            .pacing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !is_watch {
+            pacing.last_watch = None;
+            return Duration::ZERO;
+        }
+        let wait = match pacing.last_watch {
+            Some(last) if now.saturating_duration_since(last) < pacing.pace + SHORT_WATCH => {
+                pacing.pace = (pacing.pace * 2).clamp(SHORT_WATCH, MAX_WATCH_PACE);
+                pacing
+                    .pace
+                    .saturating_sub(now.saturating_duration_since(last))
+            }
+            _ => {
+                pacing.pace = Duration::ZERO;
+                Duration::ZERO
+            }
+        };
+        pacing.last_watch = Some(now + wait);
+        wait
+    }
+
     fn succeeded(&self) -> impl Future<Output = ()> + '_ {
         self.notify.notified()
     }
@@ -786,9 +833,15 @@ impl WatchProbe {
         self.notify.notify_one();
     }
 
-    /// Drops a success recorded and not yet seen: it came before a failure.
+    /// Drops a success recorded and not yet seen: it came before a failure. The failure's own
+    /// backoff paces what follows, so the watch it ended counts as no short watch.
     fn forget(&self) {
         let _ = self.notify.notified().now_or_never();
+        let mut pacing = self
+            .pacing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pacing = WatchPacing::default();
     }
 }
 
@@ -823,7 +876,11 @@ impl tower::Service<http::Request<kube::client::Body>> for ProbeService {
             .uri()
             .query()
             .is_some_and(|query| query.split('&').any(|pair| pair == "watch=true"));
+        let wait = probe.pace(is_watch, Instant::now());
         Box::pin(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let response = client.send(request).await?;
             if is_watch && response.status().is_success() {
                 probe.record();
