@@ -686,8 +686,13 @@ fn srv_prefix_without_host(host: &str) -> Option<String> {
     }
 }
 
-/// Rejects addresses that no connection can go to: `0.0.0.0` and `::` mean "any" (and reach
-/// the local host on some systems), broadcast and multicast are not for TCP.
+/// `false` for addresses that no connection can go to: `0.0.0.0` and `::` mean "any" (and
+/// reach the local host on some systems), broadcast and multicast are not for TCP.
+pub(crate) fn is_destination(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+}
+
+/// Rejects addresses that no connection can go to (see [`is_destination`]).
 fn check_destination(ip: IpAddr, written: &str) -> Result<(), Reason> {
     let detail = if ip.is_unspecified() {
         "the unspecified address (`0.0.0.0`, `::`) means \"any\" and is not a destination"

@@ -1431,3 +1431,22 @@ async fn an_srv_name_that_is_a_cname_is_followed() {
         endpoints.health()
     );
 }
+
+/// Addresses no connection can go to (unspecified, broadcast, multicast) in an answer are left
+/// out, as the same addresses are refused as `dns:///` literals; they are never connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_addresses_that_are_no_destination_are_left_out() {
+    let server = DnsServer::start().await.unwrap();
+    let ips = [
+        "127.0.0.2",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::",
+        "ff02::1",
+    ]
+    .map(ip);
+    server.set_addresses("api.waypost.test", &ips, 1);
+    let endpoints = spawn("dns:///api.waypost.test.:80", options_for(server.address()));
+    wait_for_addresses(&endpoints, PATIENCE, &[addr("127.0.0.2", 80)]).await;
+}

@@ -962,11 +962,13 @@ async fn lookup_family(resolver: &SharedResolver, name: &Name, record_type: Reco
                     _ => continue,
                 };
                 ttl = Some(ttl.map_or(record.ttl, |ttl| ttl.min(record.ttl)));
-                if ip.is_unspecified() {
+                if !crate::target::is_destination(ip) {
                     tracing::debug!(
                         target: "waypost::discovery::dns",
                         name = %name,
-                        "ignoring an unspecified address in the answer"
+                        %ip,
+                        "ignoring an address no connection can go to (unspecified, broadcast, \
+                         multicast) in the answer"
                     );
                     continue;
                 }

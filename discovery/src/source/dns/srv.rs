@@ -288,7 +288,7 @@ pub(crate) fn additional_addresses<'a>(
             RData::AAAA(aaaa) if families.v6() => IpAddr::V6(aaaa.0),
             _ => continue,
         };
-        if ip.is_unspecified() {
+        if !crate::target::is_destination(ip) {
             continue;
         }
         let mut owner = record.name.to_lowercase();
