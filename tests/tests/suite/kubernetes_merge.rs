@@ -557,6 +557,22 @@ async fn an_undecodable_slice_does_not_stop_the_watch() {
         addresses(&set),
         expected(["10.0.0.1".into(), "10.0.0.3".into()], 8080)
     );
+
+    // A good slice modified into an undecodable one: its endpoints go (the watch lists again,
+    // each slice read on its own), the other slice's stay.
+    rig.apply(http_slice("api-other").endpoint(ep("10.0.0.4")));
+    wait_for_set(&endpoints, "the other slice", |set| set.len() == 3).await;
+    let mut broken = http_slice("api-good")
+        .endpoint(ep("10.0.0.1"))
+        .json()
+        .clone();
+    broken["endpoints"] = serde_json::json!("not a list");
+    rig.apply_value_timed(broken);
+    let set = wait_for_set(&endpoints, "the broken slice's endpoints gone", |set| {
+        set.len() == 1
+    })
+    .await;
+    assert_eq!(addresses(&set), expected(["10.0.0.4".into()], 8080));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

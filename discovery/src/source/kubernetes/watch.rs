@@ -603,14 +603,10 @@ impl WatchTask {
     /// replaced, and how long to wait before polling it again.
     fn handle_error(&mut self, error: watcher::Error) -> (bool, Duration) {
         let now = Instant::now();
-        if !self.tolerant
-            && matches!(
-                &error,
-                watcher::Error::InitialListFailed(kube::Error::SerdeError(_))
-            )
-        {
-            // One object kube could not decode fails the whole list: from now on the watch
-            // decodes each object on its own, and that one becomes an unusable slice.
+        if !self.tolerant && is_undecodable(&error) {
+            // One object kube could not decode fails the whole list, or is dropped from the
+            // watch (its slice's earlier endpoints would stay): from now on the watch decodes
+            // each object on its own, lists again, and that one becomes an unusable slice.
             tracing::warn!(
                 target: "waypost::discovery",
                 namespace = %self.namespace,
@@ -756,6 +752,19 @@ fn classify(error: &watcher::Error) -> ErrorClass {
         watcher::Error::NoResourceVersion => {
             ErrorClass::Failure(DiscoveryErrorKind::InvalidData, "following")
         }
+    }
+}
+
+/// `true` for an object kube could not decode: in a list page, or as a watch event. kube
+/// reads a watch line that is no event as a `Status` if it can, and every field of a `Status`
+/// is optional, so an event whose object has the wrong shape comes as an API error without a
+/// code (a real in-stream error is an `ERROR` event, with its code).
+fn is_undecodable(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::SerdeError(_))
+        | watcher::Error::WatchFailed(kube::Error::SerdeError(_)) => true,
+        watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 0,
+        _ => false,
     }
 }
 
