@@ -694,14 +694,15 @@ pub(crate) fn is_destination(ip: IpAddr) -> bool {
 
 /// Rejects addresses that no connection can go to (see [`is_destination`]).
 fn check_destination(ip: IpAddr, written: &str) -> Result<(), Reason> {
+    if is_destination(ip) {
+        return Ok(());
+    }
     let detail = if ip.is_unspecified() {
         "the unspecified address (`0.0.0.0`, `::`) means \"any\" and is not a destination"
     } else if ip.is_multicast() {
         "a multicast address is not a destination for TCP"
-    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
-        "the broadcast address is not a destination for TCP"
     } else {
-        return Ok(());
+        "the broadcast address is not a destination for TCP"
     };
     Err(Reason::UnusableAddress {
         address: written.to_owned(),
