@@ -795,7 +795,7 @@ pub(super) struct WatchProbe {
 
 #[derive(Debug, Default)]
 struct WatchPacing {
-    /// When the last watch request was sent, if the last request was a watch.
+    /// When the last watch request was sent (after its wait), if the last request was a watch.
     last_watch: Option<Instant>,
     /// The wait that the next short watch doubles, zero while watches last.
     pace: Duration,
@@ -818,12 +818,12 @@ impl WatchProbe {
             pacing.last_watch = None;
             return Duration::ZERO;
         }
+        // `last_watch` is when the last watch was sent, after its own wait: the time since is
+        // how long that watch lasted.
         let wait = match pacing.last_watch {
-            Some(last) if now.saturating_duration_since(last) < pacing.pace + SHORT_WATCH => {
+            Some(last) if now.saturating_duration_since(last) < SHORT_WATCH => {
                 pacing.pace = (pacing.pace * 2).clamp(SHORT_WATCH, MAX_WATCH_PACE);
-                pacing
-                    .pace
-                    .saturating_sub(now.saturating_duration_since(last))
+                pacing.pace
             }
             _ => {
                 pacing.pace = Duration::ZERO;
@@ -903,6 +903,33 @@ impl tower::Service<http::Request<kube::client::Body>> for ProbeService {
 mod tests {
     use super::*;
     use kube::core::Status;
+
+    #[test]
+    fn watches_cut_short_are_paced_and_a_lasting_one_resets_the_pace() {
+        let probe = WatchProbe::default();
+        let ms = Duration::from_millis;
+        let mut now = Instant::now();
+        assert_eq!(probe.pace(true, now), Duration::ZERO);
+        // Each watch ends 10 ms after it was sent: 1 s, 2 s, 4 s, ... 30 s.
+        for expected in [1, 2, 4, 8, 16, 30, 30] {
+            now += ms(10);
+            let wait = probe.pace(true, now);
+            assert_eq!(wait, Duration::from_secs(expected));
+            now += wait;
+        }
+        // A watch that lasted 5 s: the next is sent at once, and the pace starts over.
+        now += Duration::from_secs(5);
+        assert_eq!(probe.pace(true, now), Duration::ZERO);
+        now += ms(10);
+        assert_eq!(probe.pace(true, now), Duration::from_secs(1));
+        // A list between two watches (a relist): no short watch.
+        now += Duration::from_secs(1) + ms(10);
+        assert_eq!(probe.pace(false, now), Duration::ZERO);
+        assert_eq!(probe.pace(true, now + ms(10)), Duration::ZERO);
+        // A watch that ended in an error is paced by the task's backoff.
+        probe.forget();
+        assert_eq!(probe.pace(true, now + ms(20)), Duration::ZERO);
+    }
 
     #[test]
     fn the_http_410_trap_is_told_apart_from_the_in_stream_410() {
