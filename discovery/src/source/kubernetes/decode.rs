@@ -20,9 +20,9 @@
 //! An undecodable object makes kube fail the whole list it came in, so the Service (or every
 //! Service of a shared watch) would get no endpoints at all; in a watch, kube drops the event,
 //! so a good slice modified into a bad one kept its endpoints. When a list or a watch event
-//! fails to decode, the watch task lists and watches again with [`TolerantSlice`]: each object's text is taken first
-//! and decoded on its own, and one that cannot be becomes an unusable slice, named by whatever
-//! of its metadata could be read
+//! fails to decode, the watch task lists and watches again with [`TolerantSlice`]: each
+//! object's text is taken first and decoded on its own, and one that cannot be becomes an
+//! unusable slice, named by whatever of its metadata could be read
 //! ([`UnusableReason::Undecodable`](super::UnusableReason::Undecodable)). That costs a second
 //! pass over each object's text, so it is only used after a failure.
 
