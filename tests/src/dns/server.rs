@@ -218,13 +218,7 @@ impl DnsServer {
     /// `name`'s own records of that type (an extra no client should take, as a misconfigured or
     /// forging server sends): sent when the query's type is the address's.
     pub fn add_foreign_address(&self, name: &str, owner: &str, ip: IpAddr, ttl: u32) {
-        let record = address_record(&key(owner), ip, ttl);
-        self.shared
-            .table()
-            .foreign
-            .entry(key(name))
-            .or_default()
-            .push(record);
+        self.add_foreign(name, address_record(&key(owner), ip, ttl));
     }
 
     /// The same for an SRV record of another name, `owner`.
@@ -235,7 +229,10 @@ impl DnsServer {
             srv.port,
             key(&srv.target),
         ));
-        let record = Record::from_rdata(key(owner), ttl, data);
+        self.add_foreign(name, Record::from_rdata(key(owner), ttl, data));
+    }
+
+    fn add_foreign(&self, name: &str, record: Record) {
         self.shared
             .table()
             .foreign

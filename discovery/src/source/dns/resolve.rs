@@ -940,17 +940,7 @@ async fn lookup_family(resolver: &SharedResolver, name: &Name, record_type: Reco
         Ok(lookup) => {
             let mut ips = Vec::new();
             let mut ttl: Option<u32> = None;
-            let owners = answer_owners(name, lookup.answers());
-            for record in lookup.answers() {
-                if !owners.contains(&record.name) {
-                    tracing::debug!(
-                        target: "waypost::discovery::dns",
-                        name = %name,
-                        record = %record.name,
-                        "ignoring a record of another name in the answer"
-                    );
-                    continue;
-                }
+            for record in answered_records(name, lookup.answers()) {
                 let ip = match &record.data {
                     RData::A(a) if record_type == RecordType::A => IpAddr::V4(a.0),
                     RData::AAAA(aaaa) if record_type == RecordType::AAAA => IpAddr::V6(aaaa.0),
@@ -997,26 +987,41 @@ async fn lookup_family(resolver: &SharedResolver, name: &Name, record_type: Reco
     }
 }
 
-/// The names whose records answer a query for `query`: `query` itself and the names its CNAME
-/// records in `answers` lead to, however they are ordered. A record of any other name (an
-/// extra a server added, or a forged one) is no answer to the query, as glibc's `getanswer`
-/// skips it too.
-pub(crate) fn answer_owners(query: &Name, answers: &[Record]) -> Vec<Name> {
-    let mut owners = vec![query.clone()];
+/// The records of `answers` that answer a query for `query`: those of `query` itself and of
+/// the names its CNAME records there lead to, however they are ordered. A record of any other
+/// name (an extra a server added, or a forged one) is no answer to the query, as glibc's
+/// `getanswer` skips it too; it is left out with a debug log.
+pub(crate) fn answered_records<'a>(
+    query: &'a Name,
+    answers: &'a [Record],
+) -> impl Iterator<Item = &'a Record> + 'a {
+    let mut owners = vec![query];
     loop {
         let known = owners.len();
         for record in answers {
             if let RData::CNAME(cname) = &record.data
-                && owners.contains(&record.name)
-                && !owners.contains(&cname.0)
+                && owners.contains(&&record.name)
+                && !owners.contains(&&cname.0)
             {
-                owners.push(cname.0.clone());
+                owners.push(&cname.0);
             }
         }
         if owners.len() == known {
-            return owners;
+            break;
         }
     }
+    answers.iter().filter(move |record| {
+        let owned = owners.contains(&&record.name);
+        if !owned {
+            tracing::debug!(
+                target: "waypost::discovery::dns",
+                name = %query,
+                record = %record.name,
+                "ignoring a record of another name in the answer"
+            );
+        }
+        owned
+    })
 }
 
 /// The negative answer inside `error`, if it is one.

@@ -36,7 +36,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use super::options::IpFamilies;
 use super::resolve::{
-    Addresses, Answer, Negative, Outcome, SharedResolver, Step, answer_owners, describe,
+    Addresses, Answer, Negative, Outcome, SharedResolver, Step, answered_records, describe,
     display_name, lookup_addresses, negative,
 };
 use crate::endpoint::Endpoint;
@@ -150,17 +150,7 @@ pub(crate) async fn resolve(
     // The smallest TTL of the SRV records, usable or not: how long an answer without a usable
     // record stands.
     let mut srv_ttl: Option<u32> = None;
-    let owners = answer_owners(lookup.query().name(), lookup.answers());
-    for record in lookup.answers() {
-        if !owners.contains(&record.name) {
-            tracing::debug!(
-                target: "waypost::discovery::dns",
-                name = %answered,
-                record = %record.name,
-                "ignoring a record of another name in the SRV answer"
-            );
-            continue;
-        }
+    for record in answered_records(lookup.query().name(), lookup.answers()) {
         if let RData::SRV(srv) = &record.data {
             srv_ttl = Some(srv_ttl.map_or(record.ttl, |ttl| ttl.min(record.ttl)));
             if srv.target.is_root() {

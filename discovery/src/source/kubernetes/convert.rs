@@ -111,6 +111,23 @@ pub struct SliceEndpoints {
 }
 
 impl SliceEndpoints {
+    /// A slice of `family` that contributes no endpoint and skipped nothing.
+    fn nothing(family: Option<Family>) -> Self {
+        SliceEndpoints {
+            port: None,
+            endpoints: Vec::new(),
+            not_serving: 0,
+            unready: Vec::new(),
+            ready_terminating: Vec::new(),
+            without_address: 0,
+            invalid_addresses: Vec::new(),
+            offered_ports: Vec::new(),
+            fqdn: false,
+            placeholder: false,
+            family,
+        }
+    }
+
     /// The slice's port the target selected; `None` when the slice has no such port (then it
     /// contributes no endpoint), or for an `FQDN` slice.
     pub fn port(&self) -> Option<u16> {
@@ -314,17 +331,8 @@ pub fn convert_slice(
         "IPv6" => Family::V6,
         "FQDN" => {
             return Ok(SliceEndpoints {
-                port: None,
-                endpoints: Vec::new(),
-                not_serving: 0,
-                unready: Vec::new(),
-                ready_terminating: Vec::new(),
-                without_address: 0,
-                invalid_addresses: Vec::new(),
-                offered_ports: Vec::new(),
                 fqdn: true,
-                placeholder: false,
-                family: None,
+                ..SliceEndpoints::nothing(None)
             });
         }
         other => return unusable(UnusableReason::UnknownAddressType(other.to_owned())),
@@ -343,17 +351,8 @@ pub fn convert_slice(
             && slice.ports.as_deref().unwrap_or_default().is_empty()
         {
             return Ok(SliceEndpoints {
-                port: None,
-                endpoints: Vec::new(),
-                not_serving: 0,
-                unready: Vec::new(),
-                ready_terminating: Vec::new(),
-                without_address: 0,
-                invalid_addresses: Vec::new(),
-                offered_ports: Vec::new(),
-                fqdn: false,
                 placeholder: true,
-                family: Some(family),
+                ..SliceEndpoints::nothing(Some(family))
             });
         }
         return unusable(UnusableReason::MissingPorts);
@@ -391,17 +390,10 @@ pub fn convert_slice(
     }
     let Some(number) = select_port(&ports, port) else {
         return Ok(SliceEndpoints {
-            port: None,
-            endpoints: Vec::new(),
-            not_serving: 0,
-            unready: Vec::new(),
-            ready_terminating: Vec::new(),
             without_address,
             invalid_addresses,
             offered_ports,
-            fqdn: false,
-            placeholder: false,
-            family: Some(family),
+            ..SliceEndpoints::nothing(Some(family))
         });
     };
 
